@@ -1,0 +1,9 @@
+"""precomp_host: build, serve and deploy Neuroglancer precomputed volumes."""
+
+from __future__ import annotations
+
+from .layout import FLAT, LAYOUTS, NESTED, Layout
+from .model import ChunkKey, Dataset, InvalidInfoError, Scale
+
+__all__ = ["FLAT", "LAYOUTS", "NESTED", "ChunkKey", "Dataset", "InvalidInfoError", "Layout", "Scale"]
+__version__ = "0.1.0"

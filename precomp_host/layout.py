@@ -1,0 +1,99 @@
+"""Where a chunk lives on disk: the :class:`Layout` (``FLAT`` or ``NESTED``).
+
+Neuroglancer always asks for ``<scale key>/<x0>-<x1>_<y0>-<y1>_<z0>-<z1>`` (spec: volume.md,
+"Unsharded chunk storage"). A folder with a million files per scale is slow on most filesystems,
+so the default ``NESTED`` layout stores that chunk at ``<key>/<x0>-<x1>/<y0>-<y1>/<z0>-<z1>``
+and every server maps the flat URL to the nested path with :data:`URL_PATTERN` and
+:data:`URL_REPLACEMENT`. That pair is the only copy of the rule: the generator, the middleware
+and the nginx/Apache templates all read it from here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import ClassVar
+
+from .model import ChunkKey
+
+#: A flat chunk name, alone as the last path segment. It never matches mesh names (``1:0``,
+#: ``1052:0:0-512_0-512_0-512``), annotation cells (``1_2_3``), ``*.shard`` or ``*.index``.
+CHUNK_NAME_PATTERN = r"^\d+-\d+_\d+-\d+_\d+-\d+$"
+
+#: The URL rewrite, as PCRE for nginx ``rewrite`` and Apache ``RewriteRule`` (both use ``$n``):
+#: group 1 is everything up to the last ``/``, groups 2-4 the x, y and z ranges.
+URL_PATTERN = r"^(.*)/(\d+-\d+)_(\d+-\d+)_(\d+-\d+)$"
+URL_REPLACEMENT = "$1/$2/$3/$4"
+
+_URL_RE = re.compile(URL_PATTERN)
+_PY_REPLACEMENT = re.sub(r"\$(\d)", r"\\\1", URL_REPLACEMENT)
+_NESTED_TAIL = re.compile(r"(?:^|/)(\d+-\d+)/(\d+-\d+)/(\d+-\d+)$")
+
+
+def nested_url(url_path: str) -> str:
+    """The nested path for a flat chunk URL; any other path is returned unchanged."""
+    return _URL_RE.sub(_PY_REPLACEMENT, url_path)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How chunk keys map to relative POSIX paths inside a dataset folder."""
+
+    name: ClassVar[str]
+
+    def path_for(self, key: ChunkKey) -> str:
+        raise NotImplementedError
+
+    def key_for(self, path: str) -> ChunkKey | None:
+        """The chunk stored at ``path`` (relative to the dataset), or None for other files."""
+        raise NotImplementedError
+
+    def resolve(self, url_path: str) -> str:
+        """The path on disk that serves Neuroglancer's request for ``url_path``."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class FlatLayout(Layout):
+    name: ClassVar[str] = "flat"
+
+    def path_for(self, key: ChunkKey) -> str:
+        return f"{key.scale}/{key.name}"
+
+    def key_for(self, path: str) -> ChunkKey | None:
+        scale, _, tail = path.rpartition("/")
+        if not scale or re.match(CHUNK_NAME_PATTERN, tail) is None:
+            return None
+        try:
+            return ChunkKey.parse(scale, tail)
+        except ValueError:
+            return None
+
+    def resolve(self, url_path: str) -> str:
+        return url_path
+
+
+@dataclass(frozen=True)
+class NestedLayout(Layout):
+    name: ClassVar[str] = "nested"
+
+    def path_for(self, key: ChunkKey) -> str:
+        x, y, z = (f"{a}-{b}" for a, b in zip(key.start, key.stop))
+        return f"{key.scale}/{x}/{y}/{z}"
+
+    def key_for(self, path: str) -> ChunkKey | None:
+        m = _NESTED_TAIL.search(path)
+        if m is None or m.start() == 0:
+            return None
+        try:
+            return ChunkKey.parse(path[: m.start()], "_".join(m.groups()))
+        except ValueError:
+            return None
+
+    def resolve(self, url_path: str) -> str:
+        return nested_url(url_path)
+
+
+FLAT = FlatLayout()
+NESTED = NestedLayout()
+LAYOUTS: dict[str, Layout] = {FLAT.name: FLAT, NESTED.name: NESTED}
