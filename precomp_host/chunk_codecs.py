@@ -10,11 +10,13 @@ Fortran order (volume.md, "raw chunk encoding"). Not to be confused with HTTP co
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 Options = dict[str, Any]
 
@@ -41,9 +43,7 @@ def _raw_encode(arr: np.ndarray) -> bytes:
     return np.ascontiguousarray(np.moveaxis(arr, 3, 0), dtype=_le(arr.dtype)).tobytes()
 
 
-def _raw_decode(
-    data: bytes, shape: tuple[int, int, int, int], dtype: np.dtype[Any]
-) -> np.ndarray:
+def _raw_decode(data: bytes, shape: tuple[int, int, int, int], dtype: np.dtype[Any]) -> np.ndarray:
     z, y, x, c = shape
     flat = np.frombuffer(data, dtype=_le(dtype))
     if flat.size != z * y * x * c:
@@ -110,7 +110,10 @@ def _png_codec() -> ChunkCodec:
         return buf.getvalue()
 
     return ChunkCodec(
-        "png", encode, lambda data, shape, dtype: _from_image(data, shape), _image_unsupported("png")
+        "png",
+        encode,
+        lambda data, shape, dtype: _from_image(data, shape),
+        _image_unsupported("png"),
     )
 
 

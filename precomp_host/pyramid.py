@@ -30,7 +30,7 @@ def _block_counts(n: int, origin: int, f: int) -> np.ndarray:
 def _pad_to_blocks(arr: np.ndarray, factors: Vec3, origin: Vec3) -> np.ndarray:
     """``arr`` padded (with zeros) so that each axis starts and ends on a block boundary."""
     pads = []
-    for axis, (f, o) in zip((2, 1, 0), zip(factors, origin)):
+    for axis, (f, o) in zip((2, 1, 0), zip(factors, origin, strict=True), strict=True):
         n = arr.shape[axis]
         before = o % f
         after = -(o + n) % f
@@ -66,10 +66,13 @@ def downsample_mean(arr: np.ndarray, factors: Vec3, origin: Vec3) -> np.ndarray:
         * _block_counts(y, origin[1], fy)[None, :, None, None]
         * _block_counts(x, origin[0], fx)[None, None, :, None]
     )
+    out: np.ndarray
     if arr.dtype.kind == "f":
-        return (sums / counts).astype(arr.dtype)
-    counts = counts.astype(acc)
-    return ((sums + counts // 2) // counts).astype(arr.dtype)
+        out = (sums / counts).astype(arr.dtype)
+    else:
+        counts = counts.astype(acc)
+        out = ((sums + counts // 2) // counts).astype(arr.dtype)
+    return out
 
 
 def downsample_stride(arr: np.ndarray, factors: Vec3, origin: Vec3) -> np.ndarray:
@@ -79,10 +82,14 @@ def downsample_stride(arr: np.ndarray, factors: Vec3, origin: Vec3) -> np.ndarra
     # block start after it.
     sl = tuple(
         np.concatenate(([0], np.arange(-o % f or f, n, f))) if n else np.arange(0)
-        for n, o, f in ((arr.shape[0], origin[2], fz), (arr.shape[1], origin[1], fy),
-                        (arr.shape[2], origin[0], fx))
+        for n, o, f in (
+            (arr.shape[0], origin[2], fz),
+            (arr.shape[1], origin[1], fy),
+            (arr.shape[2], origin[0], fx),
+        )
     )
-    return arr[np.ix_(sl[0], sl[1], sl[2])]
+    out: np.ndarray = arr[np.ix_(sl[0], sl[1], sl[2])]
+    return out
 
 
 #: Name -> downsampler; images use "mean", segmentations "mode" (or "stride").
