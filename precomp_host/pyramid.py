@@ -92,8 +92,135 @@ def downsample_stride(arr: np.ndarray, factors: Vec3, origin: Vec3) -> np.ndarra
     return out
 
 
+def _valid_along(n: int, origin: int, f: int) -> np.ndarray:
+    """``[d, b]``: whether offset ``d`` of aligned block ``b`` lies in ``[origin, origin + n)``."""
+    first = origin // f
+    nblocks = -(-(origin + n) // f) - first
+    pos = (np.arange(nblocks)[None, :] + first) * f + np.arange(f)[:, None]
+    valid: np.ndarray = (pos >= origin) & (pos < origin + n)
+    return valid
+
+
+def _mode_of_columns(values: np.ndarray, valid: np.ndarray | None, sparse: bool) -> np.ndarray:
+    """The mode of each column of ``values`` (``[block position, block]``) over ``valid`` rows.
+
+    Sorting each column puts equal labels next to each other; one pass down the rows then
+    tracks the length of the current run and keeps a run only when it is strictly longer than
+    the best so far, so among equally frequent labels the first in sorted order, the smallest,
+    wins. Invalid entries (outside the volume in a partial block) are set to the dtype's
+    maximum so that they sort last, and are excluded by position: column ``b`` has its
+    ``n_valid[b]`` valid values first.
+    """
+    b = values.shape[0]
+    if valid is None:
+        n_valid = None
+        s = np.sort(values, axis=0)
+    else:
+        n_valid = valid.sum(axis=0)
+        s = np.sort(np.where(valid, values, np.iinfo(values.dtype).max), axis=0)
+    run = np.ones(s.shape[1], np.int64)
+    best_count = np.where(s[0] != 0, run, 0) if sparse else run.copy()
+    # All-zero columns under sparse keep s[0], which is then 0.
+    best = s[0].copy()
+    for j in range(1, b):
+        same = s[j] == s[j - 1]
+        run = np.where(same, run + 1, 1)
+        count = run
+        if n_valid is not None:
+            count = np.where(j < n_valid, count, 0)
+        if sparse:
+            count = np.where(s[j] != 0, count, 0)
+        better = count > best_count
+        best_count = np.where(better, count, best_count)
+        best = np.where(better, s[j], best)
+    out: np.ndarray = best
+    return out
+
+
+def _downsample_mode(arr: np.ndarray, factors: Vec3, origin: Vec3, *, sparse: bool) -> np.ndarray:
+    if arr.dtype.kind not in "ui":
+        raise TypeError(f"mode downsampling needs integer labels, got {arr.dtype}")
+    fx, fy, fz = factors
+    if factors == (1, 1, 1):
+        return arr
+    # Pad partial border blocks by repeating their edge voxels: a block is then uniform
+    # exactly when its existing voxels are, which settles most blocks of a segmentation
+    # (labels are large regions) with one comparison pass and no sort.
+    widths = [
+        (o % f, -(o + n) % f)
+        for n, o, f in zip(
+            arr.shape[:3], (origin[2], origin[1], origin[0]), (fz, fy, fx), strict=True
+        )
+    ]
+    partial = any(w != (0, 0) for w in widths)
+    padded = np.pad(arr, [*widths, (0, 0)], mode="edge") if partial else arr
+    c = arr.shape[3]
+    pz, py, px = padded.shape[0] // fz, padded.shape[1] // fy, padded.shape[2] // fx
+    nb = fx * fy * fz
+    # [block position (dz, dy, dx), block (bz, by, bx, c)]: one column per output voxel.
+    cols = (
+        padded.reshape(pz, fz, py, fy, px, fx, c)
+        .transpose(1, 3, 5, 0, 2, 4, 6)
+        .reshape(nb, pz * py * px * c)
+    )
+    out = cols[0].copy()
+    uniform = np.ones(cols.shape[1], bool)
+    for j in range(1, nb):
+        uniform &= cols[j] == cols[0]
+    if not partial:
+        mixed = np.flatnonzero(~uniform)
+        if mixed.size:
+            out[mixed] = _mode_of_columns(cols[:, mixed], None, sparse)
+    else:
+        # Only blocks on the slab's faces can be partial; the mask is built for those alone.
+        vz = _valid_along(arr.shape[0], origin[2], fz)
+        vy = _valid_along(arr.shape[1], origin[1], fy)
+        vx = _valid_along(arr.shape[2], origin[0], fx)
+        full = (
+            np.all(vz, axis=0)[:, None, None, None]
+            & np.all(vy, axis=0)[None, :, None, None]
+            & np.all(vx, axis=0)[None, None, :, None]
+        )
+        full = np.broadcast_to(full, (pz, py, px, c)).ravel()
+        mixed = np.flatnonzero(~uniform & full)
+        if mixed.size:
+            out[mixed] = _mode_of_columns(cols[:, mixed], None, sparse)
+        edge = np.flatnonzero(~uniform & ~full)
+        if edge.size:
+            bz, by, bx, _ = np.unravel_index(edge, (pz, py, px, c))
+            valid = (
+                vz[:, bz][:, None, None, :]
+                & vy[:, by][None, :, None, :]
+                & vx[:, bx][None, None, :, :]
+            ).reshape(nb, edge.size)
+            out[edge] = _mode_of_columns(cols[:, edge], valid, sparse)
+    result: np.ndarray = out.reshape(pz, py, px, c)
+    return result
+
+
+def downsample_mode(arr: np.ndarray, factors: Vec3, origin: Vec3) -> np.ndarray:
+    """The most frequent label of each block; ties go to the smallest label.
+
+    Background 0 counts like any other label. Only the voxels that exist vote in a partial
+    border block. Vectorised over blocks: a comparison pass finds uniform blocks, the others
+    are sorted along a block-position axis and run-length counted (see ``_mode_of_columns``).
+    """
+    return _downsample_mode(arr, factors, origin, sparse=False)
+
+
+def downsample_mode_sparse(arr: np.ndarray, factors: Vec3, origin: Vec3) -> np.ndarray:
+    """Like :func:`downsample_mode`, but 0 (background) wins only a block that is all 0.
+
+    This keeps thin labelled structures (neurites, membranes) from vanishing into the
+    background at coarse scales (``--sparse``); ties among non-zero labels go to the smallest.
+    """
+    return _downsample_mode(arr, factors, origin, sparse=True)
+
+
 #: Name -> downsampler; images use "mean", segmentations "mode" (or "stride").
 DOWNSAMPLERS: dict[str, Downsampler] = {
     "mean": downsample_mean,
     "stride": downsample_stride,
+    "mode": downsample_mode,
+    "mode_sparse": downsample_mode_sparse,
 }
