@@ -117,6 +117,72 @@ def _png_codec() -> ChunkCodec:
     )
 
 
+def _cseg_unsupported(dtype: np.dtype[Any], channels: int, volume_type: str) -> str | None:
+    # volume.md: compressed_segmentation is for uint32 and uint64 data.
+    if dtype not in (np.uint32, np.uint64):
+        return f"compressed_segmentation encoding needs uint32 or uint64 data, got {dtype}"
+    return None
+
+
+def _cseg_codec(block_size: tuple[int, int, int]) -> ChunkCodec:
+    import compressed_segmentation as cseg
+
+    # The binding (2.3) takes &data[0,0,0,0] with strides derived from ``order`` and leaves
+    # the channel stride unset, so it is only right for one contiguous channel at a time. We
+    # encode each channel alone and write the multi-channel header ourselves (volume.md,
+    # "compressed_segmentation chunk encoding": num_channels uint32le offsets, in 32-bit words
+    # from the start of the chunk, to each channel's compressed data).
+    def encode(arr: np.ndarray) -> bytes:
+        reason = _cseg_unsupported(arr.dtype, arr.shape[3], "segmentation")
+        if reason:
+            raise ValueError(reason)
+        channels = arr.shape[3]
+        parts = []
+        for ch in range(channels):
+            # [z, y, x] C-contiguous is [x, y, z] Fortran-contiguous: what order="F" assumes.
+            zyx = np.ascontiguousarray(arr[:, :, :, ch], dtype=_le(arr.dtype))
+            data: bytes = cseg.compress(zyx.T[:, :, :, None], block_size=block_size, order="F")
+            parts.append(data[4:])  # drop the one-channel header (a single offset, 1)
+        offsets, at = [], channels
+        for part in parts:
+            offsets.append(at)
+            at += len(part) // 4
+        return np.array(offsets, "<u4").tobytes() + b"".join(parts)
+
+    def decode(data: bytes, shape: tuple[int, int, int, int], dtype: np.dtype[Any]) -> np.ndarray:
+        z, y, x, c = shape
+        if len(data) % 4 or len(data) < 4 * c:
+            raise ValueError(f"compressed_segmentation chunk of {len(data)} bytes is truncated")
+        words = np.frombuffer(data, "<u4")
+        offsets = [*words[:c].tolist(), len(words)]
+        out = np.empty(shape, dtype)
+        for ch in range(c):
+            start, stop = offsets[ch], offsets[ch + 1]
+            if not c <= start <= stop <= len(words):
+                raise ValueError(f"compressed_segmentation channel offset {start} out of range")
+            one = np.uint32(1).tobytes() + data[4 * start : 4 * stop]
+            xyz = cseg.decompress(one, (x, y, z), np.dtype(dtype), block_size=block_size, order="F")
+            out[:, :, :, ch] = np.asarray(xyz).T
+        return out
+
+    return ChunkCodec(
+        "compressed_segmentation",
+        encode,
+        decode,
+        _cseg_unsupported,
+        {"compressed_segmentation_block_size": list(block_size)},
+    )
+
+
+def _block_size(value: Any) -> tuple[int, int, int]:
+    if isinstance(value, int):
+        value = (value, value, value)
+    b = tuple(int(v) for v in value)
+    if len(b) != 3 or any(v <= 0 for v in b):
+        raise ValueError(f"compressed_segmentation block size must be 3 positive integers: {value}")
+    return (b[0], b[1], b[2])
+
+
 RAW = ChunkCodec("raw", _raw_encode, _raw_decode, _raw_unsupported)
 
 #: Factories by the spec's encoding name; each takes the codec options it understands.
@@ -124,6 +190,9 @@ CODECS: dict[str, Callable[..., ChunkCodec]] = {
     "raw": lambda **_: RAW,
     "jpeg": lambda quality=95, **_: _jpeg_codec(int(quality)),
     "png": lambda **_: _png_codec(),
+    "compressed_segmentation": lambda block_size=(8, 8, 8), **_: _cseg_codec(
+        _block_size(block_size)
+    ),
 }
 
 
