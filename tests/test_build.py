@@ -65,7 +65,8 @@ def make_volume(dtype: str, channels: int = 1, shape: tuple[int, int, int] = SHA
     if dtype == "float32":
         return (vol / 50).astype(np.float32)
     scale = {"uint8": 1, "uint16": 200, "uint32": 70000}[dtype]
-    return np.clip(vol * scale, 1, None).astype(dtype)
+    out: np.ndarray = np.clip(vol * scale, 1, None).astype(dtype)
+    return out
 
 
 def build(vol_xyzc: np.ndarray, out: Path, **kw: Any) -> dict[str, Any]:
