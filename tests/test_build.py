@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 import tifffile
+
 from precomp_host.build import BuildOptions, Progress, build_dataset
 from precomp_host.sources import volume_from_array
 

@@ -10,6 +10,7 @@ import brotli
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from precomp_host import encodings
 from precomp_host.encodings import (
     BY_SUFFIX,

@@ -11,6 +11,7 @@ from typing import ClassVar
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
+
 from precomp_host.layout import (
     CHUNK_NAME_PATTERN,
     FLAT,
@@ -22,7 +23,6 @@ from precomp_host.layout import (
     nested_url,
 )
 from precomp_host.model import ChunkKey
-
 from tests.strategies import any_chunk_keys, chunk_keys
 
 #: The last path segment of a chunk URL, exactly (issue #2), for checking the regexes against.

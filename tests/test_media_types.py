@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+
 from precomp_host.media_types import HTML, JSON, OCTET_STREAM, RULES, media_type_for
 
 

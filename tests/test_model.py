@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from precomp_host.model import ChunkKey, Dataset, InvalidInfoError, Scale, scale_key_for
 
+from precomp_host.model import ChunkKey, Dataset, InvalidInfoError, Scale, scale_key_for
 from tests.strategies import chunk_keys, dataset_jsons, scales
 
 # The example of neuroglancer's volume.md, with one member of our own at each level.

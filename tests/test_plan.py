@@ -7,9 +7,9 @@ import math
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from precomp_host.model import Dataset, Vec3
 from precomp_host.plan import downsample_factors, downsampled_box, plan_dataset
-
 from tests.strategies import resolutions, vec3s
 
 
