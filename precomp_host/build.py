@@ -29,6 +29,13 @@ from .chunk_codecs import ChunkCodec, make_codec
 from .layout import LAYOUTS
 from .plan import plan_dataset
 from .pyramid import DOWNSAMPLERS, Downsampler
+from .segmentation import (
+    LabelError,
+    LabelVolume,
+    SegmentationExtras,
+    SegmentationOptions,
+    plan_segmentation,
+)
 from .sources import SourceError, Volume, open_volume
 from .writer import DatasetWriter, DiskFullError
 
@@ -71,7 +78,8 @@ class BuildOptions:
     compress: tuple[str, ...] = ("gzip", "br")
     keep_identity: bool = False
     voxel_offset: Vec3 = (0, 0, 0)
-    downsample: str | None = None  # default: mean for images
+    downsample: str | None = None  # default: mean for images, mode for segmentations
+    segmentation: SegmentationOptions = field(default_factory=SegmentationOptions)
     workers: int | None = None
     resume: bool = False
     overwrite: bool = False
@@ -259,6 +267,8 @@ def plan_for(volume: Volume, options: BuildOptions) -> tuple[Dataset, tuple[Vec3
         )
     except ValueError as e:
         raise BuildError(str(e)) from None
+    if options.volume_type == "segmentation":
+        dataset = plan_segmentation(dataset, options.segmentation)
     return dataset, factors, codec
 
 
@@ -281,7 +291,9 @@ def build_dataset(
             if isinstance(source, str | os.PathLike)
             else source
         )
-    except SourceError as e:
+        if options.volume_type == "segmentation":
+            volume = LabelVolume(volume)
+    except (SourceError, LabelError) as e:
         raise BuildError(str(e)) from None
     dataset, factors, codec = plan_for(volume, options)
     out = Path(out)
@@ -325,9 +337,15 @@ def _write_scales(
     options: BuildOptions,
     progress: Callable[[Progress], None] | None,
 ) -> None:
+    step = dataset.scales[0].chunk_size[2]
     tracker = _Tracker(sum(s.num_chunks() for s in dataset.scales), progress)
     pool = _Pool(options.workers or os.cpu_count() or 1, tracker)
-    downsampler = DOWNSAMPLERS[options.downsample or "mean"]
+    extras = None
+    if options.volume_type == "segmentation":
+        extras = SegmentationExtras(dataset.scales[0], options.segmentation, writer, pool.submit)
+        tracker.total += extras.num_tasks(step)
+    default = "mode" if options.volume_type == "segmentation" else "mean"
+    downsampler = DOWNSAMPLERS[options.downsample or default]
 
     def emit(scale: Scale, row: int, buf: np.ndarray, buf_z0: int) -> None:
         ox, oy, _ = scale.voxel_offset
@@ -352,9 +370,15 @@ def _write_scales(
     assert level is not None
     try:
         depth = volume.shape[2]
-        step = dataset.scales[0].chunk_size[2]
         for z in range(0, depth, step):
-            level.push(volume.read(z, min(z + step, depth)))
+            slab = volume.read(z, min(z + step, depth))
+            if extras is not None:
+                extras.push(slab, dataset.scales[0].voxel_offset[2] + z)
+            level.push(slab)
+        if extras is not None:
+            extras.finish()
         pool.drain()
+        if extras is not None:
+            extras.write_metadata()
     finally:
         pool.close()

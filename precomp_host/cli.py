@@ -190,6 +190,73 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace the dataset already in OUT")
 
 
+def _add_segmentation_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("segmentation (--type segmentation)")
+    g.add_argument(
+        "--block-size",
+        type=_positive_int,
+        nargs="+",
+        default=[8],
+        metavar="N",
+        help="compressed_segmentation block size: 1 or 3 numbers (default 8)",
+    )
+    g.add_argument(
+        "--downsample",
+        choices=("mode", "stride"),
+        default=None,
+        help="label pyramid: most frequent label per block (mode, default) or first voxel",
+    )
+    g.add_argument(
+        "--sparse", action="store_true", help="mode ignores background 0 unless a block is all 0"
+    )
+    g.add_argument("--mesh", action="store_true", help="write legacy meshes of every segment")
+    g.add_argument(
+        "--segments", nargs="+", default=None, metavar="ID", help="mesh only these segment ids"
+    )
+    g.add_argument(
+        "--names", default=None, metavar="CSV", help="segment names: a CSV of id,name[,tags]"
+    )
+
+
+def _segmentation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """BuildOptions members for ``--type segmentation`` (an error if used on an image)."""
+    from .segment_properties import NamesError, read_names_csv
+    from .segmentation import SegmentationOptions, parse_segments
+
+    seg_only = [
+        flag
+        for flag, used in (
+            ("--downsample", args.downsample),
+            ("--sparse", args.sparse),
+            ("--mesh", args.mesh),
+            ("--segments", args.segments),
+            ("--names", args.names),
+        )
+        if used
+    ]
+    if args.volume_type != "segmentation":
+        if seg_only:
+            raise CommandError(f"{seg_only[0]} needs --type segmentation")
+        return {"encoding": args.encoding or "raw"}
+    if args.sparse and args.downsample == "stride":
+        raise CommandError("--sparse applies to mode downsampling, not stride")
+    try:
+        segments = parse_segments(args.segments) if args.segments is not None else None
+        names = tuple(read_names_csv(args.names)) if args.names else ()
+    except (ValueError, NamesError) as e:
+        raise CommandError(str(e)) from None
+    if segments is not None and not args.mesh:
+        raise CommandError("--segments selects what --mesh meshes; add --mesh")
+    encoding = args.encoding or "compressed_segmentation"
+    block = _chunk_size(args.block_size, "--block-size")
+    return {
+        "encoding": encoding,
+        "codec_options": {"block_size": block} if encoding == "compressed_segmentation" else {},
+        "downsample": "mode_sparse" if args.sparse else args.downsample or "mode",
+        "segmentation": SegmentationOptions(mesh=args.mesh, segments=segments, names=names),
+    }
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="precomp-host",
@@ -218,14 +285,16 @@ def make_parser() -> argparse.ArgumentParser:
         metavar=("X", "Y", "Z"),
         help="voxel size in nanometres",
     )
-    b.add_argument("--type", dest="volume_type", choices=("image",), default="image")
+    b.add_argument("--type", dest="volume_type", choices=("image", "segmentation"), default="image")
     b.add_argument(
         "--encoding",
-        default="raw",
-        choices=("raw", "jpeg", "png"),
-        help="chunk encoding (default raw; jpeg and png need uint8 with 1 or 3 channels)",
+        default=None,
+        choices=("raw", "jpeg", "png", "compressed_segmentation"),
+        help="chunk encoding (default raw for images, compressed_segmentation for"
+        " segmentations; jpeg and png need uint8 with 1 or 3 channels)",
     )
     b.add_argument("--jpeg-quality", type=_positive_int, default=95, metavar="Q")
+    _add_segmentation_options(b)
     b.add_argument(
         "--voxel-offset",
         type=_non_negative_int,
@@ -258,12 +327,12 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _chunk_size(values: Sequence[int]) -> tuple[int, int, int]:
+def _chunk_size(values: Sequence[int], flag: str = "--chunk-size") -> tuple[int, int, int]:
     if len(values) == 1:
         return (values[0], values[0], values[0])
     if len(values) == 3:
         return (values[0], values[1], values[2])
-    raise CommandError("--chunk-size takes 1 or 3 numbers")
+    raise CommandError(f"{flag} takes 1 or 3 numbers")
 
 
 def _build_options(args: argparse.Namespace, **kw: Any) -> BuildOptions:
@@ -294,14 +363,15 @@ def _run_build(source: Any, out: str, options: BuildOptions, label: str, quiet: 
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    codec_options = {"quality": args.jpeg_quality} if args.encoding == "jpeg" else {}
+    kwargs = _segmentation_kwargs(args)
+    if kwargs["encoding"] == "jpeg":
+        kwargs["codec_options"] = {"quality": args.jpeg_quality}
     options = _build_options(
         args,
         volume_type=args.volume_type,
-        encoding=args.encoding,
-        codec_options=codec_options,
         voxel_offset=tuple(args.voxel_offset),
         npy_axes=args.npy_axes,
+        **kwargs,
     )
     _run_build(args.source, args.out, options, os.path.basename(args.out.rstrip("/")), args.quiet)
     if not args.quiet:
@@ -311,13 +381,22 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 def _cmd_sample(args: argparse.Namespace) -> int:
     from .build import BuildOptions
-    from .sample import SAMPLE_RESOLUTION, sample_image
+    from .sample import SAMPLE_RESOLUTION, sample_image, sample_labels, sample_labels_options
     from .sources import volume_from_array
 
     image_out = os.path.join(args.out, "image")
     options = BuildOptions(resolution=SAMPLE_RESOLUTION, overwrite=args.overwrite)
     _run_build(volume_from_array(sample_image()), image_out, options, "image", args.quiet)
     print(f"Sample dataset written to {image_out}")
+    labels_out = os.path.join(args.out, "labels")
+    _run_build(
+        volume_from_array(sample_labels()),
+        labels_out,
+        sample_labels_options(args.overwrite),
+        "labels",
+        args.quiet,
+    )
+    print(f"Sample segmentation (meshes, names) written to {labels_out}")
     print(f"View it in Neuroglancer with:  precomp-host serve {args.out} --open")
     return 0
 

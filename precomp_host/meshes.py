@@ -117,6 +117,7 @@ def mesh_region(
     segments: Iterable[int] | None = None,
     *,
     volume_box: tuple[Vec3, Vec3] | None = None,
+    core_stop: Vec3 | None = None,
     simplification: Simplification = Simplification(),
 ) -> dict[int, bytes]:
     """Fragment bytes per non-zero segment for the labels of one region's :func:`data_box`.
@@ -127,6 +128,9 @@ def mesh_region(
     :param segments: mesh only these ids (0 is never meshed).
     :param volume_box: ``(start, stop)`` of the whole volume; faces of the region lying on it
         are padded with background so meshes close there. ``None``: the region is the volume.
+    :param core_stop: end of the region's core (default: the end of the labels). A high face
+        is closed only where the core ends on the volume's end: a core ending one voxel short
+        has a data box reaching the end too, but the next region meshes that last voxel.
 
     Vertices: zmesh with ``voxel_centered`` puts voxel ``i`` at ``[i, i+1)``, the frame
     neuroglancer draws voxels in (voxel ``i`` of a scale spans ``[i, i+1) * resolution`` nm)
@@ -147,7 +151,8 @@ def mesh_region(
     )
     # One voxel of background before a low face and after a high face on the volume's bounds.
     low = [int(o == s) for o, s in zip(origin_xyz, start, strict=True)]
-    high = [int(o + n == e) for o, n, e in zip(origin_xyz, shape, stop, strict=True)]
+    ends = core_stop or tuple(o + n for o, n in zip(origin_xyz, shape, strict=True))
+    high = [int(c == e) for c, e in zip(ends, stop, strict=True)]
     xyz = labels.T  # Fortran-ordered [x, y, z] view: zmesh's axis 0 is x
     if any(low) or any(high):
         padded = np.zeros(

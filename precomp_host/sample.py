@@ -7,7 +7,12 @@ and data that compresses like real microscopy rather than like zeros.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from .build import BuildOptions
 
 #: Shape of the sample in (x, y, z) and its voxel size in nm.
 SAMPLE_SHAPE = (192, 160, 96)
@@ -62,3 +67,20 @@ def sample_labels() -> np.ndarray:
 
 #: Names of the sample's segments, for ``segment_properties``.
 SAMPLE_NAMES = {1: "small sphere", 2: "medium sphere", 3: "large sphere", 4: "tiny sphere"}
+
+
+def sample_labels_options(overwrite: bool = False) -> BuildOptions:
+    """How the sample segmentation is built: compressed_segmentation, mode pyramid, meshes."""
+    from .build import BuildOptions
+    from .segment_properties import SegmentRow
+    from .segmentation import SegmentationOptions
+
+    names = tuple(SegmentRow(i, n, ("sphere",)) for i, n in sorted(SAMPLE_NAMES.items()))
+    return BuildOptions(
+        resolution=SAMPLE_RESOLUTION,
+        volume_type="segmentation",
+        encoding="compressed_segmentation",
+        downsample="mode",
+        overwrite=overwrite,
+        segmentation=SegmentationOptions(mesh=True, names=names),
+    )

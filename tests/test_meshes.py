@@ -8,6 +8,7 @@ from collections import defaultdict
 
 import numpy as np
 import pytest
+
 from precomp_host.meshes import (
     MESH_INFO,
     NO_SIMPLIFICATION,
@@ -32,11 +33,15 @@ REGION: Vec3 = (16, 16, 12)
 
 
 def make_labels() -> np.ndarray:
-    """[z, y, x] labels: a ball across many region borders, a slab on the volume's faces, a dot."""
-    z, y, x = np.mgrid[0:30, 0:38, 0:45]
-    labels = np.zeros((30, 38, 45), np.uint64)
-    labels[((x - 22) / 14.0) ** 2 + ((y - 18) / 11.0) ** 2 + ((z - 14) / 10.0) ** 2 < 1] = 7
-    labels[:4, 30:, 35:] = 2**40 + 3  # touches the low z and high x/y faces
+    """[z, y, x] labels: a ball across many region borders, a slab on the volume's faces, a dot.
+
+    The shape leaves one-voxel-thick last regions along x and z (38 = 5 + 2 * 16 + 1, and
+    28 = 3 + 2 * 12 + 1), whose data box equals the one before's overlap voxel.
+    """
+    z, y, x = np.mgrid[0:25, 0:38, 0:33]
+    labels = np.zeros((25, 38, 33), np.uint64)
+    labels[((x - 20) / 13.0) ** 2 + ((y - 18) / 11.0) ** 2 + ((z - 13) / 10.0) ** 2 < 1] = 7
+    labels[:, 30:, 25:] = 2**40 + 3  # touches the low/high z and high x/y faces
     labels[20, 5, 5] = 11  # one voxel
     return labels
 
@@ -56,7 +61,14 @@ def build_meshes(
             a[1] - start[1] : b[1] - start[1],
             a[0] - start[0] : b[0] - start[0],
         ]
-        frags = mesh_region(block, a, RES, volume_box=(start, stop), simplification=simplification)
+        frags = mesh_region(
+            block,
+            a,
+            RES,
+            volume_box=(start, stop),
+            core_stop=core[1],
+            simplification=simplification,
+        )
         for seg, data in frags.items():
             name = fragment_name(seg, *core)
             files[name] = data
@@ -191,5 +203,6 @@ def test_regions_tile_the_volume() -> None:
     regions = list(iter_regions((5, 7, 3), (50, 45, 33), REGION))
     total = sum(np.prod(np.subtract(b, a)) for a, b in regions)
     assert total == 45 * 38 * 30
+    assert regions[0] == ((5, 7, 3), (21, 23, 15))
     assert data_box((5, 7, 3), (21, 23, 15), (50, 45, 33)) == ((5, 7, 3), (22, 24, 16))
     assert data_box((37, 39, 27), (50, 45, 33), (50, 45, 33))[1] == (50, 45, 33)

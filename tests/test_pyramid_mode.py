@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from precomp_host.plan import downsampled_box
 from precomp_host.pyramid import DOWNSAMPLERS, downsample_mode, downsample_mode_sparse
 

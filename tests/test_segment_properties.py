@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from precomp_host.segment_properties import (
     NamesError,
     SegmentRow,
