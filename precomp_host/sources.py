@@ -187,7 +187,7 @@ def _open_tiff(path: str) -> Volume:
 def _open_npy(path: str, axes: str) -> Volume:
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, EOFError) as e:
         raise SourceError(f"{path}: not a readable .npy array ({e})") from None
     if arr.ndim != len(axes):
         raise SourceError(f"{path}: array has {arr.ndim} dimensions, axes {axes!r} expected")
@@ -217,18 +217,19 @@ def open_volume(source: str | os.PathLike[str], *, npy_axes: str | None = None) 
         return _stack(files)
     if not os.path.exists(src):
         raise SourceError(f"{src}: no such file or folder")
+    if os.path.isfile(src) and os.path.getsize(src) == 0:
+        raise SourceError(f"{src}: file is empty")
     if src.lower().endswith(".npy"):
         arr_ndim = _npy_ndim(src)
         return _open_npy(src, npy_axes or ("ZYX" if arr_ndim == 3 else "ZYXC"))
-    if os.path.getsize(src) == 0:
-        raise SourceError(f"{src}: file is empty")
     return _open_tiff(src)
 
 
 def _npy_ndim(path: str) -> int:
     try:
         return int(np.load(path, mmap_mode="r", allow_pickle=False).ndim)
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, EOFError) as e:
+        # np.load raises EOFError for a file that ends before its header does.
         raise SourceError(f"{path}: not a readable .npy array ({e})") from None
 
 
