@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 import time
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -111,8 +112,9 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text}")
+    # float() accepts "inf" and "nan"; neither is a voxel size (nor valid JSON in info).
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a positive number: {text}")
     return value
 
 
@@ -190,8 +192,16 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace the dataset already in OUT")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the one-line errors of the rest of the command (issue #2: bad input
+    gets one clear line and exit code 2); argparse would print the whole usage first."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="precomp-host",
         description="Build, serve and deploy Neuroglancer precomputed volumes.",
     )
