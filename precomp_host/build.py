@@ -121,7 +121,9 @@ class _Pool:
 
     def _finished(self, fut: Future[int]) -> None:
         self.slots.release()
-        if fut.exception() is None:
+        # close() cancels what has not started; exception() on a cancelled future raises
+        # CancelledError, which concurrent.futures would log with a traceback.
+        if not fut.cancelled() and fut.exception() is None:
             self.tracker.add(fut.result())
 
     def _check(self) -> None:
