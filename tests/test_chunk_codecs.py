@@ -208,6 +208,17 @@ def test_encoding_is_deterministic(seed: int, shape: tuple[int, int, int, int]) 
         assert first == make_codec(name, **options).encode(arr) == second
 
 
+@pytest.mark.parametrize("quality", [0, -5, 101, 1000])
+def test_jpeg_quality_out_of_range(quality: int) -> None:
+    with pytest.raises(ValueError, match="quality"):
+        make_codec("jpeg", quality=quality)
+
+
+@pytest.mark.parametrize("quality", [1, 100])
+def test_jpeg_quality_limits_are_accepted(quality: int) -> None:
+    assert make_codec("jpeg", quality=quality).scale_info == {"jpeg_quality": quality}
+
+
 def test_make_codec_unknown_name() -> None:
     with pytest.raises(ValueError, match="unknown chunk encoding"):
         make_codec("compressed_segmentation_v9")

@@ -237,6 +237,17 @@ BAD_OPTIONS = {
     "zero chunk size in z": _option_case(
         "--resolution", "4", "4", "40", "--chunk-size", "64", "64", "0", mention="--chunk-size"
     ),
+    "jpeg quality above 100": _option_case(
+        "--resolution",
+        "4",
+        "4",
+        "40",
+        "--encoding",
+        "jpeg",
+        "--jpeg-quality",
+        "101",
+        mention="quality",
+    ),  # fmt: skip
     "two chunk sizes": _option_case(
         "--resolution", "4", "4", "40", "--chunk-size", "64", "64", mention="--chunk-size"
     ),
@@ -341,6 +352,16 @@ def test_output_is_a_file(tmp_path: Path) -> None:
     result = run_cli("build", _npy(tmp_path / "v.npy"), out, "--resolution", "4", "4", "40")
     assert_bad_input(result, out)
     assert out.read_text() == "a file"
+
+
+@pytest.mark.slow  # real processes
+def test_output_path_through_a_file(tmp_path: Path) -> None:
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("a file where a folder should be")
+    out = blocker / "out"
+    result = run_cli("build", _npy(tmp_path / "v.npy"), out, "--resolution", "4", "4", "40")
+    assert_bad_input(result, out)
+    assert blocker.read_text() == "a file where a folder should be"
 
 
 # -- failures found mid-build ----------------------------------------------------------------
