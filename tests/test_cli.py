@@ -511,7 +511,8 @@ def test_progress_log_lines_when_not_a_terminal(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "\r" not in result.stderr  # no bar drawn into a log
     matches = [m for m in map(PROGRESS_LINE.search, result.stderr.splitlines()) if m]
-    assert len(matches) >= 3, result.stderr
+    # At least the first report and the last; how many in between depends on the machine.
+    assert len(matches) >= 2, result.stderr
     totals = {int(m["total"]) for m in matches}
     assert totals == {73}
     done = [int(m["done"]) for m in matches]
@@ -563,7 +564,11 @@ def test_argument_errors_exit_2_with_one_line_in_process(
 # -- ProgressView, in-process ----------------------------------------------------------------
 
 
-def test_progress_view_draws_a_bar_with_rate_and_eta_on_a_tty() -> None:
+def test_progress_view_draws_a_bar_with_rate_and_eta_on_a_tty(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [1000.0]  # the redraw throttle reads time.monotonic(); make it deterministic
+    monkeypatch.setattr("precomp_host.cli.time.monotonic", lambda: clock[0])
     stream = io.StringIO()
     view = ProgressView(stream, "img", tty=True)
     view(Progress(done=5, total=10, bytes_written=2_500_000, elapsed=2.5))
@@ -576,9 +581,17 @@ def test_progress_view_draws_a_bar_with_rate_and_eta_on_a_tty() -> None:
     assert "2.5 MB" in first
     assert "ETA 0:02" in first  # 5 left at 2/s
     assert not first.endswith("\n")  # the next draw overwrites this line
-    # Throttled to ~10 Hz: an immediate second update is not drawn ...
-    view(Progress(done=6, total=10, bytes_written=3_000_000, elapsed=2.6))
+    # Throttled to ~10 Hz: an update 50 ms later is not drawn, one 200 ms later is ...
+    clock[0] += 0.05
+    view(Progress(done=6, total=10, bytes_written=3_000_000, elapsed=2.55))
     assert stream.getvalue() == first
+    clock[0] += 0.15
+    view(Progress(done=7, total=10, bytes_written=3_500_000, elapsed=2.7))
+    second = stream.getvalue()[len(first) :]
+    assert second.startswith("\rimg [")
+    assert "7/10 chunks" in second
+    first += second
+    clock[0] += 0.01
     # ... but the last one always is, ending the line.
     view(Progress(done=10, total=10, bytes_written=5_000_000, elapsed=65.0))
     last = stream.getvalue()[len(first) :]
