@@ -74,6 +74,7 @@ def test_natural_key_orders_numbers_by_value() -> None:
     ]
 
 
+@settings(deadline=None)  # timing on a shared 2-core CI box is not the property
 @given(
     numbers=st.lists(st.integers(0, 10**6), min_size=1, max_size=30, unique=True),
     prefix=st.sampled_from(["z", "slice_", "img-", "Z", ""]),
