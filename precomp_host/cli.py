@@ -205,11 +205,15 @@ def make_parser() -> argparse.ArgumentParser:
         prog="precomp-host",
         description="Build, serve and deploy Neuroglancer precomputed volumes.",
     )
-    parser.add_argument("-q", "--quiet", action="store_true", help="only errors")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    # Shared options go on every command (mkdocs' common_options), after the command name.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", help="only errors")
+    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    b = sub.add_parser("build", help="TIFF stack / OME-TIFF / .npy -> precomputed dataset")
+    b = sub.add_parser(
+        "build", parents=[common], help="TIFF stack / OME-TIFF / .npy -> precomputed dataset"
+    )
     b.add_argument(
         "source",
         metavar="SRC",
@@ -249,7 +253,9 @@ def make_parser() -> argparse.ArgumentParser:
     _add_build_options(b)
     b.set_defaults(handler=_cmd_build)
 
-    s = sub.add_parser("sample", help="build the embedded sample dataset(s) and say how to view")
+    s = sub.add_parser(
+        "sample", parents=[common], help="build the embedded sample dataset(s) and say how to view"
+    )
     s.add_argument(
         "out",
         metavar="OUT",
