@@ -206,7 +206,7 @@ def make_parser() -> argparse.ArgumentParser:
         description="Build, serve and deploy Neuroglancer precomputed volumes.",
     )
     # Shared options go on every command (mkdocs' common_options), after the command name.
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("-q", "--quiet", action="store_true", help="only errors")
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -266,15 +266,6 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace an earlier sample")
     s.set_defaults(handler=_cmd_sample)
 
-    # -q/-v also after the command ("precomp-host build SRC OUT ... -q"), where users put them;
-    # SUPPRESS keeps a value given before the command when they are not repeated after it.
-    for command in sub.choices.values():
-        command.add_argument(
-            "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="only errors"
-        )
-        command.add_argument(
-            "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging"
-        )
     return parser
 
 

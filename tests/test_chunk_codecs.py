@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
+
 from precomp_host.chunk_codecs import RAW, make_codec
 
 RAW_DTYPES = ["uint8", "uint16", "uint32", "uint64", "float32"]

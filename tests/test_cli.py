@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 import tifffile
+
 from precomp_host.build import Progress
 from precomp_host.cli import ProgressView, main
 

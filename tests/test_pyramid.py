@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+
 from precomp_host.pyramid import DOWNSAMPLERS, downsample_mean, downsample_stride
 
 Vec3 = tuple[int, int, int]

@@ -18,6 +18,7 @@ import pytest
 import tifffile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from precomp_host.sources import (
     PagedTiff,
     SliceStack,
