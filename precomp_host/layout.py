@@ -78,7 +78,7 @@ class NestedLayout(Layout):
     name: ClassVar[str] = "nested"
 
     def path_for(self, key: ChunkKey) -> str:
-        x, y, z = (f"{a}-{b}" for a, b in zip(key.start, key.stop))
+        x, y, z = (f"{a}-{b}" for a, b in zip(key.start, key.stop, strict=True))
         return f"{key.scale}/{x}/{y}/{z}"
 
     def key_for(self, path: str) -> ChunkKey | None:
