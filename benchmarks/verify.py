@@ -90,6 +90,21 @@ def _samples(scale: Scale) -> list[ChunkKey]:
     )
 
 
+def _mean_error(
+    chunk: NDArray[np.generic], key: ChunkKey, base: Scale, scale: Scale, volume: Volume
+) -> float | None:
+    """Largest deviation of a scale-1 chunk from the mean of its scale-0 blocks (or None)."""
+    f = [round(r / b) for r, b in zip(scale.resolution, base.resolution, strict=True)]
+    start = tuple(a * k for a, k in zip(key.start, f, strict=True))
+    stop = tuple(b * k for b, k in zip(key.stop, f, strict=True))
+    if any(e > n for e, n in zip(stop, base.stop, strict=True)):
+        return None  # a clipped edge block; the middle chunk of a real volume has none
+    region = volume.region((start[0], start[1], start[2]), (stop[0], stop[1], stop[2]))
+    x, y, z = key.shape
+    blocks = region.reshape(x, f[0], y, f[1], z, f[2]).mean(axis=(1, 3, 5))
+    return float(np.abs(blocks - chunk.astype(np.float64)).max())
+
+
 def verify(root: Path, volume: Volume, *, top_size: int | None) -> Verification:
     """Check the dataset at ``root`` against ``volume``.
 
@@ -138,5 +153,12 @@ def verify(root: Path, volume: Volume, *, top_size: int | None) -> Verification:
                     result.problems.append(f"scale 0 chunk {key.name} differs from the volume")
             elif key == _middle(scale) and not chunk.any():
                 result.problems.append(f"scale {scale.key} chunk {key.name} is all zero")
+            elif index == 1 and key == _middle(scale):
+                error = _mean_error(chunk[..., 0], key, base, scale, volume)
+                # Tools round the mean differently (floor, nearest); more is a wrong pyramid.
+                if error is not None and error > 1.0:
+                    result.problems.append(
+                        f"scale {scale.key} chunk {key.name} is off the block mean by {error:.1f}"
+                    )
     result.layout = "+".join(sorted(layouts)) or "?"
     return result
