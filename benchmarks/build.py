@@ -190,12 +190,13 @@ def _tensorstore(c: Context) -> list[list[str]]:
 
 TOOLS: tuple[Tool, ...] = (
     Tool("precomp_host", "pyramid, gzip (libdeflate 6), nested", 64, False, _precomp_host),
-    # Its pyramid stops "when the downscaled volume fits in two chunks" of the target size per
-    # axis (dyadic_pyramid.py); its chunks are anisotropic, ~64^3 voxels.
+    # Its own pyramid (dyadic_pyramid.py) halves x and y and never z for 8x8x40 nm, and stops
+    # early: the coarsest scale still has many chunks (the table's "top chunks"), which means
+    # less work than a full pyramid. Its chunks are anisotropic, ~64^3 voxels.
     Tool(
         "neuroglancer-scripts",
-        "pyramid, gzip 9, nested, 1 process",
-        128,
+        "its pyramid, gzip 9, nested, 1 process",
+        None,
         True,
         _ngs,
         _ngs_prepare,

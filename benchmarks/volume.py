@@ -52,14 +52,25 @@ class Volume:
         # Membrane-like ridges drifting slowly with z, so neighbouring slices correlate.
         ridges = np.sin(x / 23.0 + t / 17.0) * np.cos(y / 29.0 - t / 13.0)
         cells = 100.0 + 60.0 * np.tanh(4.0 * ridges)
-        # Tissue is an ellipse that grows and shrinks with z; outside is flat background (0).
-        cx, cy = nx / 2.0, ny / 2.0
-        r = 0.35 + 0.1 * np.sin(t / max(nz, 1) * np.pi)
-        tissue = ((x - cx) / (nx * r + 1)) ** 2 + ((y - cy) / (ny * r + 1)) ** 2 < 1.0
+        tissue = self._tissue(x, y, z)
         rng = np.random.default_rng([_SEED, z])
         noise = rng.normal(0.0, 12.0, size=(ny, nx)).astype(np.float32)
         out = np.where(tissue, np.clip(cells + noise, 1, 255), 0)
         return out.astype(np.uint8)
+
+    def _tissue(self, x: NDArray[np.float32], y: NDArray[np.float32], z: int) -> NDArray[np.bool_]:
+        # Tissue is an ellipse that grows and shrinks with z; outside is flat background (0),
+        # inside every voxel is >= 1, so a box is blank exactly where it misses the ellipse.
+        nx, ny, nz = self.shape
+        r = 0.35 + 0.1 * np.sin(np.float32(z) / max(nz, 1) * np.pi)
+        mask = ((x - nx / 2.0) / (nx * r + 1)) ** 2 + ((y - ny / 2.0) / (ny * r + 1)) ** 2 < 1.0
+        return np.asarray(mask)
+
+    def is_blank(self, start: tuple[int, int, int], stop: tuple[int, int, int]) -> bool:
+        """Whether every voxel of ``[start, stop)`` is 0, without generating the voxels."""
+        x = np.arange(start[0], stop[0], dtype=np.float32)[None, :]
+        y = np.arange(start[1], stop[1], dtype=np.float32)[:, None]
+        return not any(self._tissue(x, y, z).any() for z in range(start[2], stop[2]))
 
     def region(self, start: tuple[int, int, int], stop: tuple[int, int, int]) -> NDArray[np.uint8]:
         """Voxels ``[start, stop)`` as an ``(x, y, z)`` array."""
