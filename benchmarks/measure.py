@@ -39,6 +39,9 @@ class Measurement:
     """What one run cost; ``returncode`` is the first non-zero exit code, else 0."""
 
     wall_s: float
+    #: user + system CPU time of the command and the descendants it waited for; less
+    #: sensitive than wall time to other load on a shared machine.
+    cpu_s: float
     peak_tree_rss: int
     max_process_rss: int
     returncode: int
@@ -91,8 +94,8 @@ class _Sampler(threading.Thread):
 
 def _run_one(
     argv: Sequence[str], env: Mapping[str, str], cwd: Path, log: Path
-) -> tuple[int, int, int]:
-    """Run ``argv``; return (exit code, peak tree RSS, ru_maxrss) in bytes."""
+) -> tuple[int, float, int, int]:
+    """Run ``argv``; return (exit code, CPU seconds, peak tree RSS, ru_maxrss in bytes)."""
     with log.open("ab") as out:
         out.write(("$ " + " ".join(argv) + "\n").encode())
         out.flush()
@@ -123,7 +126,8 @@ def _run_one(
             sampler.join()
     # Linux reports ru_maxrss in KiB.
     rss = usage.ru_maxrss * 1024
-    return proc.returncode, max(sampler.peak, rss), rss
+    cpu = usage.ru_utime + usage.ru_stime
+    return proc.returncode, cpu, max(sampler.peak, rss), rss
 
 
 def measure(
@@ -138,11 +142,13 @@ def measure(
     """
     peak_tree = peak_proc = 0
     code = 0
+    cpu_total = 0.0
     start = time.perf_counter()
     for argv in commands:
-        code, tree, proc = _run_one(argv, env, cwd, log)
+        code, cpu, tree, proc = _run_one(argv, env, cwd, log)
+        cpu_total += cpu
         peak_tree, peak_proc = max(peak_tree, tree), max(peak_proc, proc)
         if code != 0:
             break
     wall = time.perf_counter() - start
-    return Measurement(wall, peak_tree, peak_proc, code)
+    return Measurement(wall, cpu_total, peak_tree, peak_proc, code)
