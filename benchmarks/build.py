@@ -201,7 +201,8 @@ TOOLS: tuple[Tool, ...] = (
         _ngs,
         _ngs_prepare,
     ),
-    Tool("cloud-volume+igneous", "pyramid, gzip, flat", 64, True, _cv_igneous),
+    # cloud-files compresses with libdeflate at level 9 when the deflate package is present.
+    Tool("cloud-volume+igneous", "pyramid, gzip (libdeflate 9), flat", 64, True, _cv_igneous),
     Tool("tensorstore", "scale 0 only, raw, flat", None, True, _tensorstore),
 )
 BY_NAME = {t.name: t for t in TOOLS}
