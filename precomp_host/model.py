@@ -22,7 +22,9 @@ VolumeType = Literal["image", "segmentation"]
 #: Data types the spec allows for ``data_type``.
 DATA_TYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "float32")
 
-_CHUNK_NAME = re.compile(r"^(\d+)-(\d+)_(\d+)-(\d+)_(\d+)-(\d+)$")
+# ASCII and fullmatch: Python's \d also accepts other scripts' digits and its $ matches before a
+# trailing newline; neither names a chunk (PCRE in nginx/Apache reads \d as ASCII too).
+_CHUNK_NAME = re.compile(r"(\d+)-(\d+)_(\d+)-(\d+)_(\d+)-(\d+)", re.ASCII)
 
 
 class InvalidInfoError(ValueError):
@@ -53,7 +55,7 @@ class ChunkKey:
     @classmethod
     def parse(cls, scale: str, name: str) -> ChunkKey:
         """Read a chunk name; ``InvalidInfoError`` when it is not ``a-b_c-d_e-f`` with a < b."""
-        m = _CHUNK_NAME.match(name)
+        m = _CHUNK_NAME.fullmatch(name)
         if m is None:
             raise InvalidInfoError(f"not a chunk name: {name!r}")
         v = [int(g) for g in m.groups()]

@@ -51,16 +51,36 @@ def _accumulator(dtype: np.dtype[Any], block: int) -> np.dtype[Any]:
     return np.dtype(np.uint64 if dtype.kind == "u" else np.int64)
 
 
+def _sum_blocks(arr: np.ndarray, axis: int, f: int, acc: np.dtype[Any]) -> np.ndarray:
+    """Sums of consecutive groups of ``f`` along ``axis`` (length a multiple of f).
+
+    Strided adds, one per block position: several times faster than a reduction over a
+    reshaped axis, which numpy runs with a small inner loop.
+    """
+    if f == 1:
+        return arr
+    index: list[slice] = [slice(None)] * arr.ndim
+
+    def part(k: int) -> np.ndarray:
+        index[axis] = slice(k, None, f)
+        return arr[tuple(index)]
+
+    out: np.ndarray = np.add(part(0), part(1), dtype=acc)
+    for k in range(2, f):
+        out += part(k)
+    return out
+
+
 def downsample_mean(arr: np.ndarray, factors: Vec3, origin: Vec3) -> np.ndarray:
     """Mean over each block; integers round half up (``(sum + n // 2) // n``)."""
     fx, fy, fz = factors
     if factors == (1, 1, 1):
         return arr
-    z, y, x, c = arr.shape
-    padded = _pad_to_blocks(arr, factors, origin)
-    pz, py, px = padded.shape[0] // fz, padded.shape[1] // fy, padded.shape[2] // fx
+    z, y, x, _ = arr.shape
     acc = _accumulator(arr.dtype, fx * fy * fz)
-    sums = padded.reshape(pz, fz, py, fy, px, fx, c).sum(axis=(1, 3, 5), dtype=acc)
+    sums = _pad_to_blocks(arr, factors, origin)
+    for axis, f in ((2, fx), (1, fy), (0, fz)):
+        sums = _sum_blocks(sums, axis, f, acc)
     counts = (
         _block_counts(z, origin[2], fz)[:, None, None, None]
         * _block_counts(y, origin[1], fy)[None, :, None, None]
@@ -69,6 +89,10 @@ def downsample_mean(arr: np.ndarray, factors: Vec3, origin: Vec3) -> np.ndarray:
     out: np.ndarray
     if arr.dtype.kind == "f":
         out = (sums / counts).astype(arr.dtype)
+    elif np.all(counts == fx * fy * fz) and (fx * fy * fz) & (fx * fy * fz - 1) == 0:
+        # Whole blocks of a power-of-two size: the rounding division is a shift.
+        n = fx * fy * fz
+        out = ((sums + n // 2) >> (n.bit_length() - 1)).astype(arr.dtype)
     else:
         counts = counts.astype(acc)
         out = ((sums + counts // 2) // counts).astype(arr.dtype)

@@ -191,7 +191,36 @@ def _open_npy(path: str, axes: str) -> Volume:
         raise SourceError(f"{path}: not a readable .npy array ({e})") from None
     if arr.ndim != len(axes):
         raise SourceError(f"{path}: array has {arr.ndim} dimensions, axes {axes!r} expected")
+    if axes.upper() in ("ZYX", "ZYXC") and arr.flags.c_contiguous and isinstance(arr, np.memmap):
+        # z-slabs are contiguous runs of the file: read them with plain reads, so the pages
+        # do not stay mapped (and counted in our RSS) for the whole build.
+        return NpySlabs(path, int(arr.offset), _as_zyxc(arr, axes, path).shape, arr.dtype)
     return ArrayVolume(_as_zyxc(arr, axes, path))
+
+
+@dataclass
+class NpySlabs:
+    """A C-order ``[z, y, x(, c)]`` .npy file read slab by slab."""
+
+    path: str
+    offset: int
+    zyxc: tuple[int, ...]
+    dtype: np.dtype[Any]
+
+    def __post_init__(self) -> None:
+        z, y, x, c = self.zyxc
+        self.shape: Shape3 = (x, y, z)
+        self.num_channels = c
+
+    def read(self, z0: int, z1: int) -> np.ndarray:
+        _, y, x, c = self.zyxc
+        plane = y * x * c
+        with open(self.path, "rb") as f:
+            f.seek(self.offset + z0 * plane * self.dtype.itemsize)
+            data = np.fromfile(f, self.dtype, count=(z1 - z0) * plane)
+        if data.size != (z1 - z0) * plane:
+            raise SourceError(f"{self.path}: file is shorter than its header says")
+        return data.reshape(z1 - z0, y, x, c)
 
 
 _TIFF_SUFFIXES = (".tif", ".tiff")

@@ -44,6 +44,23 @@ class DiskFullError(OSError):
     """No space left (or a file size limit hit) while writing a dataset."""
 
 
+def _format_json(obj: Any, indent: str = "") -> str:
+    """JSON with one member per line but short lists of numbers kept on one line."""
+    inner = indent + "  "
+    if isinstance(obj, dict) and obj:
+        items = [f"{inner}{json.dumps(k)}: {_format_json(v, inner)}" for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + "\n" + indent + "}"
+    if (
+        isinstance(obj, list)
+        and obj
+        and not all(
+            isinstance(v, int | float | str) or (isinstance(v, list) and len(v) <= 3) for v in obj
+        )
+    ):
+        return "[\n" + ",\n".join(inner + _format_json(v, inner) for v in obj) + "\n" + indent + "]"
+    return json.dumps(obj)
+
+
 class DatasetWriter:
     """Writes files of one dataset under ``root``, each atomically, with compressed siblings.
 
@@ -131,7 +148,7 @@ class DatasetWriter:
 
     def put_json(self, rel_path: str, obj: Any) -> int:
         """Metadata JSON: plain only, so that every server answers it as ``application/json``."""
-        data = (json.dumps(obj, indent=2) + "\n").encode()
+        data = (_format_json(obj) + "\n").encode()
         self._write_atomic(self._final(rel_path), data)
         return len(data)
 
