@@ -32,12 +32,11 @@ if __package__ in (None, ""):
     # Run as a script: make the repository root importable (benchmarks and precomp_host).
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from precomp_host.plan import plan_dataset
-
 from benchmarks.measure import Measurement, measure, output_size
 from benchmarks.peers_env import DEFAULT_DIR, PeersEnv
 from benchmarks.verify import Verification, verify
 from benchmarks.volume import Volume
+from precomp_host.plan import plan_dataset
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
+
 from precomp_host.encodings import BY_SUFFIX
 from precomp_host.layout import FLAT, NESTED
 from precomp_host.model import ChunkKey, Dataset, InvalidInfoError, Scale, Vec3
