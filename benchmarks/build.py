@@ -364,7 +364,14 @@ def _summary(results: Sequence[Result]) -> list[str]:
 
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--shape", type=int, nargs=3, default=(1024, 1024, 512), metavar=("X", "Y", "Z"))
+    p.add_argument(
+        "--shape",
+        type=int,
+        nargs=3,
+        default=(1024, 1024, 512),
+        metavar=("X", "Y", "Z"),
+        help="volume size in voxels (default 1024 1024 512)",
+    )
     p.add_argument(
         "--only",
         action="append",
@@ -373,10 +380,27 @@ def make_parser() -> argparse.ArgumentParser:
         help=f"run only this tool (repeatable): {', '.join(BY_NAME)}",
     )
     p.add_argument("--keep", action="store_true", help="keep each tool's output under CACHE/runs")
-    p.add_argument("--cache-dir", type=Path, default=REPO / "bench-out")
-    p.add_argument("--peers-venv", type=Path, default=DEFAULT_DIR)
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=REPO / "bench-out",
+        help="TIFF stacks (kept), runs, logs (default ./bench-out)",
+    )
+    p.add_argument(
+        "--peers-venv",
+        type=Path,
+        default=DEFAULT_DIR,
+        help="venv of the peers, created on first use (default benchmarks/.venv-peers)",
+    )
     p.add_argument("--cores", type=int, default=2, help="CPUs every tool may use (default 2)")
-    p.add_argument("--resolution", type=float, nargs=3, default=(8.0, 8.0, 40.0))
+    p.add_argument(
+        "--resolution",
+        type=float,
+        nargs=3,
+        default=(8.0, 8.0, 40.0),
+        metavar=("X", "Y", "Z"),
+        help="voxel size in nm (default 8 8 40)",
+    )
     p.add_argument(
         "--repeat", type=int, default=1, help="runs per tool; the fastest counts (default 1)"
     )
