@@ -129,7 +129,9 @@ class _Pool:
 
     def _finished(self, fut: Future[int]) -> None:
         self.slots.release()
-        if fut.exception() is None:
+        # close() cancels what has not started; exception() on a cancelled future raises
+        # CancelledError, which concurrent.futures would log with a traceback.
+        if not fut.cancelled() and fut.exception() is None:
             self.tracker.add(fut.result())
 
     def _check(self) -> None:
@@ -321,6 +323,14 @@ def build_dataset(
         if fresh:
             _empty_folder(out)
         raise BuildError(e.strerror if isinstance(e, DiskFullError) else str(e)) from None
+    except OSError as e:
+        # OUT cannot be created or written (a file in its path, no permission, I/O error):
+        # also the user's to fix, so one line rather than a traceback, and no partial output.
+        writer.abort()
+        if fresh and out.is_dir():
+            _empty_folder(out)
+        where = e.filename if e.filename is not None else out
+        raise BuildError(f"{where}: cannot write the dataset ({e.strerror or e})") from None
     except BaseException:
         writer.abort()
         raise

@@ -85,6 +85,10 @@ def _from_image(data: bytes, shape: tuple[int, int, int, int]) -> np.ndarray:
 
 
 def _jpeg_codec(quality: int) -> ChunkCodec:
+    # libjpeg's scale; Pillow silently clamps anything else, and info would record it.
+    if not 1 <= quality <= 100:
+        raise ValueError(f"jpeg quality must be 1 to 100, got {quality}")
+
     def encode(arr: np.ndarray) -> bytes:
         buf = io.BytesIO()
         # Baseline, no subsampling of chroma: neuroglancer decodes with its own libjpeg-turbo

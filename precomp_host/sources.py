@@ -15,12 +15,20 @@ written. Problems raise :class:`SourceError` with one line naming the file.
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import re
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+log = logging.getLogger(__name__)
 
 Shape3 = tuple[int, int, int]
 
@@ -82,15 +90,62 @@ class ArrayVolume:
         return np.ascontiguousarray(self.array[z0:z1])
 
 
+class _TifffileProblems(logging.Filter):
+    """Takes tifffile's log records on threads that are reading a TIFF through us.
+
+    tifffile does not raise on a damaged structure (a bad page offset, a corrupted tag list):
+    it logs an ERROR and carries on with the pages it could parse, so a cut-off stack would
+    silently become a shorter volume, and the records would reach the user's terminal as
+    extra lines beside ours. On those threads we collect the records instead, and turn the
+    errors into a :class:`SourceError`; other threads are left alone.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.local = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        collected: list[logging.LogRecord] | None = getattr(self.local, "records", None)
+        if collected is None:
+            return True
+        collected.append(record)
+        return False
+
+
+_TIFFFILE_FILTER = _TifffileProblems()
+logging.getLogger("tifffile").addFilter(_TIFFFILE_FILTER)
+
+
+@contextmanager
+def _tifffile_checked(path: str) -> Iterator[None]:
+    """Raise :class:`SourceError` if tifffile logged an error about ``path`` meanwhile."""
+    local = _TIFFFILE_FILTER.local
+    outer = getattr(local, "records", None)
+    records: list[logging.LogRecord] = []
+    local.records = records
+    try:
+        yield
+    finally:
+        local.records = outer
+    for r in records:
+        if r.levelno < logging.ERROR:
+            log.debug("%s: tifffile: %s", path, r.getMessage())
+    errors = [r.getMessage() for r in records if r.levelno >= logging.ERROR]
+    if errors:
+        raise SourceError(f"{path}: corrupt TIFF ({errors[0]})")
+
+
 def _tiff_info(path: str) -> tuple[tuple[int, ...], np.dtype[Any], str, int]:
     """(shape, dtype, axes, number of pages) of a TIFF's first series, without pixels."""
     import tifffile
 
     try:
-        with tifffile.TiffFile(path) as tif:
+        with _tifffile_checked(path), tifffile.TiffFile(path) as tif:
             series = tif.series[0]
             return tuple(series.shape), np.dtype(series.dtype), series.axes, len(series.pages)
-    except (tifffile.TiffFileError, ValueError, IndexError, OSError, KeyError) as e:
+    except SourceError:
+        raise
+    except Exception as e:  # tifffile raises many kinds (struct.error, ...) on damaged files
         raise SourceError(f"{path}: not a readable TIFF image ({e})") from None
 
 
@@ -98,7 +153,10 @@ def _read_tiff(path: str, key: int | list[int] | None = None) -> np.ndarray:
     import tifffile
 
     try:
-        out: np.ndarray = tifffile.imread(path, key=key)
+        with _tifffile_checked(path):
+            out: np.ndarray = tifffile.imread(path, key=key)
+    except SourceError:
+        raise
     except Exception as e:  # tifffile raises many kinds on truncated or corrupt data
         raise SourceError(f"{path}: cannot read TIFF data ({type(e).__name__}: {e})") from None
     return out
@@ -167,7 +225,10 @@ def _open_tiff(path: str) -> Volume:
 
     shape, dtype, axes, pages = _tiff_info(path)
     try:
-        mapped = tifffile.memmap(path, mode="r")
+        with _tifffile_checked(path):
+            mapped = tifffile.memmap(path, mode="r")
+    except SourceError:
+        raise
     except (ValueError, tifffile.TiffFileError):
         mapped = None  # compressed or tiled: read page by page instead
     if mapped is not None and mapped.shape == shape:
@@ -187,7 +248,7 @@ def _open_tiff(path: str) -> Volume:
 def _open_npy(path: str, axes: str) -> Volume:
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, EOFError) as e:
         raise SourceError(f"{path}: not a readable .npy array ({e})") from None
     if arr.ndim != len(axes):
         raise SourceError(f"{path}: array has {arr.ndim} dimensions, axes {axes!r} expected")
@@ -246,18 +307,19 @@ def open_volume(source: str | os.PathLike[str], *, npy_axes: str | None = None) 
         return _stack(files)
     if not os.path.exists(src):
         raise SourceError(f"{src}: no such file or folder")
+    if os.path.isfile(src) and os.path.getsize(src) == 0:
+        raise SourceError(f"{src}: file is empty")
     if src.lower().endswith(".npy"):
         arr_ndim = _npy_ndim(src)
         return _open_npy(src, npy_axes or ("ZYX" if arr_ndim == 3 else "ZYXC"))
-    if os.path.getsize(src) == 0:
-        raise SourceError(f"{src}: file is empty")
     return _open_tiff(src)
 
 
 def _npy_ndim(path: str) -> int:
     try:
         return int(np.load(path, mmap_mode="r", allow_pickle=False).ndim)
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, EOFError) as e:
+        # np.load raises EOFError for a file that ends before its header does.
         raise SourceError(f"{path}: not a readable .npy array ({e})") from None
 
 

@@ -322,3 +322,32 @@ def test_progress_reports_reach_the_total(tmp_path: Path) -> None:
     assert seen
     assert seen[-1].done == seen[-1].total
     assert all(a.done <= b.done for a, b in zip(seen, seen[1:], strict=False))
+
+
+def _peak_rss_of_build(src: Path, out: Path) -> int:
+    code = (
+        "import sys\n"
+        "from precomp_host.cli import main\n"
+        f"rc = main(['build', {str(src)!r}, {str(out)!r}, '--resolution', '8', '8', '8',"
+        " '--chunk-size', '32', '--compress', 'gzip', '--workers', '2', '-q'])\n"
+        "assert rc == 0\n"
+        # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the forked pytest.
+        "print(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1])\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    return int(r.stdout.split()[-1]) * 1024
+
+
+@pytest.mark.slow
+def test_memory_does_not_grow_with_depth(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    plane = rng.integers(0, 200, size=(1, 512, 512), dtype=np.uint8)
+    rss = {}
+    for depth in (32, 512):  # 8 MB and 128 MB of voxels
+        np.save(tmp_path / f"d{depth}.npy", np.repeat(plane, depth, axis=0))
+        rss[depth] = _peak_rss_of_build(tmp_path / f"d{depth}.npy", tmp_path / f"out{depth}")
+    # Streaming in z-slabs: 16x the depth may cost a few more slabs in flight, not the volume.
+    assert rss[512] - rss[32] < 48 * 2**20, rss
