@@ -31,6 +31,7 @@ _UNIQUE_TYPES = ("label", "description", "tags")
 _NUMBER_TYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32")
 #: Tag separators in the CSV's third column; the spec forbids spaces inside a tag.
 _TAG_SPLIT = re.compile(r"[\s;,]+")
+_PIECE = 1 << 22
 
 
 class NamesError(ValueError):
@@ -102,8 +103,12 @@ class VoxelCounter:
 
     def add(self, labels: np.ndarray) -> None:
         flat = labels.reshape(-1)
-        if flat.size == 0:
-            return
+        # Pieces of 4 Mi voxels bound the temporaries (bincount's intp copy, unique's sort) to
+        # 32 MiB whatever the slab size.
+        for at in range(0, flat.size, _PIECE):
+            self._add_piece(flat[at : at + _PIECE])
+
+    def _add_piece(self, flat: np.ndarray) -> None:
         top = int(flat.max())
         # bincount is ~10x faster than np.unique's sort when the labels are dense enough.
         if top <= 4 * flat.size + 1024:
