@@ -161,12 +161,34 @@ def _mode_of_columns(values: np.ndarray, valid: np.ndarray | None, sparse: bool)
     return out
 
 
+#: Voxels per piece of a mode downsampling: bounds its temporaries (a gathered copy of the
+#: piece, masks) to ~64 MiB for uint64 labels whatever the slab size.
+_MODE_PIECE = 1 << 23
+
+
 def _downsample_mode(arr: np.ndarray, factors: Vec3, origin: Vec3, *, sparse: bool) -> np.ndarray:
     if arr.dtype.kind not in "ui":
         raise TypeError(f"mode downsampling needs integer labels, got {arr.dtype}")
-    fx, fy, fz = factors
+    fz = factors[2]
     if factors == (1, 1, 1):
         return arr
+    # Blocks are independent: cut z at absolute block boundaries into pieces of bounded size.
+    plane = max(1, arr.shape[1] * arr.shape[2] * arr.shape[3])
+    depth = max(fz, _MODE_PIECE // plane // fz * fz)
+    if arr.shape[0] <= depth:
+        return _mode_piece(arr, factors, origin, sparse=sparse)
+    first = depth + (-(origin[2] + depth)) % fz  # the first block boundary at or after depth
+    cuts = [0, *range(first, arr.shape[0], depth)]
+    pieces = [
+        _mode_piece(arr[a:b], factors, (origin[0], origin[1], origin[2] + a), sparse=sparse)
+        for a, b in zip(cuts, [*cuts[1:], arr.shape[0]], strict=True)
+        if b > a
+    ]
+    return np.concatenate(pieces)
+
+
+def _mode_piece(arr: np.ndarray, factors: Vec3, origin: Vec3, *, sparse: bool) -> np.ndarray:
+    fx, fy, fz = factors
     # Pad partial border blocks by repeating their edge voxels: a block is then uniform
     # exactly when its existing voxels are, which settles most blocks of a segmentation
     # (labels are large regions) with one comparison pass and no sort.

@@ -99,3 +99,14 @@ def test_large_labels_are_not_truncated() -> None:
     arr = np.full((2, 2, 2, 1), big, np.uint64)
     arr[0, 0, 0, 0] = 1
     assert downsample_mode(arr, (2, 2, 2), (0, 0, 0)).item() == int(big)
+
+
+def test_large_input_is_cut_in_pieces_at_block_boundaries(monkeypatch: pytest.MonkeyPatch) -> None:
+    import precomp_host.pyramid as pyramid
+
+    rng = np.random.default_rng(5)
+    arr = rng.integers(0, 4, size=(23, 5, 6, 1)).astype(np.uint32)
+    monkeypatch.setattr(pyramid, "_MODE_PIECE", 5 * 6 * 3)  # pieces of a few slices
+    for origin in ((1, 2, 3), (1, 2, 4)):
+        want = reference_mode(arr, (2, 2, 2), origin, sparse=False)
+        np.testing.assert_array_equal(downsample_mode(arr, (2, 2, 2), origin), want)
