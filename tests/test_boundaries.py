@@ -31,6 +31,7 @@ LAYERS: dict[str, str] = {
             "build",
             "meshes",
             "segment_properties",
+            "segmentation",
             "sample",
         ],
         "generator",

@@ -205,6 +205,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_cli_segmentation_build_and_errors(tmp_path: Path) -> None:
     labels = make_labels("uint16", (40, 30, 20)).transpose(2, 1, 0)
     np.save(tmp_path / "labels.npy", labels)
