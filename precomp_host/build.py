@@ -336,8 +336,12 @@ def _write_scales(
     progress: Callable[[Progress], None] | None,
 ) -> None:
     tracker = _Tracker(sum(s.num_chunks() for s in dataset.scales), progress)
-    pool = _Pool(options.workers or os.cpu_count() or 1, tracker)
-    downsampler = DOWNSAMPLERS[options.downsample or "mean"]
+    workers = options.workers or os.cpu_count() or 1
+    pool = _Pool(workers, tracker)
+    # Reading and downsampling run beside the chunk workers, not in turn with them: the next
+    # slab is read ahead, and each slab is downsampled in y-bands in parallel.
+    helpers = ThreadPoolExecutor(max(2, workers), thread_name_prefix="precomp-slab")
+    downsampler = _in_bands(DOWNSAMPLERS[options.downsample or "mean"], helpers, workers)
 
     def emit(scale: Scale, row: int, buf: np.ndarray, buf_z0: int) -> None:
         ox, oy, _ = scale.voxel_offset
@@ -363,8 +367,40 @@ def _write_scales(
     try:
         depth = volume.shape[2]
         step = dataset.scales[0].chunk_size[2]
-        for z in range(0, depth, step):
-            level.push(volume.read(z, min(z + step, depth)))
+        slabs = [(z, min(z + step, depth)) for z in range(0, depth, step)]
+        ahead = helpers.submit(volume.read, *slabs[0])
+        for i in range(len(slabs)):
+            slab = ahead.result()
+            if i + 1 < len(slabs):
+                ahead = helpers.submit(volume.read, *slabs[i + 1])
+            level.push(slab)
+            del slab
         pool.drain()
     finally:
         pool.close()
+        helpers.shutdown(wait=True, cancel_futures=True)
+
+
+def _in_bands(
+    downsampler: Downsampler, executor: ThreadPoolExecutor, bands: int, min_bytes: int = 4 << 20
+) -> Downsampler:
+    """``downsampler`` applied to y-bands of a block in parallel (numpy releases the GIL).
+
+    Bands are cut on downsampling block boundaries (absolute multiples of the y factor), so
+    each band's result is exactly the matching rows of the whole block's.
+    """
+
+    def run(arr: np.ndarray, factors: Vec3, origin: Vec3) -> np.ndarray:
+        fy, oy, ny = factors[1], origin[1], arr.shape[1]
+        cuts = sorted({((oy + ny * k // bands) // fy) * fy - oy for k in range(1, bands)})
+        cuts = [c for c in cuts if 0 < c < ny]
+        if bands < 2 or not cuts or arr.nbytes < min_bytes:
+            return downsampler(arr, factors, origin)
+        edges = [0, *cuts, ny]
+        parts = [
+            executor.submit(downsampler, arr[:, a:b], factors, (origin[0], oy + a, origin[2]))
+            for a, b in zip(edges, edges[1:], strict=False)
+        ]
+        return np.concatenate([p.result() for p in parts], axis=1)
+
+    return run
