@@ -349,13 +349,17 @@ def _write_scales(
 ) -> None:
     step = dataset.scales[0].chunk_size[2]
     tracker = _Tracker(sum(s.num_chunks() for s in dataset.scales), progress)
-    pool = _Pool(options.workers or os.cpu_count() or 1, tracker)
+    workers = options.workers or os.cpu_count() or 1
+    pool = _Pool(workers, tracker)
     extras = None
     if options.volume_type == "segmentation":
         extras = SegmentationExtras(dataset.scales[0], options.segmentation, writer, pool.submit)
         tracker.total += extras.num_tasks(step)
     default = "mode" if options.volume_type == "segmentation" else "mean"
-    downsampler = DOWNSAMPLERS[options.downsample or default]
+    # Reading and downsampling run beside the chunk workers, not in turn with them: the next
+    # slab is read ahead, and each slab is downsampled in y-bands in parallel.
+    helpers = ThreadPoolExecutor(max(2, workers), thread_name_prefix="precomp-slab")
+    downsampler = _in_bands(DOWNSAMPLERS[options.downsample or default], helpers, workers)
 
     def emit(scale: Scale, row: int, buf: np.ndarray, buf_z0: int) -> None:
         ox, oy, _ = scale.voxel_offset
@@ -380,11 +384,16 @@ def _write_scales(
     assert level is not None
     try:
         depth = volume.shape[2]
-        for z in range(0, depth, step):
-            slab = volume.read(z, min(z + step, depth))
+        slabs = [(z, min(z + step, depth)) for z in range(0, depth, step)]
+        ahead = helpers.submit(volume.read, *slabs[0])
+        for i in range(len(slabs)):
+            slab = ahead.result()
+            if i + 1 < len(slabs):
+                ahead = helpers.submit(volume.read, *slabs[i + 1])
             if extras is not None:
-                extras.push(slab, dataset.scales[0].voxel_offset[2] + z)
+                extras.push(slab, dataset.scales[0].voxel_offset[2] + slabs[i][0])
             level.push(slab)
+            del slab
         if extras is not None:
             extras.finish()
         pool.drain()
@@ -392,3 +401,29 @@ def _write_scales(
             extras.write_metadata()
     finally:
         pool.close()
+        helpers.shutdown(wait=True, cancel_futures=True)
+
+
+def _in_bands(
+    downsampler: Downsampler, executor: ThreadPoolExecutor, bands: int, min_bytes: int = 4 << 20
+) -> Downsampler:
+    """``downsampler`` applied to y-bands of a block in parallel (numpy releases the GIL).
+
+    Bands are cut on downsampling block boundaries (absolute multiples of the y factor), so
+    each band's result is exactly the matching rows of the whole block's.
+    """
+
+    def run(arr: np.ndarray, factors: Vec3, origin: Vec3) -> np.ndarray:
+        fy, oy, ny = factors[1], origin[1], arr.shape[1]
+        cuts = sorted({((oy + ny * k // bands) // fy) * fy - oy for k in range(1, bands)})
+        cuts = [c for c in cuts if 0 < c < ny]
+        if bands < 2 or not cuts or arr.nbytes < min_bytes:
+            return downsampler(arr, factors, origin)
+        edges = [0, *cuts, ny]
+        parts = [
+            executor.submit(downsampler, arr[:, a:b], factors, (origin[0], oy + a, origin[2]))
+            for a, b in zip(edges, edges[1:], strict=False)
+        ]
+        return np.concatenate([p.result() for p in parts], axis=1)
+
+    return run
