@@ -353,7 +353,9 @@ def _write_scales(
     pool = _Pool(workers, tracker)
     extras = None
     if options.volume_type == "segmentation":
-        extras = SegmentationExtras(dataset.scales[0], options.segmentation, writer, pool.submit)
+        extras = SegmentationExtras(
+            dataset.scales[0], options.segmentation, writer, pool.submit, workers
+        )
         tracker.total += extras.num_tasks(step)
     default = "mode" if options.volume_type == "segmentation" else "mean"
     # Reading and downsampling run beside the chunk workers, not in turn with them: the next
@@ -402,6 +404,8 @@ def _write_scales(
     finally:
         pool.close()
         helpers.shutdown(wait=True, cancel_futures=True)
+        if extras is not None:
+            extras.close()
 
 
 def _in_bands(

@@ -4,7 +4,8 @@ Labels are checked and widened slab by slab (:class:`LabelVolume`: uint8/16/32 a
 int8/16/32 are stored as uint32, 64-bit labels as uint64, the two types volume.md allows for
 ``compressed_segmentation``). The extras see every scale-0 slab as it streams by: they count
 voxels per label for ``segment_properties`` and, with meshing on, mesh each slab's regions
-(plus the first slice of the next slab, see :mod:`precomp_host.meshes`) as pool tasks. After
+(plus the first slice of the next slab, see :mod:`precomp_host.meshes`) in worker processes:
+zmesh holds the GIL while it meshes and simplifies, so threads would mesh on one core. After
 the chunks, :meth:`SegmentationExtras.write_metadata` writes the manifests, ``mesh/info`` and
 ``segment_properties/info``.
 """
@@ -12,8 +13,10 @@ the chunks, :meth:`SegmentationExtras.write_metadata` writes the manifests, ``me
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import threading
 from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -110,7 +113,8 @@ def plan_segmentation(dataset: Dataset, options: SegmentationOptions) -> Dataset
 class SegmentationExtras:
     """Voxel counts and meshes from the scale-0 slabs of a segmentation build.
 
-    :param submit: runs a task (returning bytes written) on the build's worker pool.
+    :param submit: runs a task (returning bytes written) on the build's worker pool; a mesh
+        task there hands its region to one of ``workers`` processes and writes the result.
     """
 
     def __init__(
@@ -119,8 +123,16 @@ class SegmentationExtras:
         options: SegmentationOptions,
         writer: DatasetWriter,
         submit: Callable[[Callable[[], int]], None],
+        workers: int = 1,
     ) -> None:
         self.scale, self.options, self.writer, self.submit = scale, options, writer, submit
+        # spawn, not fork: the build process runs threads, and a forked child could inherit a
+        # lock held by one of them.
+        self._procs = (
+            ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+            if options.mesh
+            else None
+        )
         self.counter = VoxelCounter()
         self.fragments: dict[int, list[str]] = defaultdict(list)
         self._lock = threading.Lock()
@@ -170,15 +182,17 @@ class SegmentationExtras:
                 if b[2] > z0 + slab.shape[0]:
                     assert next_slice is not None
                     block = np.concatenate([block, next_slice[:, ys, xs, 0]])
-                frags = mesh_region(
-                    block,
+                assert self._procs is not None
+                frags = self._procs.submit(
+                    mesh_region,
+                    np.ascontiguousarray(block),
                     a,
                     self.scale.resolution,
                     self.options.segments,
                     volume_box=volume_box,
                     core_stop=core[1],
                     simplification=self.options.simplification,
-                )
+                ).result()
                 written = 0
                 for segment, data in frags.items():
                     name = fragment_name(segment, *core)
@@ -188,6 +202,12 @@ class SegmentationExtras:
                 return written
 
             self.submit(task)
+
+    def close(self) -> None:
+        """Stop the mesh processes (after :meth:`write_metadata`, or on failure)."""
+        if self._procs is not None:
+            self._procs.shutdown(wait=True, cancel_futures=True)
+            self._procs = None
 
     def write_metadata(self) -> None:
         """Manifests, ``mesh/info`` and ``segment_properties/info``; after every task is done."""
