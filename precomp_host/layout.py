@@ -25,22 +25,9 @@ CHUNK_NAME_PATTERN = r"^\d+-\d+_\d+-\d+_\d+-\d+$"
 URL_PATTERN = r"^(.*)/(\d+-\d+)_(\d+-\d+)_(\d+-\d+)$"
 URL_REPLACEMENT = "$1/$2/$3/$4"
 
-#: A legacy mesh manifest URL ``<segment id>:0`` (spec: meshes.md). Trees written where a file
-#: name cannot hold a colon (Windows, some sync tools) store it as ``<id>`` or ``<id>.json``
-#: instead (neuroglancer-scripts docs/serving-data.rst); every server tries the name as asked,
-#: then group 1 plus each of :data:`MANIFEST_FALLBACK_SUFFIXES`, in that order.
-MANIFEST_PATTERN = r"^(.*/\d+):0$"
-MANIFEST_FALLBACK_SUFFIXES = ("", ".json")
-
 _URL_RE = re.compile(URL_PATTERN)
 _PY_REPLACEMENT = re.sub(r"\$(\d)", r"\\\1", URL_REPLACEMENT)
 _NESTED_TAIL = re.compile(r"(?:^|/)(\d+-\d+)/(\d+-\d+)/(\d+-\d+)$")
-
-
-def manifest_fallbacks(url_path: str) -> list[str]:
-    """The colon-free paths to try for a mesh manifest URL, in order; [] for other paths."""
-    m = re.match(MANIFEST_PATTERN, url_path)
-    return [] if m is None else [m.group(1) + s for s in MANIFEST_FALLBACK_SUFFIXES]
 
 
 def nested_url(url_path: str) -> str:
