@@ -15,7 +15,7 @@ import json
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -83,6 +83,7 @@ class Site:
 def _common(site: Site) -> dict[str, Any]:
     return {
         "root": str(site.root),
+        "root_regex": re.escape(str(site.root)),
         "prefix": site.url_prefix,
         "listen": site.listen,
         "cors": list(headers.cors_headers().items()),
@@ -116,9 +117,26 @@ def render_nginx(site: Site) -> str:
     return render_template("nginx.conf.j2", **_common(site), internal=NGINX_INTERNAL)
 
 
+def _with_sibling_suffix(regex: str) -> str:
+    """A :data:`~precomp_host.media_types.RULES` regex that also matches ``X.gz``/``X.br``."""
+    if not regex.endswith("$"):
+        raise ValueError(f"media type rule not anchored at the end: {regex}")
+    suffixes = "|".join(re.escape(e.suffix) for e in ENCODINGS.values())
+    return f"{regex[:-1]}(?:{suffixes})?$"
+
+
 def render_apache(site: Site, form: Literal["vhost", "htaccess"] = "vhost") -> str:
-    """``<VirtualHost>`` (or an includable block without ``listen``), or an ``.htaccess``."""
-    return render_template(f"apache-{form}.conf.j2", **_common(site))
+    """``<VirtualHost>`` (or a block to include in one without ``listen``), or ``.htaccess``.
+
+    Only the vhost form decodes gz-only files for clients without gzip: mod_deflate's INFLATE
+    filter does not run after a per-directory (``.htaccess``) rewrite.
+    """
+    context = _common(site)
+    context["served_encodings"] = _encodings(replace(site, brotli=True))
+    context["type_rules"] = [(_with_sibling_suffix(rx), media) for rx, media in context["type_rules"]]
+    return render_template(
+        f"apache-{form}.conf.j2", **context, inflate=form == "vhost", gzip_suffix=GZIP.suffix
+    )
 
 
 def render_s3_cors() -> str:

@@ -72,6 +72,7 @@ def apache_main(workdir: Path, include: Path, listen: str, wrap_vhost: bool) -> 
     return (
         f"ServerRoot {workdir}\nDefaultRuntimeDir {workdir}\nPidFile {workdir / 'httpd.pid'}\n"
         f"ErrorLog {workdir / 'error.log'}\nLogLevel warn\nServerName 127.0.0.1\n"
+        "TypesConfig /etc/mime.types\n"
         f"Listen {listen}\n{loads}\nUser www-data\nGroup www-data\n"
         "<Directory />\n    AllowOverride None\n    Require all denied\n</Directory>\n"
         f"{body}\n"
