@@ -32,6 +32,8 @@ TARGETS: tuple[Target, ...] = ("nginx", "apache", "s3", "gcs")
 #: Internal URL namespace of the nginx stages (never reachable from outside: ``internal``).
 NGINX_INTERNAL = "/.precomp"
 #: The public app that opens a dataset link of the index page.
+#: How many leading path levels the Apache configs check for symlinks (404 when one is).
+SYMLINK_DEPTH = 8
 NEUROGLANCER_APP = "https://neuroglancer-demo.appspot.com/"
 
 # nginx's gunzip stage (gzip_static always) looks for this fixed suffix; the core must agree.
@@ -98,6 +100,7 @@ def _common(site: Site) -> dict[str, Any]:
         "manifest_type": media_types.media_type_for("mesh/1:0"),
         "type_rules": [(regex, media) for _, regex, media in media_types.RULES],
         "default_type": media_types.OCTET_STREAM,
+        "symlink_depth": SYMLINK_DEPTH,
         "all_encodings": [{"name": e.name, "suffix": e.suffix} for e in ENCODINGS.values()],
         "served_encodings": _encodings(site),
     }

@@ -24,7 +24,7 @@ APACHE_MODULES = Path("/usr/lib/apache2/modules")
 BROTLI_MODULE = Path("/usr/lib/nginx/modules/ngx_http_brotli_static_module.so")
 #: Modules our Apache configs use (mpm and authz for any server at all).
 APACHE_MODULE_NAMES = (
-    "mpm_event", "authz_core", "mime", "rewrite", "headers", "deflate", "filter", "dir",
+    "mpm_event", "authz_core", "mime", "rewrite", "headers", "deflate", "filter", "dir", "alias",
 )  # fmt: skip
 
 
