@@ -276,9 +276,11 @@ class PrecomputedMiddleware:
         # A Range applies to the bytes of the selected representation (RFC 9110 §14.1.2); we
         # always select identity for one, as Neuroglancer reads shards with Range expecting
         # raw bytes (it sends "Accept-Encoding: identity" but other clients may not).
-        encoding = None if ranged is not None else choose(
-            environ.get("HTTP_ACCEPT_ENCODING"), found.sizes()
-        )  # fmt: skip
+        encoding = (
+            None
+            if ranged is not None
+            else choose(environ.get("HTTP_ACCEPT_ENCODING"), found.sizes())
+        )
         stored = found.files.get(encoding)
         source = stored if stored is not None else found.decode_source()
         etag = source.etag if stored is not None else f"{source.etag}-identity"
