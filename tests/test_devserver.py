@@ -7,8 +7,13 @@ import http.client
 import json
 import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
 import time
 import urllib.parse
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -17,10 +22,12 @@ from precomp_host.encodings import GZIP
 from precomp_host.templates_loader import environment, templates_dir
 
 from tests.contract.fixtures import write_contract_tree
+from tests.contract.suite import ContractServer, ContractSuite
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -248,3 +255,49 @@ def test_viewer_reloads_with_new_bytes(tmp_path: Path) -> None:
                 assert refetched < 5.0
             finally:
                 context.close()
+
+
+class TestDevServerContract(ContractSuite):
+    """The dev server serves files exactly as the middleware does (plus no-cache)."""
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def contract_server(cls, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContractServer]:
+        root = tmp_path_factory.mktemp("contract") / "root"
+        write_contract_tree(root)
+        with DevServer(root, port=0) as server:
+            yield ContractServer(server.url, root, name="devserver", cache_control="no-cache")
+
+
+@pytest.mark.slow
+def test_serve_runs_in_a_process_until_interrupted(tmp_path: Path) -> None:
+    """serve() as the CLI calls it, in its own process; SIGINT ends it cleanly."""
+    root = tmp_path / "root"
+    write_contract_tree(root)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = f"from precomp_host.devserver import serve; serve({str(root)!r}, port={port})"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                status, _, body = get(f"http://127.0.0.1:{port}", "/img/info")
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "serve() did not start"
+                assert proc.poll() is None, "serve() exited"
+                time.sleep(0.05)
+        assert status == 200
+        assert json.loads(body)["type"] == "image"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
