@@ -12,6 +12,7 @@ optionally behind a small bounded cache that a watcher invalidates (:meth:`inval
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import stat
@@ -165,6 +166,10 @@ class PrecomputedMiddleware:
         self.decode_in_memory_limit = decode_in_memory_limit
         self._cache: OrderedDict[str, Found | None] = OrderedDict()
         self._lock = Lock()
+        self._root_prefix = self.root.rstrip(os.sep) + os.sep
+        self._real_dir = functools.lru_cache(maxsize=4096)(os.path.realpath)
+        self._suffixes = (("", None), *((s, e.name) for s, e in BY_SUFFIX.items()))
+        self._cors_headers = cors_headers() if cors else {}
 
     # -- resolution ------------------------------------------------------------------------
 
@@ -172,6 +177,7 @@ class PrecomputedMiddleware:
         """Forget cached resolutions (call after files changed)."""
         with self._lock:
             self._cache.clear()
+        self._real_dir.cache_clear()
 
     def find(self, url_path: str) -> Found | None:
         """The stored files behind a decoded URL path (relative to the mount), or None."""
@@ -194,36 +200,49 @@ class PrecomputedMiddleware:
         # a traversal spelling everywhere else: neither names a dataset file.
         if not rel or "\x00" in rel or "\\" in rel:
             return None
-        candidates = [rel]
-        nested = self.layout.resolve(rel)
-        if nested != rel:
+        joined = safe_join(self.root, rel)
+        if joined is None:  # "..", absolute: traversal never reaches the file system
+            return None
+        # The rewrites below only replace the last segment with digits and separators, so
+        # the normalized, safe-joined path stays safe after them.
+        norm = joined[len(self._root_prefix) :]
+        candidates = [norm]
+        nested = self.layout.resolve(norm)
+        if nested != norm:
             candidates.append(nested)
-        candidates += mesh_manifest_fallbacks(rel)
+        candidates += mesh_manifest_fallbacks(norm)
         for candidate in candidates:
-            path = safe_join(self.root, candidate)
-            if path is None:  # "..", absolute: traversal never reaches the file system
-                return None
-            files = self._stat_variants(path)
+            files = self._stat_variants(self._root_prefix + candidate)
             if files:
                 return Found(rel, media_type_for(rel), files)
         return None
 
     def _stat_variants(self, path: str) -> dict[str | None, StoredFile]:
+        # safe_join only looks at the string; a symlink inside the root may still point outside
+        # it, so the real path must be inside too. The folder's real path is cached (realpath
+        # costs an lstat per component); a file that is itself a symlink is resolved each time.
         files: dict[str | None, StoredFile] = {}
-        for suffix, encoding in (("", None), *((s, e.name) for s, e in BY_SUFFIX.items())):
+        folder_checked = False
+        for suffix, encoding in self._suffixes:
+            candidate = path + suffix
             try:
-                st = os.stat(path + suffix)
+                st = os.lstat(candidate)
+                if stat.S_ISLNK(st.st_mode):
+                    if not self._is_inside_root(os.path.realpath(candidate)):
+                        continue
+                    st = os.stat(candidate)
+                elif not folder_checked:
+                    if not self._is_inside_root(self._real_dir(os.path.dirname(path))):
+                        return {}
+                    folder_checked = True
             except (OSError, ValueError):
                 continue
-            if stat.S_ISREG(st.st_mode) and self._is_inside_root(path + suffix):
-                files[encoding] = StoredFile(path + suffix, st.st_size, st.st_mtime_ns, encoding)
+            if stat.S_ISREG(st.st_mode):
+                files[encoding] = StoredFile(candidate, st.st_size, st.st_mtime_ns, encoding)
         return files
 
-    def _is_inside_root(self, path: str) -> bool:
-        # safe_join only looks at the string; a symlink inside the root may still point
-        # outside it, so compare the real path too.
-        real = os.path.realpath(path)
-        return real.startswith(self.root + os.sep)
+    def _is_inside_root(self, real: str) -> bool:
+        return real.startswith(self._root_prefix) or real == self.root
 
     # -- WSGI ------------------------------------------------------------------------------
 
@@ -248,7 +267,7 @@ class PrecomputedMiddleware:
         return self._simple(start_response, 404, self._cors(), b"Not Found\n")
 
     def _cors(self) -> dict[str, str]:
-        return cors_headers() if self.cors else {}
+        return dict(self._cors_headers)
 
     def _preflight(self, start_response: StartResponse) -> Iterable[bytes]:
         if not self.cors:
@@ -301,7 +320,9 @@ class PrecomputedMiddleware:
         if ranged is not None and not self._if_range_holds(environ, etag, source):
             ranged = None
         if self._not_modified(environ, etag, source):
-            for name in ("Content-Type", "Accept-Ranges"):
+            # RFC 9110 §15.4.5: a 304 carries the validators, Vary and Cache-Control, not the
+            # representation's metadata.
+            for name in ("Content-Type", "Content-Encoding", "Accept-Ranges"):
                 headers.pop(name, None)
             return self._simple(start_response, 304, headers)
 

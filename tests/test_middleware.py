@@ -225,3 +225,28 @@ def test_wrapped_response_objects_are_closed(contract_root: Path) -> None:
         assert r.headers["Content-Length"] == "3000"
     resp = Response("x")
     resp.close()
+
+
+def test_symlinks_inside_the_root_are_followed(tmp_path: Path) -> None:
+    """Only links leaving the root are refused (the contract checks those)."""
+    root = tmp_path / "root"
+    (root / "real").mkdir(parents=True)
+    (root / "real" / "info").write_text("{}")
+    (root / "alias").symlink_to("real")
+    (root / "real" / "link-info").symlink_to("info")
+    client = Client(make_app(root))
+    for url in ("/alias/info", "/real/link-info"):
+        with client.get(url) as r:
+            assert r.status_code == 200, url
+    (tmp_path / "secret").mkdir()
+    (tmp_path / "secret" / "info").write_text("secret")
+    app = make_app(root)
+    with Client(app).get("/alias/info") as r:
+        assert r.status_code == 200
+    # A folder swapped for a link to outside the root after its real path was cached is
+    # refused once the cache is invalidated (the dev server's watcher does this on changes).
+    (root / "alias").unlink()
+    (root / "alias").symlink_to(tmp_path / "secret")
+    app.invalidate()
+    with Client(app).get("/alias/info") as r:
+        assert r.status_code == 404
