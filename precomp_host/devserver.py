@@ -320,7 +320,7 @@ class DevServer:
         if self.client_dir is None:
             return Response("neuroglancer is not installed\n", status=404)
         # The client's own table of its files' media types (.wasm must be application/wasm).
-        from neuroglancer.static import guess_mime_type_from_path  # type: ignore[import-untyped]
+        from neuroglancer.static import guess_mime_type_from_path
 
         response = send_from_directory(
             self.client_dir, name, request.environ, mimetype=guess_mime_type_from_path(name)

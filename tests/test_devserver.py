@@ -196,7 +196,6 @@ def chromium_or_skip() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(120)
 def test_viewer_reloads_with_new_bytes(tmp_path: Path) -> None:
     chromium_or_skip()
     from playwright.sync_api import Response, sync_playwright
@@ -205,7 +204,9 @@ def test_viewer_reloads_with_new_bytes(tmp_path: Path) -> None:
     write_dataset(root / "ds", seed=1)
     with DevServer(root, port=0) as server:
         if server.client_dir is None:
-            pytest.skip("the neuroglancer package is not installed")
+            if os.environ.get("CI"):
+                pytest.fail("the neuroglancer package (test extra) is not installed")
+            pytest.skip("LIVE RELOAD NOT TESTED: the neuroglancer package is not installed")
         state = summarize(root, "ds").state(server.url)
         chunk_url = f"{server.url}/ds/{CHUNK}"
         responses: list[tuple[float, Response]] = []
