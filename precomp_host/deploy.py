@@ -22,7 +22,14 @@ from typing import Any, Literal
 from . import headers, layout, media_types
 from .encodings import BROTLI, ENCODINGS, GZIP
 from .model import Dataset, InvalidInfoError
-from .templates_loader import render as render_template
+from .templates_loader import environment
+
+# Config templates are written with block tags on their own lines.
+_ENV = environment().overlay(trim_blocks=True, lstrip_blocks=True)
+
+
+def render_template(name: str, **context: Any) -> str:
+    return _ENV.get_template(name).render(**context)
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +237,7 @@ def render_index(site: Site) -> str:
                 "encoding": scale.encoding,
             }
         )
-    return render_template("index.html.j2", datasets=rows, app=NEUROGLANCER_APP)
+    return render_template("site-index.html.j2", datasets=rows, app=NEUROGLANCER_APP)
 
 
 def render(target: Target, site: Site, bucket: str = "BUCKET") -> dict[str, str]:

@@ -1,44 +1,41 @@
-"""The jinja2 :class:`~jinja2.Environment` over the top-level ``templates/`` folder.
+"""Where the jinja2 templates are, installed or not: :func:`environment`.
 
-Installed, ``templates/`` is the data package ``precomp_host.templates`` (pyproject maps it);
-from a source checkout or an editable install it is the folder beside the package. One
-environment for every caller (deployment files, the dev server's pages): ``StrictUndefined`` so
-a missing variable fails loudly instead of rendering an empty directive into a server config.
+The templates live in the top-level ``templates/`` folder of the repository; the wheel ships them
+as the data package ``precomp_host.templates`` (pyproject maps one to the other), and an editable
+install maps it too. A source checkout without any install has only the folder, so both are
+tried. One function for the dev server's pages and the deployment configs alike.
 """
 
 from __future__ import annotations
 
-import functools
-from importlib import resources
+import importlib.util
 from pathlib import Path
 
 import jinja2
 
-_SOURCE_DIR = Path(__file__).resolve().parent.parent / "templates"
+#: Template names ending like this are HTML and get autoescaping; configs never do.
+HTML_EXTENSIONS = ("html", "html.j2", "htm", "xml")
 
 
 def templates_dir() -> Path:
-    """Where the ``*.j2`` files are: the installed data package, else the source folder."""
-    try:
-        installed = resources.files("precomp_host.templates")
-    except ModuleNotFoundError:
-        return _SOURCE_DIR
-    path = Path(str(installed))
-    return path if path.is_dir() else _SOURCE_DIR
+    """The folder holding the ``*.j2`` templates."""
+    spec = importlib.util.find_spec("precomp_host.templates")
+    # submodule_search_locations, not importlib.resources.files(): templates/ has no
+    # __init__.py, and for a namespace package files() returns a MultiplexedPath, not a folder.
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return Path(__file__).resolve().parent.parent / "templates"
 
 
-@functools.cache
 def environment() -> jinja2.Environment:
-    """The shared environment; templates are configs, not HTML, so autoescape is off."""
+    """A jinja2 environment over :func:`templates_dir`.
+
+    Undefined variables raise (a config with a silently empty value is worse than an error),
+    trailing newlines are kept, and only HTML templates are autoescaped.
+    """
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(templates_dir()),
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
-        autoescape=False,
-        trim_blocks=True,
-        lstrip_blocks=True,
+        autoescape=jinja2.select_autoescape(HTML_EXTENSIONS, default_for_string=False),
     )
-
-
-def render(name: str, **context: object) -> str:
-    return environment().get_template(name).render(**context)
