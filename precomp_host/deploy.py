@@ -56,10 +56,21 @@ def accept_regex(coding: str) -> str:
     listed with no q or a q above 0, and is not listed again later (the last entry wins).
     ``*`` is not matched: it never turns compression on while identity exists.
     """
-    token = "(?:" + "|".join(re.escape(t) for t in (coding, *_ALIASES.get(coding, ()))) + ")"
     q_value = r"(?!0(?:\.0*)?\s*(?:,|$))(?:1(?:\.0*)?|0(?:\.\d*)?)"
-    item = rf"(?:^|,)\s*{token}\s*(?:;\s*q\s*=\s*{q_value}\s*)?(?=,|$)"
-    return item + rf"(?!.*,\s*{token}\s*(?:[;,]|$))"
+
+    def listed(token: str) -> str:  # "token", or "token;q=..." with q > 0, listed last
+        return (
+            rf"(?:^|,)\s*{token}\s*(?:;\s*q\s*=\s*{q_value}\s*)?(?=,|$)"
+            rf"(?!.*,\s*{token}\s*(?:[;,]|$))"
+        )
+
+    name = re.escape(coding)
+    aliases = "|".join(re.escape(a) for a in _ALIASES.get(coding, ()))
+    if not aliases:
+        return listed(name)
+    # An alias counts only when the coding's own name is not listed at all.
+    absent = rf"^(?!.*(?:^|,)\s*{name}\s*(?:[;,]|$))"
+    return rf"{listed(name)}|{absent}.*?{listed(f'(?:{aliases})')}"
 
 
 @dataclass(frozen=True)
@@ -284,8 +295,31 @@ def write_files(
         written += write_gcs_staging(site, out, bucket)
     if index:
         path = site.root / "index.html"
-        path.write_text(render_index(site))
-        written.append(path)
+        try:
+            path.write_text(render_index(site))
+            written.append(path)
+        except OSError as exc:  # a read-only data folder: the configs are still usable
+            log.warning("could not write the site index %s: %s", path, exc)
     for path in written:
         log.info("wrote %s", path)
     return written
+
+
+#: The site the examples in the repository's ``deploy/`` folder are rendered for.
+EXAMPLE_SITE = dict(root="/srv/precomputed", url_prefix="/data", listen="*:8080")
+
+
+def example_files() -> dict[str, str]:
+    """``deploy/<server>/<file>`` -> text: the ready examples, as the templates render them."""
+    root, prefix, listen = EXAMPLE_SITE["root"], EXAMPLE_SITE["url_prefix"], EXAMPLE_SITE["listen"]
+    nginx_listen = listen.replace("*:", "")  # nginx: a bare port listens on every address
+    return {
+        "nginx/precomputed.conf": render_nginx(
+            Site(Path(root), prefix, listen=nginx_listen, brotli=True)
+        ),
+        "nginx/precomputed-snippet.conf": render_nginx(Site(Path(root), prefix)),
+        "apache/precomputed.conf": render_apache(Site(Path(root), prefix, listen=listen)),
+        "apache/htaccess": render_apache(Site(Path(root), prefix), "htaccess"),
+        "s3/cors.json": render_s3_cors(),
+        "s3/bucket-policy.json": render_s3_policy("BUCKET", prefix),
+    }
