@@ -5,15 +5,19 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from precomp_host import deploy
+from precomp_host.headers import DEPLOY_CACHE_CONTROL
 from tests.contract.fixtures import write_contract_tree
 from tests.contract.suite import ContractServer, ContractSuite
 from tests.realservers import APACHE, RealServer, require
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 pytestmark = pytest.mark.slow
 
@@ -72,7 +76,7 @@ def contract_server(request: pytest.FixtureRequest) -> Iterator[ContractServer]:
                 name=f"apache-{form}",
                 supports_brotli_decompression=False,
                 supports_identity_decompression=form == "vhost",
-                cache_control=deploy.headers.DEPLOY_CACHE_CONTROL,
+                cache_control=DEPLOY_CACHE_CONTROL,
                 expected_failures=apache_limits(form),
             )
         finally:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from precomp_host import deploy
+from precomp_host.headers import DEPLOY_CACHE_CONTROL
 from tests.contract.fixtures import write_contract_tree
 from tests.contract.suite import ACCEPTS, RES, ContractServer, ContractSuite, expected_encoding
 from tests.realservers import BROTLI_MODULE, NGINX, RealServer, require
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
 
 pytestmark = pytest.mark.slow
 
@@ -60,7 +64,7 @@ def nginx_contract_server(tmp: Path, *, brotli: bool) -> Iterator[ContractServer
             name=f"nginx{'+brotli' if brotli else ''}",
             supports_brotli=brotli,
             supports_brotli_decompression=False,
-            cache_control=deploy.headers.DEPLOY_CACHE_CONTROL,
+            cache_control=DEPLOY_CACHE_CONTROL,
             expected_failures=nginx_limits(),
         )
     finally:
