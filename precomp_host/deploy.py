@@ -14,15 +14,17 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from . import headers, layout, media_types
 from .encodings import BROTLI, ENCODINGS, GZIP
 from .model import Dataset, InvalidInfoError
 from .templates_loader import environment
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 # Config templates are written with block tags on their own lines.
 _ENV = environment().overlay(trim_blocks=True, lstrip_blocks=True)
@@ -30,6 +32,7 @@ _ENV = environment().overlay(trim_blocks=True, lstrip_blocks=True)
 
 def render_template(name: str, **context: Any) -> str:
     return _ENV.get_template(name).render(**context)
+
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +157,9 @@ def render_apache(site: Site, form: Literal["vhost", "htaccess"] = "vhost") -> s
     """
     context = _common(site)
     context["served_encodings"] = _encodings(replace(site, brotli=True))
-    context["type_rules"] = [(_with_sibling_suffix(rx), media) for rx, media in context["type_rules"]]
+    context["type_rules"] = [
+        (_with_sibling_suffix(rx), media) for rx, media in context["type_rules"]
+    ]
     return render_template(
         f"apache-{form}.conf.j2", **context, inflate=form == "vhost", gzip_suffix=GZIP.suffix
     )
@@ -306,7 +311,7 @@ def write_files(
 
 
 #: The site the examples in the repository's ``deploy/`` folder are rendered for.
-EXAMPLE_SITE = dict(root="/srv/precomputed", url_prefix="/data", listen="*:8080")
+EXAMPLE_SITE = {"root": "/srv/precomputed", "url_prefix": "/data", "listen": "*:8080"}
 
 
 def example_files() -> dict[str, str]:

@@ -19,7 +19,6 @@ import logging
 import os
 import re
 import shlex
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +27,8 @@ from . import layout, media_types
 from .encodings import BY_SUFFIX, ENCODINGS, GZIP
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
     from .deploy import Site
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,6 @@ import pytest
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 APACHE = shutil.which("apache2") or "/usr/sbin/apache2"
 APACHE_MODULES = Path("/usr/lib/apache2/modules")
-BROTLI_MODULE = Path("/usr/lib/nginx/modules/ngx_http_brotli_static_module.so")
 #: Modules our Apache configs use (mpm and authz for any server at all).
 APACHE_MODULE_NAMES = (
     "mpm_event", "authz_core", "mime", "rewrite", "headers", "deflate", "filter", "dir", "alias",
@@ -45,17 +44,16 @@ def free_port() -> int:
         return port
 
 
-def nginx_main(workdir: Path, include: Path, listen: str | None, brotli: bool) -> str:
+def nginx_main(workdir: Path, include: Path, listen: str | None) -> str:
     """A main nginx.conf: the emitted snippet inside a server, or the emitted server block."""
     body = f"include {include};"
     if listen is not None:
         body = f"server {{\n    listen {listen};\n    {body}\n}}"
-    load = f"load_module {BROTLI_MODULE};\n" if brotli else ""
     temps = " ".join(f"{k}_temp_path {workdir / k};" for k in
                      ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))  # fmt: skip
     user = "user root;\n" if os.geteuid() == 0 else ""
     return (
-        f"{load}daemon off;\n{user}worker_processes 1;\npid {workdir / 'nginx.pid'};\n"
+        f"daemon off;\n{user}worker_processes 1;\npid {workdir / 'nginx.pid'};\n"
         f"error_log {workdir / 'error.log'} warn;\nevents {{ worker_connections 256; }}\n"
         f"http {{\n    access_log off;\n    sendfile on;\n    {temps}\n    {body}\n}}\n"
     )
@@ -87,7 +85,6 @@ class RealServer:
     workdir: Path
     emitted: Path  # the file precomp_host.deploy wrote
     listen_in_emitted: bool = False  # the emitted file holds its own server/VirtualHost
-    brotli: bool = False
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
 
@@ -103,7 +100,7 @@ class RealServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         if self.kind == "nginx":
             listen = None if self.listen_in_emitted else self.listen
-            text = nginx_main(self.workdir, self.emitted, listen, self.brotli)
+            text = nginx_main(self.workdir, self.emitted, listen)
         else:
             text = apache_main(self.workdir, self.emitted, self.listen,
                                wrap_vhost=not self.listen_in_emitted)  # fmt: skip
@@ -134,8 +131,9 @@ class RealServer:
             if self.proc.poll() is not None:
                 err = self.proc.stderr.read().decode() if self.proc.stderr else ""
                 raise RuntimeError(f"{self.kind} exited: {err}{self.error_log()}")
-            with contextlib.suppress(OSError), socket.create_connection(
-                ("127.0.0.1", self.port), timeout=0.2
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2),
             ):
                 return self
             time.sleep(0.05)

@@ -232,9 +232,8 @@ def test_built_dataset_through_real_servers(form: str) -> None:
         subprocess.run([sys.executable, "-m", "precomp_host", "build", str(base / "vol.npy"),
                         str(root / "vol"), "--resolution", "8", "8", "8", "--chunk-size", "32",
                         "-q"], check=True, cwd=REPO, timeout=120)  # fmt: skip
-        server = RealServer(kind, base / "w", base / "site.conf", listen_in_emitted=True,
-                            brotli=form == "nginx-brotli")  # fmt: skip
-        site = deploy.Site.make(root, "/data", listen=server.listen, brotli=server.brotli)
+        server = RealServer(kind, base / "w", base / "site.conf", listen_in_emitted=True)
+        site = deploy.Site.make(root, "/data", listen=server.listen, brotli=form == "nginx-brotli")
         if form == "apache-htaccess":
             (root / ".htaccess").write_text(deploy.render_apache(site, "htaccess"))
             server.emitted.write_text(

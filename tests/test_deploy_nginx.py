@@ -9,8 +9,8 @@ import pytest
 from precomp_host import deploy
 from precomp_host.headers import DEPLOY_CACHE_CONTROL
 from tests.contract.fixtures import write_contract_tree
-from tests.contract.suite import ACCEPTS, RES, ContractServer, ContractSuite, expected_encoding
-from tests.realservers import BROTLI_MODULE, NGINX, RealServer, require
+from tests.contract.suite import ACCEPTS, RES, ContractServer, ContractSuite, servable_encoding
+from tests.realservers import NGINX, RealServer, require
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -24,7 +24,7 @@ PREFIX = "/data"
 GZ_ONLY = [r.name for r in RES.values() if None not in r.stored and "gzip" in r.stored]
 
 
-def nginx_limits() -> dict[str, str]:
+def nginx_limits(server: ContractServer) -> dict[str, str]:
     """What Debian's nginx 1.22 cannot do, measured; each stays a strict xfail."""
     limits: dict[str, str] = {}
     gunzip_range = "gunzip output has no length: a Range gets 200 with the whole body"
@@ -34,7 +34,7 @@ def nginx_limits() -> dict[str, str]:
         limits[f"range-416:{name}:*"] = gunzip_range
         limits[f"etag-per-variant:{name}"] = gunzip_etag
         for accept, header in ACCEPTS.items():
-            if expected_encoding(RES[name], header) is None:
+            if servable_encoding(server, RES[name], header) is None:
                 limits[f"etag-304:{name}:{accept}"] = gunzip_etag
     limits["range-random"] = gunzip_range + " (the draw includes gz-only files)"
     return limits
@@ -43,8 +43,7 @@ def nginx_limits() -> dict[str, str]:
 def start_nginx(tmp: Path, *, brotli: bool, listen_form: bool) -> RealServer:
     root = tmp / "root"
     write_contract_tree(root)
-    server = RealServer("nginx", tmp / "nginx", tmp / "site.conf", listen_in_emitted=listen_form,
-                        brotli=brotli)  # fmt: skip
+    server = RealServer("nginx", tmp / "nginx", tmp / "site.conf", listen_in_emitted=listen_form)
     site = deploy.Site.make(root, PREFIX, listen=server.listen if listen_form else None,
                             brotli=brotli)  # fmt: skip
     server.emitted.write_text(deploy.render_nginx(site))
@@ -53,22 +52,21 @@ def start_nginx(tmp: Path, *, brotli: bool, listen_form: bool) -> RealServer:
 
 def nginx_contract_server(tmp: Path, *, brotli: bool) -> Iterator[ContractServer]:
     require(NGINX, "nginx")
-    if brotli:
-        require(BROTLI_MODULE, "libnginx-mod-http-brotli-static")
     # The brotli run also covers the complete server-block form (--listen).
-    server = start_nginx(tmp, brotli=brotli, listen_form=brotli)
+    nginx = start_nginx(tmp, brotli=brotli, listen_form=brotli)
     try:
-        yield ContractServer(
-            server.base_url + PREFIX,
+        server = ContractServer(
+            nginx.base_url + PREFIX,
             tmp / "root",
             name=f"nginx{'+brotli' if brotli else ''}",
             supports_brotli=brotli,
             supports_brotli_decompression=False,
             cache_control=DEPLOY_CACHE_CONTROL,
-            expected_failures=nginx_limits(),
         )
+        server.expected_failures = nginx_limits(server)
+        yield server
     finally:
-        server.stop()
+        nginx.stop()
 
 
 @pytest.fixture(scope="class")

@@ -10,14 +10,17 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from precomp_host import deploy, headers, upload
 from tests.contract.fixtures import build_tree, write_contract_tree
 from tests.realservers import free_port, require
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 RES = build_tree().resources
 MOTO = Path(sys.executable).with_name("moto_server")
@@ -93,7 +96,8 @@ def test_upload_to_s3_api(tree: Path, moto_endpoint: str) -> None:
     client.create_bucket(Bucket=BUCKET)  # type: ignore[attr-defined]
     report = upload.upload_s3(tree, BUCKET, PREFIX, client=client, public_policy=True)
     planned = list(upload.plan_objects(tree))
-    assert report.uploaded == len(planned) and report.skipped == 0
+    assert report.uploaded == len(planned)
+    assert report.skipped == 0
 
     # Every object, listed with its metadata.
     listed = client.list_objects_v2(Bucket=BUCKET, Prefix=PREFIX + "/")  # type: ignore[attr-defined]
@@ -150,4 +154,5 @@ def test_render_s3_files_come_from_headers() -> None:
     site = deploy.Site.make("/srv/data", "/data")
     files = deploy.render("s3", site, bucket="lab-bucket")
     assert '"arn:aws:s3:::lab-bucket/data/*"' in files["bucket-policy.json"]
-    assert "Range" in files["cors.json"] and "Content-Encoding" in files["cors.json"]
+    assert "Range" in files["cors.json"]
+    assert "Content-Encoding" in files["cors.json"]
