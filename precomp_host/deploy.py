@@ -1,12 +1,17 @@
 """Deployment files for a folder of datasets: nginx, Apache, S3 and GCS, rendered from templates.
 
 The central function is :func:`render`, which turns a :class:`Site` (what is served where) into
-the text of one target's files. Nothing in ``templates/`` is typed twice: the rewrite pattern
+the text of one target's files; :func:`render_nginx` and :func:`render_apache` give one file. Nothing in ``templates/`` is typed twice: the rewrite pattern
 (:mod:`~precomp_host.layout`), the sibling suffixes (:mod:`~precomp_host.encodings`), the media
 types (:mod:`~precomp_host.media_types`) and the CORS and cache headers
 (:mod:`~precomp_host.headers`) are passed in from here. :func:`write_files` writes a target's
 files into a folder (and the site's ``index.html`` into the root); uploads to S3 live in
 :mod:`precomp_host.upload`.
+
+The servers choose the variant with patterns from :func:`accept_regex`, the same rule as
+:func:`precomp_host.encodings.choose` (q-values, the last entry wins), rather than with nginx's
+gzip_static/brotli_static: Debian's brotli_static misreads Accept-Encoding when ``br`` ends the
+last request header (measured: it falls back to gzip, or 404s a br-only file).
 """
 
 from __future__ import annotations
@@ -26,14 +31,6 @@ from .templates_loader import environment
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-# Config templates are written with block tags on their own lines.
-_ENV = environment().overlay(trim_blocks=True, lstrip_blocks=True)
-
-
-def render_template(name: str, **context: Any) -> str:
-    return _ENV.get_template(name).render(**context)
-
-
 log = logging.getLogger(__name__)
 
 Target = Literal["nginx", "apache", "s3", "gcs"]
@@ -41,15 +38,23 @@ TARGETS: tuple[Target, ...] = ("nginx", "apache", "s3", "gcs")
 
 #: Internal URL namespace of the nginx stages (never reachable from outside: ``internal``).
 NGINX_INTERNAL = "/.precomp"
-#: The public app that opens a dataset link of the index page.
 #: How many leading path levels the Apache configs check for symlinks (404 when one is).
 SYMLINK_DEPTH = 8
+#: The public app that opens a dataset link of the index page.
 NEUROGLANCER_APP = "https://neuroglancer-demo.appspot.com/"
-
-# nginx's gunzip stage (gzip_static always) looks for this fixed suffix; the core must agree.
-assert GZIP.suffix == ".gz"
 #: Other spellings of a coding a client may send (RFC 9110 §8.4.1.3: x-gzip is gzip).
 _ALIASES = {GZIP.name: ("x-gzip",)}
+
+# nginx's gunzip stage (gzip_static always) looks for this fixed suffix; the core must agree.
+if GZIP.suffix != ".gz":  # pragma: no cover - a core change the nginx template cannot follow
+    raise ImportError("nginx's gzip_static needs the gzip sibling suffix .gz")
+
+# Config templates are written with block tags on their own lines.
+_ENV = environment().overlay(trim_blocks=True, lstrip_blocks=True)
+
+
+def render_template(name: str, **context: Any) -> str:
+    return _ENV.get_template(name).render(**context)
 
 
 def accept_regex(coding: str) -> str:
@@ -328,3 +333,10 @@ def example_files() -> dict[str, str]:
         "s3/cors.json": render_s3_cors(),
         "s3/bucket-policy.json": render_s3_policy("BUCKET", prefix),
     }
+
+
+def upload_s3(root: str | Path, bucket: str, prefix: str = "", **kwargs: Any) -> Any:
+    """Upload ``root`` to ``s3://bucket/prefix`` (see :func:`precomp_host.upload.upload_s3`)."""
+    from .upload import upload_s3 as upload
+
+    return upload(root, bucket, prefix, **kwargs)
