@@ -1,12 +1,12 @@
 """Deployment files for a folder of datasets: nginx, Apache, S3 and GCS, rendered from templates.
 
 The central function is :func:`render`, which turns a :class:`Site` (what is served where) into
-the text of one target's files; :func:`render_nginx` and :func:`render_apache` give one file. Nothing in ``templates/`` is typed twice: the rewrite pattern
-(:mod:`~precomp_host.layout`), the sibling suffixes (:mod:`~precomp_host.encodings`), the media
-types (:mod:`~precomp_host.media_types`) and the CORS and cache headers
-(:mod:`~precomp_host.headers`) are passed in from here. :func:`write_files` writes a target's
-files into a folder (and the site's ``index.html`` into the root); uploads to S3 live in
-:mod:`precomp_host.upload`.
+the text of one target's files (:func:`render_nginx`, :func:`render_apache`: one file each).
+Nothing in ``templates/`` is typed twice: the rewrite pattern (:mod:`~precomp_host.layout`),
+the sibling suffixes (:mod:`~precomp_host.encodings`), the media types
+(:mod:`~precomp_host.media_types`) and the CORS and cache headers (:mod:`~precomp_host.headers`)
+are passed in from here. :func:`write_files` writes a target's files into a folder (and the
+site's ``index.html`` into the root); uploads to S3 live in :mod:`precomp_host.upload`.
 
 The servers choose the variant with patterns from :func:`accept_regex`, the same rule as
 :func:`precomp_host.encodings.choose` (q-values, the last entry wins), rather than with nginx's
