@@ -278,3 +278,19 @@ def test_built_dataset_through_real_servers(form: str) -> None:
         assert seen.get(None, {None}) == {None}
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rel", [rel for rel in deploy.example_files()
+                                 if rel.startswith(("nginx/", "apache/"))])  # fmt: skip
+def test_examples_pass_the_server_check(tmp_path: Path, rel: str) -> None:
+    kind = "nginx" if rel.startswith("nginx/") else "apache"
+    require(NGINX if kind == "nginx" else APACHE, kind)
+    text = (REPO / "deploy" / rel).read_text()
+    if rel == "apache/htaccess":
+        text = f'<Directory "{deploy.EXAMPLE_SITE["root"]}">\n{text}</Directory>\n'
+    own_server = not rel.endswith(("snippet.conf", "htaccess"))
+    server = RealServer(kind, tmp_path / "w", tmp_path / "site.conf", listen_in_emitted=own_server)
+    server.emitted.write_text(text)
+    checked = server.check()
+    assert checked.returncode == 0, checked.stderr
