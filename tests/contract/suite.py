@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+
 from precomp_host.encodings import choose, parse_accept_encoding
 
 from .fixtures import MTIME, SECRET, Resource, build_tree, outside_dir
