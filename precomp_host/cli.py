@@ -335,6 +335,61 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace an earlier sample")
     s.set_defaults(handler=_cmd_sample)
 
+    v = sub.add_parser(
+        "serve", parents=[common], help="serve a folder of datasets locally, with live reload"
+    )
+    v.add_argument("root", metavar="ROOT", help="a dataset, or a folder of datasets")
+    v.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    v.add_argument("--port", type=_non_negative_int, default=8000, help="port (default 8000)")
+    v.add_argument("--open", action="store_true", help="open the index page in a browser")
+    v.add_argument(
+        "--poll",
+        action="store_true",
+        help="poll for changes (network mounts, Docker) instead of OS events",
+    )
+    v.set_defaults(handler=_cmd_serve)
+
+    d = sub.add_parser(
+        "deploy",
+        parents=[common],
+        help="server configs, or an object-store upload, for a folder of datasets",
+    )
+    d.add_argument("target", choices=("nginx", "apache", "s3", "gcs"))
+    d.add_argument("root", metavar="ROOT", help="a dataset or a folder of datasets")
+    d.add_argument(
+        "--url-prefix",
+        default="/data",
+        metavar="PATH",
+        help="URL path ROOT is served at (s3/gcs: key prefix; default /data)",
+    )
+    d.add_argument(
+        "--out",
+        default="deploy-out",
+        metavar="DIR",
+        help="folder for the generated files (default ./deploy-out)",
+    )
+    d.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="nginx/apache: a complete server block / <VirtualHost> (else a snippet to include)",
+    )
+    d.add_argument(
+        "--brotli",
+        action="store_true",
+        help="nginx: also send .br siblings to clients that accept br",
+    )
+    d.add_argument(
+        "--cache-control", default=None, metavar="VALUE", help="Cache-Control of deployed files"
+    )
+    d.add_argument(
+        "--bucket",
+        metavar="NAME",
+        help="s3: upload there (and name it in the policy); gcs: named in the commands",
+    )
+    d.add_argument("--endpoint-url", help="s3: an S3-compatible endpoint")
+    d.add_argument("--public", action="store_true", help="s3: also set a public-read policy")
+    d.add_argument("--no-index", action="store_true", help="do not write ROOT/index.html")
+    d.set_defaults(handler=_cmd_deploy)
     return parser
 
 
@@ -409,6 +464,60 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     )
     print(f"Sample segmentation (meshes, names) written to {labels_out}")
     print(f"View it in Neuroglancer with:  precomp-host serve {args.out} --open")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .devserver import serve
+
+    if not os.path.isdir(args.root):
+        raise CommandError(f"{args.root}: no such folder")
+
+    def ready(url: str) -> None:
+        print(f"Serving {args.root} at {url} (Ctrl+C to stop)", flush=True)
+
+    serve(args.root, args.host, args.port, args.open, args.poll, ready=ready)
+    return 0
+
+
+def _cmd_deploy(args: argparse.Namespace) -> int:
+    from . import deploy, headers
+
+    if not os.path.isdir(args.root):
+        raise CommandError(f"{args.root}: no such folder")
+    cache_control = args.cache_control or headers.DEPLOY_CACHE_CONTROL
+    try:
+        paths = deploy.write_files(
+            args.target,
+            args.root,
+            args.out,
+            args.url_prefix,
+            args.listen,
+            args.brotli,
+            cache_control=cache_control,
+            bucket=args.bucket or "BUCKET",
+            index=not args.no_index,
+        )
+    except ValueError as e:
+        raise CommandError(str(e)) from None
+    log.debug("deploy %s wrote %d files", args.target, len(paths))
+    if args.target == "s3" and args.bucket:
+        try:
+            from .upload import s3_client, upload_s3
+        except ImportError:
+            raise CommandError("S3 upload needs boto3: pip install 'precomp-host[s3]'") from None
+        report = upload_s3(
+            args.root,
+            args.bucket,
+            args.url_prefix.strip("/"),
+            client=s3_client(args.endpoint_url),
+            cache_control=cache_control,
+            public_policy=args.public,
+        )
+        print(
+            f"uploaded {report.uploaded} objects ({_fmt_bytes(report.bytes_sent)}), "
+            f"{report.skipped} already there"
+        )
     return 0
 
 

@@ -101,3 +101,18 @@ class NestedLayout(Layout):
 FLAT = FlatLayout()
 NESTED = NestedLayout()
 LAYOUTS: dict[str, Layout] = {FLAT.name: FLAT, NESTED.name: NESTED}
+
+#: A legacy mesh manifest URL ``<dir>/<segment id>:0`` (spec: meshes.md). Trees written on
+#: filesystems without ``:`` in file names store it as ``<id>`` or ``<id>.json`` instead; servers
+#: try :data:`MESH_MANIFEST_FALLBACKS` (same ``$n`` syntax as :data:`URL_REPLACEMENT`) in order.
+MESH_MANIFEST_PATTERN = r"^(.*/)?(\d+):0$"
+MESH_MANIFEST_FALLBACKS = ("$1$2", "$1$2.json")
+_MESH_RE = re.compile(MESH_MANIFEST_PATTERN, re.ASCII)
+
+
+def mesh_manifest_fallbacks(url_path: str) -> list[str]:
+    """The colon-free paths to try for a mesh manifest URL (``[]`` for any other path)."""
+    m = _MESH_RE.fullmatch(url_path)
+    if m is None:
+        return []
+    return [m.expand(re.sub(r"\$(\d)", r"\\g<\1>", r)) for r in MESH_MANIFEST_FALLBACKS]

@@ -38,6 +38,9 @@ LAYERS: dict[str, str] = {
     ),
     **dict.fromkeys(["middleware", "devserver", "watch", "index"], "host"),
     "deploy": "deploy",
+    "upload": "deploy",
+    # jinja2 environment over templates/, shared by the dev server's pages and deploy's configs
+    "templates_loader": "templates",
     "cli": "cli",
     "__init__": "package",  # `import precomp_host` stays light: the core's public names only
     "__main__": "entry",
@@ -47,8 +50,9 @@ LAYERS: dict[str, str] = {
 MAY_IMPORT: dict[str, frozenset[str]] = {
     "core": frozenset({"core"}),
     "generator": frozenset({"core", "generator"}),
-    "host": frozenset({"core", "host"}),
-    "deploy": frozenset({"core", "deploy"}),
+    "host": frozenset({"core", "host", "templates"}),
+    "deploy": frozenset({"core", "deploy", "templates"}),
+    "templates": frozenset(),
     "cli": frozenset({"core", "generator", "host", "deploy"}),
     "package": frozenset({"core"}),
     "entry": frozenset({"cli"}),

@@ -623,3 +623,51 @@ def test_progress_view_logs_periodically_without_a_tty(caplog: pytest.LogCapture
     assert "ETA 0:09" in messages[0]
     assert messages[-1].startswith("img: 100/100 chunks (100%)")
     assert "done in 0:10" in messages[-1]
+
+
+def test_deploy_command_writes_the_config(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "ds").mkdir(parents=True)
+    (root / "ds" / "info").write_text(
+        '{"type": "image", "data_type": "uint8", '
+        '"num_channels": 1, "scales": [{"key": "1_1_1", '
+        '"size": [1, 1, 1], "resolution": [1, 1, 1], '
+        '"chunk_sizes": [[1, 1, 1]], "encoding": "raw"}]}'
+    )
+    assert main(["deploy", "nginx", str(root), "--out", str(tmp_path / "out"), "-q"]) == 0
+    conf = (tmp_path / "out" / "nginx.conf").read_text()
+    assert str(root) in conf
+    assert (root / "index.html").exists()
+
+
+@pytest.mark.slow
+def test_serve_command_serves_until_interrupted(tmp_path: Path) -> None:
+    import http.client
+    import urllib.parse
+
+    (tmp_path / "ds").mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "precomp_host", "serve", str(tmp_path), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        url = urllib.parse.urlsplit(line.split(" at ")[1].split()[0])
+        conn = http.client.HTTPConnection(url.hostname or "", url.port, timeout=10)
+        conn.request("GET", "/")
+        resp = conn.getresponse()
+        assert resp.status == 200
+        resp.read()
+        conn.close()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) in (0, 130)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
