@@ -174,8 +174,14 @@ def servers(nested: Path, flat: Path, work: Path) -> list[Server]:
     def ours(port: int) -> list[str]:
         return gunicorn(f"precomp_host.middleware:make_app({str(nested)!r})", port)
 
+    def ours_cached(port: int) -> list[str]:
+        return gunicorn(
+            f"precomp_host.middleware:make_app({str(nested)!r}, cache_size=65536)", port
+        )
+
     return [
         Server("precomp_host", ours, "gunicorn gthread 2x4, nested gz-only tree"),
+        Server("precomp_host+cache", ours_cached, "same, resolution cache (cache_size=65536)"),
         Server(
             "whitenoise",
             lambda p: gunicorn(f"benchmarks.serve:whitenoise_app({str(flat)!r})", p),
@@ -354,16 +360,17 @@ def table(results: dict[str, dict[str, object]]) -> str:
             f"| {name} | {r['small_rps']} ({r['small_encoding']}) | {r['large_rps']} "
             f"| {r['start_s']} | {r['note']} |"
         )
-    ours = results.get("precomp_host", {})
-    for peer in ("whitenoise", "http.server"):
-        if peer in results and ours:
-            ratios = []
-            for label in ("small", "large"):
-                mine, theirs = ours[f"{label}_rps"], results[peer][f"{label}_rps"]
-                assert isinstance(mine, int)
-                assert isinstance(theirs, int)
-                ratios.append(f"{label} {mine / max(1, theirs):.2f}x")
-            lines.append(f"\nprecomp_host / {peer}: {', '.join(ratios)}")
+    for mine_name in ("precomp_host", "precomp_host+cache"):
+        ours = results.get(mine_name, {})
+        for peer in ("whitenoise", "http.server"):
+            if peer in results and ours:
+                ratios = []
+                for label in ("small", "large"):
+                    mine, theirs = ours[f"{label}_rps"], results[peer][f"{label}_rps"]
+                    assert isinstance(mine, int)
+                    assert isinstance(theirs, int)
+                    ratios.append(f"{label} {mine / max(1, theirs):.2f}x")
+                lines.append(f"\n{mine_name} / {peer}: {', '.join(ratios)}")
     if "million" in results:
         lines.append(f"\n1,000,000 files: {asdict_str(results['million'])}")
     return "\n".join(lines)

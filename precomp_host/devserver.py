@@ -214,7 +214,12 @@ class DevServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.server.host}:{self.server.port}"
+        host = self.server.host
+        if host in ("", "0.0.0.0", "::"):  # listening everywhere: link to this machine
+            host = "127.0.0.1"
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.server.port}"
 
     def _changed(self, datasets: set[str]) -> None:
         self.files.invalidate()
