@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import gzip
 import zlib
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import brotli
 
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+_libdeflate: Any
 try:  # libdeflate: the same format as zlib at about 3x the speed (issue #2, measured).
     import deflate as _libdeflate
 except ImportError:  # pragma: no cover - deflate is a declared dependency

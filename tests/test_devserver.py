@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+
 from precomp_host.devserver import DevServer, fragment, summarize
 from precomp_host.encodings import GZIP
 from precomp_host.templates_loader import environment, templates_dir
-
 from tests.contract.fixtures import write_contract_tree
 from tests.contract.suite import ContractServer, ContractSuite
 

@@ -14,13 +14,13 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from precomp_host.encodings import GZIP, stream_decoder
-from precomp_host.layout import FLAT, mesh_manifest_fallbacks
-from precomp_host.middleware import PrecomputedMiddleware, make_app
 from werkzeug.serving import ThreadedWSGIServer
 from werkzeug.test import Client
 from werkzeug.wrappers import Response
 
+from precomp_host.encodings import GZIP, stream_decoder
+from precomp_host.layout import FLAT, mesh_manifest_fallbacks
+from precomp_host.middleware import PrecomputedMiddleware, make_app
 from tests.contract.fixtures import write_contract_tree
 from tests.contract.suite import ContractServer, ContractSuite, fetch
 

@@ -8,7 +8,6 @@ import threading
 from typing import TYPE_CHECKING
 
 import pytest
-from precomp_host.watch import DataWatcher, Epoch, find_datasets
 from watchdog.events import (
     DirCreatedEvent,
     FileClosedNoWriteEvent,
@@ -17,6 +16,8 @@ from watchdog.events import (
     FileMovedEvent,
     FileOpenedEvent,
 )
+
+from precomp_host.watch import DataWatcher, Epoch, find_datasets
 
 if TYPE_CHECKING:
     from pathlib import Path

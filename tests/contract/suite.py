@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+
 from precomp_host.encodings import choose, parse_accept_encoding
 
 from .fixtures import MTIME, SECRET, Resource, build_tree, outside_dir
@@ -184,6 +185,18 @@ def needs_for(res: Resource, encoding: str | None) -> frozenset[str]:
     if encoding is None and None not in res.stored:
         return frozenset({GUNZIP} if "gzip" in res.stored else {UNBROTLI})
     return frozenset()
+
+
+def servable_encoding(server: ContractServer, res: Resource, accept: str | None) -> str | None:
+    """The best choice among what ``server`` can send (the ideal one minus missing capabilities).
+
+    Checks of consistency (HEAD, 304s) expect this, so a server without brotli is held to its
+    gzip answer instead of being marked as failing a check it passes; test_variant keeps
+    holding every server to the ideal choice.
+    """
+    can = server.capabilities()
+    sizes = {enc: n for enc, n in res.sizes().items() if not needs_for(res, enc) - can}
+    return choose(accept, sizes) if sizes else expected_encoding(res, accept)
 
 
 def enter(
@@ -360,7 +373,7 @@ class ContractSuite:
             request,
             contract_server,
             f"head:{request.node.callspec.id}",
-            needs_for(res, expected_encoding(res, accept)),
+            needs_for(res, servable_encoding(contract_server, res, accept)),
         )
         get = fetch(contract_server, "GET", res.url, {"Accept-Encoding": accept})
         head = fetch(contract_server, "HEAD", res.url, {"Accept-Encoding": accept})
@@ -411,7 +424,7 @@ class ContractSuite:
             request,
             contract_server,
             f"etag-304:{request.node.callspec.id}",
-            needs_for(res, expected_encoding(res, accept)),
+            needs_for(res, servable_encoding(contract_server, res, accept)),
         )
         first = fetch(contract_server, "GET", res.url, {"Accept-Encoding": accept})
         etag = first.header("ETag")
@@ -481,11 +494,12 @@ class ContractSuite:
         ims: tuple[str, int],
     ) -> None:
         accept = "gzip, deflate, br"
+        encoding = servable_encoding(contract_server, res, accept)
         enter(
             request,
             contract_server,
             f"if-modified-since:{request.node.callspec.id}",
-            needs_for(res, expected_encoding(res, accept)),
+            needs_for(res, encoding),
         )
         value, status = ims
         reply = fetch(
@@ -494,7 +508,7 @@ class ContractSuite:
         assert reply.status == status
         assert_cors(reply)
         if status == 200:
-            assert_representation(contract_server, res, reply, expected_encoding(res, accept))
+            assert_representation(contract_server, res, reply, encoding)
         else:
             assert reply.body == b""
 
@@ -586,6 +600,9 @@ class ContractSuite:
         reply = fetch(contract_server, "GET", res.url, {"Accept-Encoding": accept, "Range": header})
         assert_cors(reply)
         if first >= n:
+            # The same check as test_range_unsatisfiable, under its id (a server that misses
+            # it there misses it here, whenever the draw asks for it).
+            enter(request, contract_server, f"range-416:{res.name}:random", needs_for(res, None))
             assert reply.status == 416
             assert reply.header("Content-Range") == f"bytes */{n}"
             return
