@@ -214,9 +214,24 @@ def servers(nested: Path, flat: Path, work: Path) -> list[Server]:
     ]
 
 
+@dataclass(frozen=True)
+class Started:
+    seconds: float
+    pid: int
+
+    def tree_rss_mib(self) -> float:
+        """Resident memory of the server and its workers (an upper bound: shared pages count
+        once per process)."""
+        import psutil
+
+        root = psutil.Process(self.pid)
+        rss: int = sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
+        return rss / 2**20
+
+
 @contextmanager
-def running(argv: Sequence[str], port: int, timeout: float = 120) -> Iterator[float]:
-    """Start ``argv``; yields the seconds until a first answer on ``/bench/info``."""
+def running(argv: Sequence[str], port: int, timeout: float = 120) -> Iterator[Started]:
+    """Start ``argv``; yields the seconds until a first answer on ``/bench/info``, and the pid."""
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
@@ -237,7 +252,7 @@ def running(argv: Sequence[str], port: int, timeout: float = 120) -> Iterator[fl
                 if time.perf_counter() > deadline:
                     raise
                 time.sleep(0.01)
-        yield time.perf_counter() - start
+        yield Started(time.perf_counter() - start, proc.pid)
     finally:
         proc.terminate()
         try:
@@ -288,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--repeat", type=int, default=3, help="wrk runs per server and URL; the best counts"
     )
     parser.add_argument("--million", action="store_true", help="also the 1M-file start-up")
-    parser.add_argument("--only", nargs="*", help="server names to run")
+    parser.add_argument("--only", nargs="*", default=None, help="server names to run ([] none)")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
@@ -300,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         chosen = [
             s
             for s in servers(nested, flat, work)
-            if (not args.only or s.name in args.only)
+            if (args.only is None or s.name in args.only)
             and (s.name != "nginx" or shutil.which("nginx") is not None)
         ]
         with ExitStack() as stack:
@@ -308,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for server in chosen:
                 port = ports[server.name] = free_port()
                 started = stack.enter_context(running(server.argv(port), port))
-                results[server.name] = {"note": server.note, "start_s": round(started, 3)}
+                results[server.name] = {"note": server.note, "start_s": round(started.seconds, 3)}
                 for label, path in (("small", SMALL), ("large", LARGE)):
                     url = f"http://127.0.0.1:{port}{path}"
                     results[server.name][f"{label}_encoding"] = encoding_sent(url)
@@ -340,7 +355,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 cmd = gunicorn(app, port)
                 cmd[cmd.index("-w") + 1] = "1"
                 with running(cmd, port, timeout=600) as started:
-                    results["million"][f"{name}_first_response_s"] = round(started, 3)
+                    results["million"][f"{name}_first_response_s"] = round(started.seconds, 3)
+                    results["million"][f"{name}_rss_mib"] = round(started.tree_rss_mib())
             print("million", results["million"], file=sys.stderr)
     print(table(results))
     if args.json:
