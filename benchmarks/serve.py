@@ -174,14 +174,16 @@ def servers(nested: Path, flat: Path, work: Path) -> list[Server]:
     def ours(port: int) -> list[str]:
         return gunicorn(f"precomp_host.middleware:make_app({str(nested)!r})", port)
 
-    def ours_cached(port: int) -> list[str]:
-        return gunicorn(
-            f"precomp_host.middleware:make_app({str(nested)!r}, cache_size=65536)", port
-        )
+    def ours_uncached(port: int) -> list[str]:
+        return gunicorn(f"precomp_host.middleware:make_app({str(nested)!r}, cache_size=0)", port)
 
     return [
-        Server("precomp_host", ours, "gunicorn gthread 2x4, nested gz-only tree"),
-        Server("precomp_host+cache", ours_cached, "same, resolution cache (cache_size=65536)"),
+        Server(
+            "precomp_host",
+            ours,
+            "gunicorn gthread 2x4, nested gz-only tree, default make_app (1 s resolution cache)",
+        ),
+        Server("precomp_host-nocache", ours_uncached, "same, cache_size=0: stats on every request"),
         Server(
             "whitenoise",
             lambda p: gunicorn(f"benchmarks.serve:whitenoise_app({str(flat)!r})", p),
@@ -376,7 +378,7 @@ def table(results: dict[str, dict[str, object]]) -> str:
             f"| {name} | {r['small_rps']} ({r['small_encoding']}) | {r['large_rps']} "
             f"| {r['start_s']} | {r['note']} |"
         )
-    for mine_name in ("precomp_host", "precomp_host+cache"):
+    for mine_name in ("precomp_host", "precomp_host-nocache"):
         ours = results.get(mine_name, {})
         for peer in ("whitenoise", "http.server"):
             if peer in results and ours:

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import stat
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -143,8 +145,10 @@ class PrecomputedMiddleware:
         flat and nested trees both work with the default :data:`~precomp_host.layout.NESTED`.
     :param cors: send the CORS headers of :mod:`precomp_host.headers` and answer preflights.
     :param cache_control: the ``Cache-Control`` value for files, or None for no header.
-    :param cache_size: how many URL resolutions to keep (0: stat on every request). Only use
-        with a watcher that calls :meth:`invalidate`, or a tree that does not change.
+    :param cache_size: how many URL resolutions to keep (0: stat on every request). Use with a
+        watcher that calls :meth:`invalidate`, a tree that does not change, or ``cache_ttl``.
+    :param cache_ttl: seconds a cached resolution stays valid (None: until :meth:`invalidate`),
+        like nginx's ``open_file_cache_valid``: a rewritten file is seen within that time.
     :param decode_in_memory_limit: siblings up to this size are decoded in memory for identity
         clients (with a Content-Length); larger ones are streamed.
     """
@@ -158,6 +162,7 @@ class PrecomputedMiddleware:
         cors: bool = True,
         cache_control: str | None = None,
         cache_size: int = 0,
+        cache_ttl: float | None = None,
         decode_in_memory_limit: int = DECODE_IN_MEMORY_LIMIT,
     ) -> None:
         self.app = app
@@ -166,8 +171,9 @@ class PrecomputedMiddleware:
         self.cors = cors
         self.cache_control = cache_control
         self.cache_size = cache_size
+        self.cache_ttl = cache_ttl
         self.decode_in_memory_limit = decode_in_memory_limit
-        self._cache: OrderedDict[str, Found | None] = OrderedDict()
+        self._cache: OrderedDict[str, tuple[Found | None, float]] = OrderedDict()
         self._lock = Lock()
         self._root_prefix = self.root.rstrip(os.sep) + os.sep
         self._real_dir = functools.lru_cache(maxsize=4096)(os.path.realpath)
@@ -186,13 +192,17 @@ class PrecomputedMiddleware:
         """The stored files behind a decoded URL path (relative to the mount), or None."""
         if not self.cache_size:
             return self._find(url_path)
+        now = time.monotonic()
         with self._lock:
-            if url_path in self._cache:
+            hit = self._cache.get(url_path)
+            if hit is not None and hit[1] > now:
                 self._cache.move_to_end(url_path)
-                return self._cache[url_path]
+                return hit[0]
         found = self._find(url_path)
+        expires = now + self.cache_ttl if self.cache_ttl is not None else math.inf
         with self._lock:
-            self._cache[url_path] = found
+            self._cache[url_path] = (found, expires)
+            self._cache.move_to_end(url_path)
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         return found
@@ -404,7 +414,8 @@ def make_app(
     layout: Layout = NESTED,
     cors: bool = True,
     cache_control: str | None = None,
-    cache_size: int = 0,
+    cache_size: int = 65536,
+    cache_ttl: float | None = 1.0,
 ) -> PrecomputedMiddleware:
     """A standalone WSGI application serving ``root``, for gunicorn, waitress or mod_wsgi.
 
@@ -413,9 +424,11 @@ def make_app(
     precomp_host.middleware:make_app``. Paths that are no file get a 404 with CORS headers.
 
     :param root: the folder to serve; default ``$PRECOMP_HOST_ROOT``.
-    :param cache_size: remember this many URL resolutions (0: stat on every request). Files
-        that change afterwards are served with stale validators until a restart: use it only
-        for data that is not rewritten in place while served.
+    :param cache_size: remember this many URL resolutions (0: stat on every request).
+    :param cache_ttl: for how long, in seconds (None: until restart). The default, one second,
+        saves the stat calls of repeated requests (Neuroglancer asks for the same chunks again
+        and again) while a rebuilt file is served fresh within a second, like nginx's
+        ``open_file_cache`` with ``open_file_cache_valid 1s``.
     """
     if root is None:
         root = os.environ.get("PRECOMP_HOST_ROOT")
@@ -424,5 +437,11 @@ def make_app(
     if not os.path.isdir(root):
         raise NotADirectoryError(root)
     return PrecomputedMiddleware(
-        None, root, layout=layout, cors=cors, cache_control=cache_control, cache_size=cache_size
+        None,
+        root,
+        layout=layout,
+        cors=cors,
+        cache_control=cache_control,
+        cache_size=cache_size,
+        cache_ttl=cache_ttl,
     )

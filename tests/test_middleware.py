@@ -12,6 +12,7 @@ import threading
 import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
+from unittest import mock
 
 import pytest
 from werkzeug.serving import ThreadedWSGIServer
@@ -159,6 +160,26 @@ def test_cache_serves_stale_until_invalidated(tmp_path: Path) -> None:
     app.invalidate()
     with client.get("/ds/info") as r:
         assert r.status_code == 200
+
+
+def test_cache_entries_expire_after_their_ttl(tmp_path: Path) -> None:
+    """The standalone app's cache: a rewritten file is seen once its entry expires."""
+    (tmp_path / "ds").mkdir()
+    clock = [1000.0]
+    app = PrecomputedMiddleware(None, tmp_path, cache_size=8, cache_ttl=1.0)
+    with mock.patch("precomp_host.middleware.time.monotonic", side_effect=lambda: clock[0]):
+        assert app.find("/ds/info") is None
+        (tmp_path / "ds" / "info").write_text("{}")
+        clock[0] += 0.5
+        assert app.find("/ds/info") is None  # still cached
+        clock[0] += 0.6
+        assert app.find("/ds/info") is not None
+
+
+def test_standalone_app_caches_briefly_by_default(tmp_path: Path) -> None:
+    app = make_app(tmp_path)
+    assert app.cache_size > 0
+    assert app.cache_ttl == 1.0
 
 
 def test_cache_is_bounded(tmp_path: Path) -> None:
