@@ -13,6 +13,7 @@ The same rules decide what the generator stores and what the middleware sends:
 
 from __future__ import annotations
 
+import functools
 import gzip
 import zlib
 from dataclasses import dataclass
@@ -82,9 +83,13 @@ def is_effective(original: int, compressed: int) -> bool:
 
 def parse_accept_encoding(header: str | None) -> dict[str, float]:
     """``Accept-Encoding`` as {coding: q}; lower-cased codings, malformed q read as 0."""
+    return dict(_parse_accept_encoding(header)) if header else {}
+
+
+# Browsers send a handful of distinct headers: parsing each once keeps it off the hot path.
+@functools.lru_cache(maxsize=256)
+def _parse_accept_encoding(header: str) -> tuple[tuple[str, float], ...]:
     out: dict[str, float] = {}
-    if not header:
-        return out
     for item in header.split(","):
         coding, *params = (p.strip() for p in item.split(";"))
         if not coding:
@@ -100,7 +105,7 @@ def parse_accept_encoding(header: str | None) -> dict[str, float]:
                 if not 0.0 <= q <= 1.0:
                     q = 0.0
         out[coding.lower()] = q
-    return out
+    return tuple(out.items())
 
 
 def choose(accept_encoding: str | None, variants: Mapping[str | None, float]) -> str | None:
