@@ -5,5 +5,14 @@ from __future__ import annotations
 from .layout import FLAT, LAYOUTS, NESTED, Layout
 from .model import ChunkKey, Dataset, InvalidInfoError, Scale
 
-__all__ = ["FLAT", "LAYOUTS", "NESTED", "ChunkKey", "Dataset", "InvalidInfoError", "Layout", "Scale"]
+__all__ = [
+    "FLAT",
+    "LAYOUTS",
+    "NESTED",
+    "ChunkKey",
+    "Dataset",
+    "InvalidInfoError",
+    "Layout",
+    "Scale",
+]
 __version__ = "0.1.0"

@@ -37,3 +37,9 @@ def preflight_headers() -> dict[str, str]:
         "Access-Control-Allow-Headers": ", ".join(ALLOW_HEADERS),
         "Access-Control-Max-Age": str(PREFLIGHT_MAX_AGE),
     }
+
+
+#: Cache-Control for deployed sites (nginx, Apache, S3, GCS): an hour of freshness, then a cheap
+#: revalidation with the ETag, so a rebuilt dataset shows within the hour. Deployments that
+#: never rebuild in place can pass a longer one (``deploy --cache-control``).
+DEPLOY_CACHE_CONTROL = "public, max-age=3600"

@@ -25,14 +25,18 @@ CHUNK_NAME_PATTERN = r"^\d+-\d+_\d+-\d+_\d+-\d+$"
 URL_PATTERN = r"^(.*)/(\d+-\d+)_(\d+-\d+)_(\d+-\d+)$"
 URL_REPLACEMENT = "$1/$2/$3/$4"
 
-_URL_RE = re.compile(URL_PATTERN)
+# re.ASCII: \d as PCRE reads it (ASCII digits only), so Python and the servers agree.
+_URL_RE = re.compile(URL_PATTERN, re.ASCII)
 _PY_REPLACEMENT = re.sub(r"\$(\d)", r"\\\1", URL_REPLACEMENT)
-_NESTED_TAIL = re.compile(r"(?:^|/)(\d+-\d+)/(\d+-\d+)/(\d+-\d+)$")
+_NESTED_TAIL = re.compile(r"(?:^|/)(\d+-\d+)/(\d+-\d+)/(\d+-\d+)\Z", re.ASCII)
 
 
 def nested_url(url_path: str) -> str:
     """The nested path for a flat chunk URL; any other path is returned unchanged."""
-    return _URL_RE.sub(_PY_REPLACEMENT, url_path)
+    # fullmatch, not sub: Python's $ also matches before a trailing newline, and a path with one
+    # is no chunk URL.
+    m = _URL_RE.fullmatch(url_path)
+    return url_path if m is None else m.expand(_PY_REPLACEMENT)
 
 
 @dataclass(frozen=True)
@@ -62,7 +66,7 @@ class FlatLayout(Layout):
 
     def key_for(self, path: str) -> ChunkKey | None:
         scale, _, tail = path.rpartition("/")
-        if not scale or re.match(CHUNK_NAME_PATTERN, tail) is None:
+        if not scale or re.fullmatch(CHUNK_NAME_PATTERN, tail, re.ASCII) is None:
             return None
         try:
             return ChunkKey.parse(scale, tail)
@@ -78,7 +82,7 @@ class NestedLayout(Layout):
     name: ClassVar[str] = "nested"
 
     def path_for(self, key: ChunkKey) -> str:
-        x, y, z = (f"{a}-{b}" for a, b in zip(key.start, key.stop))
+        x, y, z = (f"{a}-{b}" for a, b in zip(key.start, key.stop, strict=True))
         return f"{key.scale}/{x}/{y}/{z}"
 
     def key_for(self, path: str) -> ChunkKey | None:
@@ -97,3 +101,18 @@ class NestedLayout(Layout):
 FLAT = FlatLayout()
 NESTED = NestedLayout()
 LAYOUTS: dict[str, Layout] = {FLAT.name: FLAT, NESTED.name: NESTED}
+
+#: A legacy mesh manifest URL ``<dir>/<segment id>:0`` (spec: meshes.md). Trees written on
+#: filesystems without ``:`` in file names store it as ``<id>`` or ``<id>.json`` instead; servers
+#: try :data:`MESH_MANIFEST_FALLBACKS` (same ``$n`` syntax as :data:`URL_REPLACEMENT`) in order.
+MESH_MANIFEST_PATTERN = r"^(.*/)?(\d+):0$"
+MESH_MANIFEST_FALLBACKS = ("$1$2", "$1$2.json")
+_MESH_RE = re.compile(MESH_MANIFEST_PATTERN, re.ASCII)
+
+
+def mesh_manifest_fallbacks(url_path: str) -> list[str]:
+    """The colon-free paths to try for a mesh manifest URL (``[]`` for any other path)."""
+    m = _MESH_RE.fullmatch(url_path)
+    if m is None:
+        return []
+    return [m.expand(re.sub(r"\$(\d)", r"\\g<\1>", r)) for r in MESH_MANIFEST_FALLBACKS]

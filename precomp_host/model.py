@@ -22,7 +22,9 @@ VolumeType = Literal["image", "segmentation"]
 #: Data types the spec allows for ``data_type``.
 DATA_TYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "float32")
 
-_CHUNK_NAME = re.compile(r"^(\d+)-(\d+)_(\d+)-(\d+)_(\d+)-(\d+)$")
+# ASCII and fullmatch: Python's \d also accepts other scripts' digits and its $ matches before a
+# trailing newline; neither names a chunk (PCRE in nginx/Apache reads \d as ASCII too).
+_CHUNK_NAME = re.compile(r"(\d+)-(\d+)_(\d+)-(\d+)_(\d+)-(\d+)", re.ASCII)
 
 
 class InvalidInfoError(ValueError):
@@ -43,22 +45,22 @@ class ChunkKey:
 
     @property
     def name(self) -> str:
-        return "_".join(f"{a}-{b}" for a, b in zip(self.start, self.stop))
+        return "_".join(f"{a}-{b}" for a, b in zip(self.start, self.stop, strict=True))
 
     @property
     def shape(self) -> Vec3:
-        x, y, z = (b - a for a, b in zip(self.start, self.stop))
+        x, y, z = (b - a for a, b in zip(self.start, self.stop, strict=True))
         return (x, y, z)
 
     @classmethod
     def parse(cls, scale: str, name: str) -> ChunkKey:
         """Read a chunk name; ``InvalidInfoError`` when it is not ``a-b_c-d_e-f`` with a < b."""
-        m = _CHUNK_NAME.match(name)
+        m = _CHUNK_NAME.fullmatch(name)
         if m is None:
             raise InvalidInfoError(f"not a chunk name: {name!r}")
         v = [int(g) for g in m.groups()]
         start, stop = (v[0], v[2], v[4]), (v[1], v[3], v[5])
-        if any(a >= b for a, b in zip(start, stop)):
+        if any(a >= b for a, b in zip(start, stop, strict=True)):
             raise InvalidInfoError(f"empty chunk box: {name!r}")
         return cls(scale, start, stop)
 
@@ -117,7 +119,7 @@ class Scale:
 
     def grid_shape(self) -> Vec3:
         """Number of chunks along each axis; the last one of each axis may be clipped."""
-        x, y, z = (math.ceil(s / c) for s, c in zip(self.size, self.chunk_size))
+        x, y, z = (math.ceil(s / c) for s, c in zip(self.size, self.chunk_size, strict=True))
         return (x, y, z)
 
     def num_chunks(self) -> int:
@@ -125,10 +127,14 @@ class Scale:
 
     def chunk_key(self, grid: Vec3) -> ChunkKey:
         """The chunk at grid position ``grid``: the grid starts at ``voxel_offset`` (spec)."""
-        if any(not 0 <= g < n for g, n in zip(grid, self.grid_shape())):
+        if any(not 0 <= g < n for g, n in zip(grid, self.grid_shape(), strict=True)):
             raise IndexError(f"grid position {grid} outside {self.grid_shape()}")
-        start = tuple(o + g * c for o, g, c in zip(self.voxel_offset, grid, self.chunk_size))
-        stop = tuple(min(a + c, e) for a, c, e in zip(start, self.chunk_size, self.stop))
+        start = tuple(
+            o + g * c for o, g, c in zip(self.voxel_offset, grid, self.chunk_size, strict=True)
+        )
+        stop = tuple(
+            min(a + c, e) for a, c, e in zip(start, self.chunk_size, self.stop, strict=True)
+        )
         return ChunkKey(self.key, (start[0], start[1], start[2]), (stop[0], stop[1], stop[2]))
 
     def grid_index(self, key: ChunkKey) -> Vec3:
@@ -140,12 +146,15 @@ class Scale:
         if key.scale != self.key:
             raise InvalidInfoError(f"chunk {key.name} belongs to scale {key.scale!r}")
         grid = []
-        for a, o, c in zip(key.start, self.voxel_offset, self.chunk_size):
+        for a, o, c in zip(key.start, self.voxel_offset, self.chunk_size, strict=True):
             if a < o or (a - o) % c:
                 raise InvalidInfoError(f"chunk {key.name} is not aligned to the chunk grid")
             grid.append((a - o) // c)
         g = (grid[0], grid[1], grid[2])
-        if any(n >= m for n, m in zip(g, self.grid_shape())) or self.chunk_key(g) != key:
+        if (
+            any(n >= m for n, m in zip(g, self.grid_shape(), strict=True))
+            or self.chunk_key(g) != key
+        ):
             raise InvalidInfoError(f"chunk {key.name} is not a chunk of scale {self.key}")
         return g
 

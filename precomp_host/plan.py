@@ -11,6 +11,7 @@ keeps each scale's ``voxel_offset * resolution`` on the same physical grid.
 from __future__ import annotations
 
 import math
+
 from .model import Dataset, Res3, Scale, Vec3, VolumeType, scale_key_for
 
 #: Halve an axis when that brings its resolution closer to the finest axis' in log scale,
@@ -25,21 +26,21 @@ def downsample_factors(resolution: Res3, size: Vec3, chunk_size: Vec3) -> Vec3:
     An axis that already fits in one chunk is not halved: it would cost detail and save no
     chunk.
     """
-    splittable = [r for r, n, c in zip(resolution, size, chunk_size) if n > c]
+    splittable = [r for r, n, c in zip(resolution, size, chunk_size, strict=True) if n > c]
     if not splittable:
         return (1, 1, 1)
     finest = min(splittable)
     f = tuple(
         2 if n > c and r <= finest * _ISOTROPY_LIMIT else 1
-        for r, n, c in zip(resolution, size, chunk_size)
+        for r, n, c in zip(resolution, size, chunk_size, strict=True)
     )
     return (f[0], f[1], f[2])
 
 
 def downsampled_box(start: Vec3, stop: Vec3, factors: Vec3) -> tuple[Vec3, Vec3]:
     """The voxel box ``[start, stop)`` one scale down (blocks aligned to voxel 0)."""
-    a = tuple(s // f for s, f in zip(start, factors))
-    b = tuple(-(-e // f) for e, f in zip(stop, factors))
+    a = tuple(s // f for s, f in zip(start, factors, strict=True))
+    b = tuple(-(-e // f) for e, f in zip(stop, factors, strict=True))
     return (a[0], a[1], a[2]), (b[0], b[1], b[2])
 
 
@@ -71,7 +72,11 @@ def plan_dataset(
         raise ValueError(f"number of scales must be at least 1, got {max_scales}")
     scales: list[Scale] = []
     factors: list[Vec3] = []
-    start, stop, res = voxel_offset, tuple(o + n for o, n in zip(voxel_offset, size)), resolution
+    start, stop, res = (
+        voxel_offset,
+        tuple(o + n for o, n in zip(voxel_offset, size, strict=True)),
+        resolution,
+    )
     while True:
         n = (stop[0] - start[0], stop[1] - start[1], stop[2] - start[2])
         chunk = (min(chunk_size[0], n[0]), min(chunk_size[1], n[1]), min(chunk_size[2], n[2]))
@@ -100,4 +105,3 @@ def plan_dataset(
         extra={"@type": "neuroglancer_multiscale_volume"},
     )
     return dataset, tuple(factors)
-

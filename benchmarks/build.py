@@ -1,0 +1,477 @@
+"""``benchmarks/build.py``: precomp_host's build against its peers on one generated volume.
+
+Run on demand (never by pytest), from the repository root::
+
+    python benchmarks/build.py                       # 1024x1024x512 uint8, every tool
+    python benchmarks/build.py --shape 256 256 128   # quick iteration
+    python benchmarks/build.py --only precomp_host --only tensorstore --keep
+
+The central class is :class:`Tool`: one way to turn the TIFF stack into a precomputed dataset,
+as the commands a user of that tool runs. Each tool runs as subprocesses, timed and sampled by
+:mod:`benchmarks.measure`, then its output is checked by :mod:`benchmarks.verify` so a peer
+that fails quietly is not reported as fast. precomp_host runs in this interpreter's
+environment; the peers run in their own venv (:mod:`benchmarks.peers_env`).
+
+Every tool gets the same cores: this process pins itself (and so its children) to ``--cores``
+CPUs, and each tool is told to use that many workers where it has such an option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if __package__ in (None, ""):
+    # Run as a script: make the repository root importable (benchmarks and precomp_host).
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.measure import Measurement, measure, output_size
+from benchmarks.peers_env import DEFAULT_DIR, PeersEnv
+from benchmarks.verify import Verification, verify
+from benchmarks.volume import Volume
+from precomp_host.plan import plan_dataset
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+log = logging.getLogger("benchmarks.build")
+
+REPO = Path(__file__).resolve().parents[1]
+PEERS_DIR = Path(__file__).resolve().with_name("peers")
+MIB = 1 << 20
+#: Issue #2's targets.
+RSS_TARGET = 512 * MIB
+SPEEDUP_TARGETS = {"neuroglancer-scripts": 5.0, "cloud-volume+igneous": 2.0}
+
+
+@dataclass(frozen=True)
+class Context:
+    """Everything a tool's commands depend on."""
+
+    volume: Volume
+    stack: Path
+    out: Path
+    work: Path
+    resolution: tuple[float, float, float]
+    chunk: int
+    cores: int
+    #: Downsampling factors between consecutive scales, from precomp_host's plan, so the
+    #: peers that take factors build the same pyramid.
+    factors: tuple[tuple[int, int, int], ...]
+    peers: PeersEnv
+
+    def res_args(self) -> list[str]:
+        return [f"{r:g}" for r in self.resolution]
+
+
+@dataclass(frozen=True)
+class Tool:
+    """One tool's way from the TIFF stack to a precomputed dataset.
+
+    :param name: table row name, and ``--only`` value.
+    :param what: what it writes, for the table.
+    :param top_size: the most voxels along any axis of its coarsest scale, by its own
+        definition of a full pyramid (None: it writes scale 0 only).
+    :param peer: runs in the peers' venv.
+    :param commands: the argv lists, run in order and timed together.
+    :param prepare: untimed set-up (files a user writes by hand).
+    """
+
+    name: str
+    what: str
+    top_size: int | None
+    peer: bool
+    commands: Callable[[Context], list[list[str]]]
+    prepare: Callable[[Context], None] | None = None
+
+    @property
+    def slug(self) -> str:
+        return self.name.replace("+", "_")
+
+
+def _precomp_host(c: Context) -> list[list[str]]:
+    return [
+        [
+            sys.executable,
+            "-m",
+            "precomp_host",
+            "build",
+            str(c.stack),
+            str(c.out),
+            "--resolution",
+            *c.res_args(),
+            "--compress",
+            "gzip",
+            "--workers",
+            str(c.cores),
+        ]
+    ]
+
+
+def _ngs_prepare(c: Context) -> None:
+    # The hand-written full-resolution info of neuroglancer-scripts' documented workflow.
+    info = {
+        "type": "image",
+        "data_type": "uint8",
+        "num_channels": 1,
+        "scales": [
+            {
+                "chunk_sizes": [],
+                "encoding": "raw",
+                "key": "full",
+                "resolution": list(c.resolution),
+                "size": list(c.volume.shape),
+                "voxel_offset": [0, 0, 0],
+            }
+        ],
+    }
+    (c.work / "info_fullres.json").write_text(json.dumps(info))
+
+
+def _ngs(c: Context) -> list[list[str]]:
+    # Its documented image workflow with its defaults: gzip (level 9) on, nested layout
+    # ("By default the chunks are stored in sub-directories"), average downscaling, one process.
+    return [
+        [
+            str(c.peers.script("generate-scales-info")),
+            "--target-chunk-size",
+            str(c.chunk),
+            str(c.work / "info_fullres.json"),
+            str(c.out),
+        ],
+        [str(c.peers.script("slices-to-precomputed")), str(c.stack), str(c.out)],
+        [str(c.peers.script("compute-scales")), str(c.out)],
+    ]
+
+
+def _cv_igneous(c: Context) -> list[list[str]]:
+    return [
+        [
+            str(c.peers.python),
+            str(PEERS_DIR / "cloudvolume_igneous.py"),
+            str(c.stack),
+            str(c.out),
+            "--resolution",
+            *c.res_args(),
+            "--chunk-size",
+            str(c.chunk),
+            "--factors",
+            ";".join(",".join(map(str, f)) for f in c.factors),
+            "--cores",
+            str(c.cores),
+        ]
+    ]
+
+
+def _tensorstore(c: Context) -> list[list[str]]:
+    return [
+        [
+            str(c.peers.python),
+            str(PEERS_DIR / "tensorstore_scale0.py"),
+            str(c.stack),
+            str(c.out),
+            "--resolution",
+            *c.res_args(),
+            "--chunk-size",
+            str(c.chunk),
+            "--cores",
+            str(c.cores),
+        ]
+    ]
+
+
+TOOLS: tuple[Tool, ...] = (
+    Tool("precomp_host", "pyramid, gzip (libdeflate 6), nested", 64, False, _precomp_host),
+    # Its own pyramid (dyadic_pyramid.py) halves x and y and never z for 8x8x40 nm, and stops
+    # early: the coarsest scale still has many chunks (the table's "top chunks"), which means
+    # less work than a full pyramid. Its chunks are anisotropic, ~64^3 voxels.
+    Tool(
+        "neuroglancer-scripts",
+        "its pyramid, gzip 9, nested, 1 process",
+        None,
+        True,
+        _ngs,
+        _ngs_prepare,
+    ),
+    # cloud-files compresses with libdeflate at level 9 when the deflate package is present.
+    Tool("cloud-volume+igneous", "pyramid, gzip (libdeflate 9), flat", 64, True, _cv_igneous),
+    Tool("tensorstore", "scale 0 only, raw, flat", None, True, _tensorstore),
+)
+BY_NAME = {t.name: t for t in TOOLS}
+
+
+@dataclass(frozen=True)
+class Result:
+    tool: str
+    what: str
+    measurement: Measurement
+    files: int
+    bytes: int
+    verification: Verification
+
+    @property
+    def ok(self) -> bool:
+        return self.measurement.returncode == 0 and self.verification.ok
+
+
+def _environment(cores: int) -> dict[str, str]:
+    env = dict(os.environ)
+    # precomp_host is not installed in the shared venv; the peers never import it.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = str(cores)
+    return env
+
+
+def _warm(stack: Path) -> None:
+    # Every tool then reads the slices from the page cache, not only the ones that run later.
+    for path in sorted(stack.iterdir()):
+        with path.open("rb") as f:
+            while f.read(1 << 20):
+                pass
+
+
+def _run_once(tool: Tool, ctx: Context, log_path: Path) -> Measurement:
+    for d in (ctx.out, ctx.work):
+        if d.exists():
+            shutil.rmtree(d)
+    ctx.work.mkdir(parents=True)
+    if tool.prepare is not None:
+        tool.prepare(ctx)
+    return measure(tool.commands(ctx), env=_environment(ctx.cores), cwd=ctx.work, log=log_path)
+
+
+def run_tool(tool: Tool, ctx: Context, logs: Path, *, repeat: int, keep: bool) -> Result:
+    """Run ``tool`` ``repeat`` times from scratch; keep the fastest time and the highest peaks.
+
+    The last run's output is measured and verified.
+    """
+    log_path = logs / f"{tool.slug}.log"
+    log_path.unlink(missing_ok=True)
+    runs: list[Measurement] = []
+    for i in range(repeat):
+        log.info("running %s (%d/%d, log: %s)", tool.name, i + 1, repeat, log_path)
+        runs.append(_run_once(tool, ctx, log_path))
+        log.info("%s: %.1f s", tool.name, runs[-1].wall_s)
+        if runs[-1].returncode != 0:
+            break
+    fastest = min(runs, key=lambda r: r.wall_s)
+    m = Measurement(
+        wall_s=fastest.wall_s,
+        cpu_s=fastest.cpu_s,
+        peak_tree_rss=max(r.peak_tree_rss for r in runs),
+        max_process_rss=max(r.max_process_rss for r in runs),
+        returncode=runs[-1].returncode,
+    )
+    size = output_size(ctx.out) if ctx.out.exists() else None
+    if m.returncode != 0:
+        tail = log_path.read_text(errors="replace").splitlines()[-15:]
+        log.error("%s exited with %d:\n%s", tool.name, m.returncode, "\n".join(tail))
+        v = Verification(problems=[f"exit code {m.returncode}, see {log_path}"])
+    else:
+        v = verify(ctx.out, ctx.volume, top_size=tool.top_size)
+        for p in v.problems:
+            log.error("%s: %s", tool.name, p)
+    if not keep:
+        shutil.rmtree(ctx.out, ignore_errors=True)
+    shutil.rmtree(ctx.work, ignore_errors=True)
+    return Result(
+        tool.name,
+        tool.what,
+        m,
+        size.files if size else 0,
+        size.bytes if size else 0,
+        v,
+    )
+
+
+def _table(results: Sequence[Result]) -> str:
+    base = next((r for r in results if r.tool == "precomp_host" and r.ok), None)
+    header = (
+        "tool",
+        "writes",
+        "scales",
+        "top chunks",
+        "files",
+        "output MB",
+        "wall s",
+        "cpu s",
+        "tree RSS MiB",
+        "max proc MiB",
+        "vs precomp_host",
+        "check",
+    )
+    rows = [header]
+    for r in results:
+        m = r.measurement
+        ratio = f"{m.wall_s / base.measurement.wall_s:.2f}x" if base and r.ok else "-"
+        rows.append(
+            (
+                r.tool,
+                r.what,
+                str(r.verification.scales),
+                str(r.verification.top_chunks),
+                str(r.files),
+                f"{r.bytes / 1e6:.1f}",
+                f"{m.wall_s:.1f}",
+                f"{m.cpu_s:.1f}",
+                f"{m.peak_tree_rss / MIB:.0f}",
+                f"{m.max_process_rss / MIB:.0f}",
+                ratio,
+                "ok" if r.ok else "FAILED",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _summary(results: Sequence[Result]) -> list[str]:
+    by = {r.tool: r for r in results}
+    base = by.get("precomp_host")
+    if base is None or not base.ok:
+        return ["precomp_host did not produce a verified dataset: no ratios."]
+    t = base.measurement.wall_s
+    lines = []
+    for name, target in SPEEDUP_TARGETS.items():
+        peer = by.get(name)
+        if peer is None or not peer.ok:
+            continue
+        ratio = peer.measurement.wall_s / t
+        cpu = peer.measurement.cpu_s / base.measurement.cpu_s
+        verdict = "met" if ratio >= target else "NOT met"
+        lines.append(
+            f"{name} / precomp_host wall time: {ratio:.2f}x (target >= {target:g}x: {verdict}); "
+            f"CPU time: {cpu:.2f}x"
+        )
+    rss = base.measurement.peak_tree_rss
+    verdict = "met" if rss <= RSS_TARGET else "NOT met"
+    lines.append(
+        f"precomp_host peak RSS (process tree): {rss / MIB:.0f} MiB of {RSS_TARGET // MIB} MiB "
+        f"target ({100 * rss / RSS_TARGET:.0f} %: {verdict}); largest process "
+        f"{base.measurement.max_process_rss / MIB:.0f} MiB"
+    )
+    return lines
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument(
+        "--shape",
+        type=int,
+        nargs=3,
+        default=(1024, 1024, 512),
+        metavar=("X", "Y", "Z"),
+        help="volume size in voxels (default 1024 1024 512)",
+    )
+    p.add_argument(
+        "--only",
+        action="append",
+        choices=[t.name for t in TOOLS],
+        metavar="NAME",
+        help=f"run only this tool (repeatable): {', '.join(BY_NAME)}",
+    )
+    p.add_argument("--keep", action="store_true", help="keep each tool's output under CACHE/runs")
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=REPO / "bench-out",
+        help="TIFF stacks (kept), runs, logs (default ./bench-out)",
+    )
+    p.add_argument(
+        "--peers-venv",
+        type=Path,
+        default=DEFAULT_DIR,
+        help="venv of the peers, created on first use (default benchmarks/.venv-peers)",
+    )
+    p.add_argument("--cores", type=int, default=2, help="CPUs every tool may use (default 2)")
+    p.add_argument(
+        "--resolution",
+        type=float,
+        nargs=3,
+        default=(8.0, 8.0, 40.0),
+        metavar=("X", "Y", "Z"),
+        help="voxel size in nm (default 8 8 40)",
+    )
+    p.add_argument(
+        "--repeat", type=int, default=1, help="runs per tool; the fastest counts (default 1)"
+    )
+    p.add_argument("--json", type=Path, help="also write the results as JSON to this file")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    tools = [t for t in TOOLS if not args.only or t.name in args.only]
+    cpus = sorted(os.sched_getaffinity(0))[: args.cores]
+    if len(cpus) < args.cores:
+        log.warning("only %d CPUs available, not %d", len(cpus), args.cores)
+    os.sched_setaffinity(0, cpus)
+
+    volume = Volume((args.shape[0], args.shape[1], args.shape[2]))
+    cache: Path = args.cache_dir.resolve()
+    stack = volume.ensure_stack(cache / "stacks")
+    peers = PeersEnv(args.peers_venv.resolve())
+    if any(t.peer for t in tools):
+        peers.ensure()
+    resolution = (args.resolution[0], args.resolution[1], args.resolution[2])
+    chunk = 64
+    _, factors = plan_dataset(
+        volume_type="image",
+        data_type="uint8",
+        num_channels=1,
+        size=volume.shape,
+        resolution=resolution,
+        chunk_size=(chunk, chunk, chunk),
+    )
+    logs = cache / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    _warm(stack)
+    load_before = " ".join(f"{v:.1f}" for v in os.getloadavg())
+    results = []
+    for tool in tools:
+        ctx = Context(
+            volume=volume,
+            stack=stack,
+            out=cache / "runs" / tool.slug,
+            work=cache / "work" / tool.slug,
+            resolution=resolution,
+            chunk=chunk,
+            cores=len(cpus),
+            factors=factors,
+            peers=peers,
+        )
+        results.append(run_tool(tool, ctx, logs, repeat=args.repeat, keep=args.keep))
+
+    x, y, z = volume.shape
+    print()
+    load = " ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(
+        f"{x}x{y}x{z} uint8 ({volume.nbytes / 1e6:.0f} MB) TIFF stack, {len(cpus)} cores, "
+        f"best of {args.repeat}, load average now {load} (before: {load_before})"
+    )
+    print(_table(results))
+    print()
+    for line in _summary(results):
+        print(line)
+    if args.json:
+        doc = {
+            "shape": volume.shape,
+            "cores": len(cpus),
+            "results": [asdict(r) | {"ok": r.ok} for r in results],
+        }
+        args.json.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    return 0 if all(r.ok for r in results) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

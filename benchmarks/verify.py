@@ -1,0 +1,180 @@
+"""Checking a tool's output before its time is reported: :class:`Verification`.
+
+A peer that fails quietly (writes nothing, a wrong layout, zeros) must not look fast. The
+checker reads the output as a viewer would, independently of the tool that wrote it: ``info``
+through the core model; every chunk of every scale must exist under the nested or the flat
+layout (``precomp_host.layout``), plain or with a content-encoding suffix
+(``precomp_host.encodings``); sampled chunks are decoded as ``raw`` and must have the scale's
+clipped chunk shape; sampled scale-0 chunks must equal the generated volume exactly, and the
+lower scales must not be blank where the volume has tissue.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from precomp_host.encodings import BY_SUFFIX
+from precomp_host.layout import FLAT, NESTED
+from precomp_host.model import ChunkKey, Dataset, InvalidInfoError, Scale, Vec3
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from numpy.typing import NDArray
+
+    from .volume import Volume
+
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+@dataclass
+class Verification:
+    """Outcome of :func:`verify`; ``ok`` only when ``problems`` is empty."""
+
+    scales: int = 0
+    top_chunks: int = 0
+    layout: str = "?"
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _find_chunk(root: Path, key: ChunkKey) -> tuple[Path, str, str] | None:
+    """(file, layout name, suffix) of ``key``'s chunk, whichever way the tool stored it."""
+    for layout in (NESTED, FLAT):
+        base = root / layout.path_for(key)
+        for suffix in ("", *BY_SUFFIX):
+            path = base.with_name(base.name + suffix)
+            if path.is_file():
+                return path, layout.name, suffix
+    return None
+
+
+def _decode(
+    path: Path, suffix: str, key: ChunkKey, dtype: np.dtype[np.generic], channels: int
+) -> NDArray[np.generic]:
+    data = path.read_bytes()
+    if suffix:
+        data = BY_SUFFIX[suffix].decompress(data)
+    x, y, z = key.shape
+    expected = x * y * z * channels * dtype.itemsize
+    if len(data) != expected and data[:2] == _GZIP_MAGIC:
+        # Some writers store gzip bytes under the plain name and rely on object metadata.
+        data = BY_SUFFIX[".gz"].decompress(data)
+    if len(data) != expected:
+        raise ValueError(f"{path}: {len(data)} bytes decoded, expected {expected}")
+    # raw encoding: little-endian [x, y, z, channel] in Fortran order (spec volume.md).
+    arr = np.frombuffer(data, dtype=dtype.newbyteorder("<")).reshape((channels, z, y, x))
+    return arr.transpose(3, 2, 1, 0)
+
+
+def _middle(scale: Scale) -> ChunkKey:
+    g = scale.grid_shape()
+    return scale.chunk_key((g[0] // 2, g[1] // 2, g[2] // 2))
+
+
+def _samples(scale: Scale) -> list[ChunkKey]:
+    """First, middle and last chunk of a scale (the middle one lies in the tissue)."""
+    g = scale.grid_shape()
+    return sorted(
+        {
+            scale.chunk_key((0, 0, 0)),
+            _middle(scale),
+            scale.chunk_key((g[0] - 1, g[1] - 1, g[2] - 1)),
+        }
+    )
+
+
+def _footprint(base: Scale, scale: Scale, key: ChunkKey) -> tuple[Vec3, Vec3, list[int]]:
+    """The scale-0 box ``key`` of ``scale`` was downsampled from, and the factors."""
+    f = [round(r / b) for r, b in zip(scale.resolution, base.resolution, strict=True)]
+    a = [v * k for v, k in zip(key.start, f, strict=True)]
+    b = [min(v * k, e) for v, k, e in zip(key.stop, f, base.stop, strict=True)]
+    return (a[0], a[1], a[2]), (b[0], b[1], b[2]), f
+
+
+def _is_blank(volume: Volume, base: Scale, scale: Scale, key: ChunkKey) -> bool:
+    start, stop, _ = _footprint(base, scale, key)
+    return volume.is_blank(start, stop)
+
+
+def _mean_error(
+    chunk: NDArray[np.generic], key: ChunkKey, base: Scale, scale: Scale, volume: Volume
+) -> float | None:
+    """Largest deviation of a scale-1 chunk from the mean of its scale-0 blocks (or None)."""
+    start, stop, f = _footprint(base, scale, key)
+    if any((b - a) != n * k for a, b, n, k in zip(start, stop, key.shape, f, strict=True)):
+        return None  # a clipped edge block; the middle chunk of a real volume has none
+    region = volume.region(start, stop)
+    x, y, z = key.shape
+    blocks = region.reshape(x, f[0], y, f[1], z, f[2]).mean(axis=(1, 3, 5))
+    return float(np.abs(blocks - chunk.astype(np.float64)).max())
+
+
+def verify(root: Path, volume: Volume, *, top_size: int | None) -> Verification:
+    """Check the dataset at ``root`` against ``volume``.
+
+    :param top_size: the tool claims a full pyramid whose coarsest scale has at most this many
+        voxels along each axis; None when it writes scale 0 only.
+    """
+    result = Verification()
+    try:
+        dataset = Dataset.from_json(json.loads((root / "info").read_text()))
+    except (OSError, ValueError, InvalidInfoError) as e:
+        result.problems.append(f"info unreadable: {e}")
+        return result
+    result.scales = len(dataset.scales)
+    result.top_chunks = dataset.scales[-1].num_chunks()
+    base = dataset.scales[0]
+    if base.size != volume.shape or dataset.data_type != "uint8":
+        result.problems.append(f"scale 0 is {base.size} {dataset.data_type}, not {volume.shape}")
+    top = dataset.scales[-1].size
+    if top_size is not None and max(top) > top_size:
+        result.problems.append(f"coarsest scale is {top} voxels, more than {top_size} per axis")
+    dtype = np.dtype(dataset.data_type)
+    layouts: set[str] = set()
+    for index, scale in enumerate(dataset.scales):
+        if scale.encoding != "raw":
+            result.problems.append(f"scale {scale.key}: encoding {scale.encoding} not checked")
+            continue
+        # A missing chunk reads as the fill value, 0 (tensorstore skips writing such chunks;
+        # Neuroglancer renders a 404 chunk as empty), so it is fine only where the volume is 0.
+        missing = [k for k in scale.iter_chunk_keys() if _find_chunk(root, k) is None]
+        wrong = [k.name for k in missing if not _is_blank(volume, base, scale, k)]
+        if wrong:
+            result.problems.append(
+                f"scale {scale.key}: {len(wrong)} of {scale.num_chunks()} chunks missing where "
+                f"the volume is not blank, e.g. {wrong[0]}"
+            )
+            continue
+        for key in _samples(scale):
+            found = _find_chunk(root, key)
+            if found is None:
+                continue
+            path, layout, suffix = found
+            layouts.add(layout)
+            try:
+                chunk = _decode(path, suffix, key, dtype, dataset.num_channels)
+            except ValueError as e:
+                result.problems.append(str(e))
+                continue
+            if index == 0:
+                if not np.array_equal(chunk[..., 0], volume.region(key.start, key.stop)):
+                    result.problems.append(f"scale 0 chunk {key.name} differs from the volume")
+            elif key == _middle(scale) and not chunk.any():
+                result.problems.append(f"scale {scale.key} chunk {key.name} is all zero")
+            elif index == 1 and key == _middle(scale):
+                error = _mean_error(chunk[..., 0], key, base, scale, volume)
+                # Tools round the mean differently (floor, nearest); more is a wrong pyramid.
+                if error is not None and error > 1.0:
+                    result.problems.append(
+                        f"scale {scale.key} chunk {key.name} is off the block mean by {error:.1f}"
+                    )
+    result.layout = "+".join(sorted(layouts)) or "?"
+    return result

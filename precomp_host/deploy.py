@@ -1,0 +1,342 @@
+"""Deployment files for a folder of datasets: nginx, Apache, S3 and GCS, rendered from templates.
+
+The central function is :func:`render`, which turns a :class:`Site` (what is served where) into
+the text of one target's files (:func:`render_nginx`, :func:`render_apache`: one file each).
+Nothing in ``templates/`` is typed twice: the rewrite pattern (:mod:`~precomp_host.layout`),
+the sibling suffixes (:mod:`~precomp_host.encodings`), the media types
+(:mod:`~precomp_host.media_types`) and the CORS and cache headers (:mod:`~precomp_host.headers`)
+are passed in from here. :func:`write_files` writes a target's files into a folder (and the
+site's ``index.html`` into the root); uploads to S3 live in :mod:`precomp_host.upload`.
+
+The servers choose the variant with patterns from :func:`accept_regex`, the same rule as
+:func:`precomp_host.encodings.choose` (q-values, the last entry wins), rather than with nginx's
+gzip_static/brotli_static: Debian's brotli_static misreads Accept-Encoding when ``br`` ends the
+last request header (measured: it falls back to gzip, or 404s a br-only file).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from . import headers, layout, media_types
+from .encodings import BROTLI, ENCODINGS, GZIP
+from .model import Dataset, InvalidInfoError
+from .templates_loader import environment
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+Target = Literal["nginx", "apache", "s3", "gcs"]
+TARGETS: tuple[Target, ...] = ("nginx", "apache", "s3", "gcs")
+
+#: Internal URL namespace of the nginx stages (never reachable from outside: ``internal``).
+NGINX_INTERNAL = "/.precomp"
+#: How many leading path levels the Apache configs check for symlinks (404 when one is).
+SYMLINK_DEPTH = 8
+#: The public app that opens a dataset link of the index page.
+NEUROGLANCER_APP = "https://neuroglancer-demo.appspot.com/"
+#: Other spellings of a coding a client may send (RFC 9110 §8.4.1.3: x-gzip is gzip).
+_ALIASES = {GZIP.name: ("x-gzip",)}
+
+# nginx's gunzip stage (gzip_static always) looks for this fixed suffix; the core must agree.
+if GZIP.suffix != ".gz":  # pragma: no cover - a core change the nginx template cannot follow
+    raise ImportError("nginx's gzip_static needs the gzip sibling suffix .gz")
+
+# Config templates are written with block tags on their own lines.
+_ENV = environment().overlay(trim_blocks=True, lstrip_blocks=True)
+
+
+def render_template(name: str, **context: Any) -> str:
+    return _ENV.get_template(name).render(**context)
+
+
+def accept_regex(coding: str) -> str:
+    """A PCRE that matches an ``Accept-Encoding`` value accepting ``coding`` (case-blind use).
+
+    Mirrors :func:`precomp_host.encodings.parse_accept_encoding`: the coding (or an alias) is
+    listed with no q or a q above 0, and is not listed again later (the last entry wins).
+    ``*`` is not matched: it never turns compression on while identity exists.
+    """
+    q_value = r"(?!0(?:\.0*)?\s*(?:,|$))(?:1(?:\.0*)?|0(?:\.\d*)?)"
+
+    def listed(token: str) -> str:  # "token", or "token;q=..." with q > 0, listed last
+        return (
+            rf"(?:^|,)\s*{token}\s*(?:;\s*q\s*=\s*{q_value}\s*)?(?=,|$)"
+            rf"(?!.*,\s*{token}\s*(?:[;,]|$))"
+        )
+
+    name = re.escape(coding)
+    aliases = "|".join(re.escape(a) for a in _ALIASES.get(coding, ()))
+    if not aliases:
+        return listed(name)
+    # An alias counts only when the coding's own name is not listed at all.
+    absent = rf"^(?!.*(?:^|,)\s*{name}\s*(?:[;,]|$))"
+    return rf"{listed(name)}|{absent}.*?{listed(f'(?:{aliases})')}"
+
+
+@dataclass(frozen=True)
+class Site:
+    """A folder of datasets served at a URL prefix.
+
+    :param root: the folder (absolute; a dataset itself or a folder of datasets).
+    :param url_prefix: ``""`` or ``/data``-like, no trailing slash.
+    :param listen: ``HOST:PORT`` for a complete server block / ``<VirtualHost>``, else a snippet.
+    :param brotli: nginx only: also send ``.br`` siblings (needs the brotli_static module).
+    """
+
+    root: Path
+    url_prefix: str = ""
+    listen: str | None = None
+    brotli: bool = False
+    cache_control: str = headers.DEPLOY_CACHE_CONTROL
+
+    @classmethod
+    def make(cls, root: str | Path, url_prefix: str = "", **kw: Any) -> Site:
+        prefix = "/" + url_prefix.strip("/") if url_prefix.strip("/") else ""
+        if re.search(r"[\s\"'$;{}\\]", prefix):
+            raise ValueError(f"unsafe URL prefix for a server config: {url_prefix!r}")
+        root = Path(root).resolve()
+        if re.search(r"[\s\"'$;{}\\]", str(root)):
+            raise ValueError(f"unsafe root path for a server config: {root}")
+        return cls(root, prefix, **kw)
+
+
+def _common(site: Site) -> dict[str, Any]:
+    return {
+        "root": str(site.root),
+        "root_regex": re.escape(str(site.root)),
+        "prefix": site.url_prefix,
+        "listen": site.listen,
+        "cors": list(headers.cors_headers().items()),
+        "preflight": list(headers.preflight_headers().items()),
+        "methods": headers.ALLOW_METHODS,
+        "methods_regex": "^(?:" + "|".join(headers.ALLOW_METHODS) + ")$",
+        "cache_control": site.cache_control,
+        "chunk_pattern": layout.URL_PATTERN,
+        "chunk_replacement": layout.URL_REPLACEMENT,
+        "manifest_pattern": layout.MESH_MANIFEST_PATTERN,
+        "manifest_fallbacks": layout.MESH_MANIFEST_FALLBACKS,
+        "manifest_type": media_types.media_type_for("mesh/1:0"),
+        "type_rules": [(regex, media) for _, regex, media in media_types.RULES],
+        "default_type": media_types.OCTET_STREAM,
+        "symlink_depth": SYMLINK_DEPTH,
+        "all_encodings": [{"name": e.name, "suffix": e.suffix} for e in ENCODINGS.values()],
+        "served_encodings": _encodings(site),
+    }
+
+
+def _encodings(site: Site) -> list[dict[str, str]]:
+    """The content encodings ``site`` sends, in :data:`ENCODINGS` order (the tie order)."""
+    return [
+        {"name": e.name, "suffix": e.suffix, "accept_regex": accept_regex(e.name)}
+        for e in ENCODINGS.values()
+        if site.brotli or e is not BROTLI
+    ]
+
+
+def render_nginx(site: Site) -> str:
+    """``nginx.conf``: a snippet for inside ``server {}``, or a server block with ``listen``."""
+    return render_template("nginx.conf.j2", **_common(site), internal=NGINX_INTERNAL)
+
+
+def _with_sibling_suffix(regex: str) -> str:
+    """A :data:`~precomp_host.media_types.RULES` regex that also matches ``X.gz``/``X.br``."""
+    if not regex.endswith("$"):
+        raise ValueError(f"media type rule not anchored at the end: {regex}")
+    suffixes = "|".join(re.escape(e.suffix) for e in ENCODINGS.values())
+    return f"{regex[:-1]}(?:{suffixes})?$"
+
+
+def render_apache(site: Site, form: Literal["vhost", "htaccess"] = "vhost") -> str:
+    """``<VirtualHost>`` (or a block to include in one without ``listen``), or ``.htaccess``.
+
+    Only the vhost form decodes gz-only files for clients without gzip: mod_deflate's INFLATE
+    filter does not run after a per-directory (``.htaccess``) rewrite.
+    """
+    context = _common(site)
+    context["served_encodings"] = _encodings(replace(site, brotli=True))
+    context["type_rules"] = [
+        (_with_sibling_suffix(rx), media) for rx, media in context["type_rules"]
+    ]
+    return render_template(
+        f"apache-{form}.conf.j2", **context, inflate=form == "vhost", gzip_suffix=GZIP.suffix
+    )
+
+
+def render_s3_cors() -> str:
+    """The bucket CORS configuration (``aws s3api put-bucket-cors --cors-configuration``)."""
+    return json.dumps({"CORSRules": [cors_rule()]}, indent=2) + "\n"
+
+
+def cors_rule() -> dict[str, Any]:
+    """One S3 CORS rule granting what :mod:`~precomp_host.headers` grants everywhere."""
+    return {
+        "AllowedOrigins": [headers.cors_headers()["Access-Control-Allow-Origin"]],
+        "AllowedMethods": [m for m in headers.ALLOW_METHODS if m != "OPTIONS"],
+        "AllowedHeaders": list(headers.ALLOW_HEADERS),
+        "ExposeHeaders": list(headers.EXPOSE_HEADERS),
+        "MaxAgeSeconds": headers.PREFLIGHT_MAX_AGE,
+    }
+
+
+def render_s3_policy(bucket: str, prefix: str = "") -> str:
+    """A bucket policy that makes the objects under ``prefix`` publicly readable."""
+    resource = f"arn:aws:s3:::{bucket}/{prefix.strip('/') + '/' if prefix.strip('/') else ''}*"
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "PublicReadPrecomputed",
+                "Effect": "Allow",
+                "Principal": "*",
+                "Action": "s3:GetObject",
+                "Resource": resource,
+            }
+        ],
+    }
+    return json.dumps(policy, indent=2) + "\n"
+
+
+def render_gcs_cors() -> str:
+    """The bucket CORS configuration for ``gcloud storage buckets update --cors-file``."""
+    rule = cors_rule()
+    gcs = {
+        "origin": rule["AllowedOrigins"],
+        "method": rule["AllowedMethods"],
+        "responseHeader": sorted({*rule["AllowedHeaders"], *rule["ExposeHeaders"]}),
+        "maxAgeSeconds": rule["MaxAgeSeconds"],
+    }
+    return json.dumps([gcs], indent=2) + "\n"
+
+
+def find_datasets(root: Path) -> list[tuple[str, Dataset]]:
+    """``(relative path, Dataset)`` for the root itself or each folder below it with an info.
+
+    Looks one and two levels down only (``root/ds/info``, ``root/group/ds/info``): listing
+    the datasets must not walk millions of chunk folders.
+    """
+    found: list[tuple[str, Dataset]] = []
+    candidates = [root, *sorted(p for p in root.iterdir() if p.is_dir())]
+    candidates += [q for p in candidates[1:] for q in sorted(p.iterdir()) if q.is_dir()]
+    for folder in candidates:
+        info = folder / "info"
+        if not info.is_file():
+            continue
+        if any(folder.is_relative_to(d) and folder != d for d in (root / r for r, _ in found)):
+            continue  # a dataset's own subfolder (mesh/, segment_properties/)
+        try:
+            dataset = Dataset.from_json(json.loads(info.read_text()))
+        except (ValueError, InvalidInfoError) as exc:
+            log.warning("skipping %s: %s", info, exc)
+            continue
+        rel = folder.relative_to(root).as_posix()
+        found.append(("" if rel == "." else rel, dataset))
+    return found
+
+
+def render_index(site: Site) -> str:
+    """The site's ``index.html``: each dataset with a link that opens it in Neuroglancer."""
+    rows = []
+    for rel, ds in find_datasets(site.root):
+        scale = ds.scales[0]
+        rows.append(
+            {
+                "path": rel,
+                "name": rel or site.root.name,
+                "type": ds.type,
+                "data_type": ds.data_type,
+                "size": "×".join(str(n) for n in scale.size),
+                "resolution": " × ".join(f"{r:g}" for r in scale.resolution),
+                "scales": len(ds.scales),
+                "encoding": scale.encoding,
+            }
+        )
+    return render_template("site-index.html.j2", datasets=rows, app=NEUROGLANCER_APP)
+
+
+def render(target: Target, site: Site, bucket: str = "BUCKET") -> dict[str, str]:
+    """File name -> text of every file of ``target`` (index.html excluded)."""
+    makers: dict[Target, Callable[[], dict[str, str]]] = {
+        "nginx": lambda: {"nginx.conf": render_nginx(site)},
+        "apache": lambda: {
+            "apache.conf": render_apache(site, "vhost"),
+            ".htaccess": render_apache(site, "htaccess"),
+        },
+        "s3": lambda: {
+            "cors.json": render_s3_cors(),
+            "bucket-policy.json": render_s3_policy(bucket, site.url_prefix),
+        },
+        "gcs": lambda: {"cors.json": render_gcs_cors()},
+    }
+    return makers[target]()
+
+
+def write_files(
+    target: Target,
+    root: str | Path,
+    out: str | Path,
+    url_prefix: str = "",
+    listen: str | None = None,
+    brotli: bool = False,
+    *,
+    cache_control: str = headers.DEPLOY_CACHE_CONTROL,
+    bucket: str = "BUCKET",
+    index: bool = True,
+) -> list[Path]:
+    """Write ``target``'s files into ``out`` and ``index.html`` into ``root``; return the paths."""
+    site = Site.make(root, url_prefix, listen=listen, brotli=brotli, cache_control=cache_control)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in render(target, site, bucket).items():
+        path = out / name
+        path.write_text(text)
+        written.append(path)
+    if target == "gcs":
+        from .upload import write_gcs_staging
+
+        written += write_gcs_staging(site, out, bucket)
+    if index:
+        path = site.root / "index.html"
+        try:
+            path.write_text(render_index(site))
+            written.append(path)
+        except OSError as exc:  # a read-only data folder: the configs are still usable
+            log.warning("could not write the site index %s: %s", path, exc)
+    for path in written:
+        log.info("wrote %s", path)
+    return written
+
+
+#: The site the examples in the repository's ``deploy/`` folder are rendered for.
+EXAMPLE_SITE = {"root": "/srv/precomputed", "url_prefix": "/data", "listen": "*:8080"}
+
+
+def example_files() -> dict[str, str]:
+    """``deploy/<server>/<file>`` -> text: the ready examples, as the templates render them."""
+    root, prefix, listen = EXAMPLE_SITE["root"], EXAMPLE_SITE["url_prefix"], EXAMPLE_SITE["listen"]
+    nginx_listen = listen.replace("*:", "")  # nginx: a bare port listens on every address
+    return {
+        "nginx/precomputed.conf": render_nginx(
+            Site(Path(root), prefix, listen=nginx_listen, brotli=True)
+        ),
+        "nginx/precomputed-snippet.conf": render_nginx(Site(Path(root), prefix)),
+        "apache/precomputed.conf": render_apache(Site(Path(root), prefix, listen=listen)),
+        "apache/htaccess": render_apache(Site(Path(root), prefix), "htaccess"),
+        "s3/cors.json": render_s3_cors(),
+        "s3/bucket-policy.json": render_s3_policy("BUCKET", prefix),
+    }
+
+
+def upload_s3(root: str | Path, bucket: str, prefix: str = "", **kwargs: Any) -> Any:
+    """Upload ``root`` to ``s3://bucket/prefix`` (see :func:`precomp_host.upload.upload_s3`)."""
+    from .upload import upload_s3 as upload
+
+    return upload(root, bucket, prefix, **kwargs)

@@ -1,0 +1,411 @@
+"""``precomp-host serve``: the middleware on a threaded server, with pages and live reload.
+
+The central class is :class:`DevServer`. It serves every dataset under a root folder through
+:class:`~precomp_host.middleware.PrecomputedMiddleware` (``Cache-Control: no-cache``, so each
+fetch revalidates with a cheap 304 and a rebuilt chunk shows at once), and adds
+
+* ``/``: an index of the datasets (type, data type, size, scales, encodings, mesh and segment
+  properties) with "open in Neuroglancer" links;
+* ``/viewer/#!{state}``: a page that embeds Neuroglancer and reloads it, keeping its state (the
+  URL fragment), when the :class:`~precomp_host.watch.DataWatcher` reports a change;
+* ``/v/<token>/``: when the ``neuroglancer`` package is installed, its built client, same-origin
+  (it is the Python-integration build: it must live under ``/v/<token>/`` and it opens an event
+  stream at ``/events/<token>``, answered here with keep-alives); otherwise links go to the
+  public Neuroglancer app, which may fetch from ``http://127.0.0.1`` (a potentially trustworthy
+  origin, W3C Secure Contexts §3.1);
+* ``/__precomp__/events``: a server-sent event stream of the data epoch, which our pages follow.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import socket
+import threading
+import urllib.parse
+import webbrowser
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.routing import Map, Rule
+from werkzeug.serving import ThreadedWSGIServer
+from werkzeug.utils import send_from_directory
+from werkzeug.wrappers import Request, Response
+
+from .encodings import BY_SUFFIX
+from .headers import DEV_CACHE_CONTROL
+from .layout import LAYOUTS
+from .media_types import HTML, JSON
+from .middleware import PrecomputedMiddleware
+from .model import Dataset, InvalidInfoError
+from .templates_loader import environment
+from .watch import DataWatcher, Epoch, find_datasets
+
+if TYPE_CHECKING:
+    import os
+    from collections.abc import Callable, Iterable, Iterator
+    from wsgiref.types import StartResponse, WSGIEnvironment
+
+log = logging.getLogger(__name__)
+
+#: The public Neuroglancer app, used when the neuroglancer package is not installed.
+PUBLIC_VIEWER = "https://neuroglancer-demo.appspot.com/"
+#: The ``/v/<token>/`` token of the bundled client; any token is accepted, this one is linked.
+TOKEN = "precomp"
+#: Cache-Control of the client bundle's hashed files.
+IMMUTABLE = "public, max-age=31536000, immutable"
+#: Seconds between keep-alive comments on event streams (proxies drop idle connections).
+KEEPALIVE = 15.0
+
+
+def neuroglancer_client_dir() -> Path | None:
+    """The folder of the built Neuroglancer client inside the installed package, if any."""
+    spec = importlib.util.find_spec("neuroglancer")
+    if spec is None or spec.origin is None:
+        return None
+    client = Path(spec.origin).parent / "static" / "client"
+    return client if (client / "index.html").is_file() else None
+
+
+@dataclass(frozen=True)
+class ScaleSummary:
+    key: str
+    size: tuple[int, int, int]
+    resolution: tuple[float, float, float]
+    chunk_size: tuple[int, int, int]
+    encoding: str
+    sharded: bool
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    """What the index page shows of one dataset."""
+
+    path: str  # relative to the root, "" for the root itself
+    name: str
+    error: str | None = None
+    type: str = ""
+    data_type: str = ""
+    num_channels: int = 0
+    scales: tuple[ScaleSummary, ...] = ()
+    mesh: str | None = None
+    segment_properties: str | None = None
+    #: Content encodings stored for the first chunk of the first scale ("identity" = plain).
+    stored: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def state(self, base_url: str) -> dict[str, Any]:
+        """The Neuroglancer state showing this dataset as one layer."""
+        url = base_url.rstrip("/") + ("/" + self.path if self.path else "")
+        layer = {"type": self.type or "image", "source": f"precomputed://{url}", "name": self.name}
+        return {"layers": [layer], "selectedLayer": {"layer": self.name}, "layout": "4panel"}
+
+
+def summarize(root: str | os.PathLike[str], rel: str) -> DatasetSummary:
+    """Read the ``info`` of the dataset at ``root/rel`` (and stat one chunk's siblings)."""
+    folder = Path(root, rel)
+    name = rel.rsplit("/", 1)[-1] or Path(root).resolve().name
+    try:
+        info = json.loads((folder / "info").read_bytes())
+        ds = Dataset.from_json(info)
+    except (OSError, ValueError, InvalidInfoError) as e:
+        return DatasetSummary(rel, name, error=str(e))
+    scales = tuple(
+        ScaleSummary(s.key, s.size, s.resolution, s.chunk_size, s.encoding, "sharding" in s.extra)
+        for s in ds.scales
+    )
+    stored: tuple[str, ...] = ()
+    first = ds.scales[0] if ds.scales else None
+    if first is not None and "sharding" not in first.extra:
+        key = first.chunk_key((0, 0, 0))
+        for layout in LAYOUTS.values():
+            base = folder / layout.path_for(key)
+            suffixes = {"identity": ""} | {e.name: s for s, e in BY_SUFFIX.items()}
+            stored = tuple(n for n, suffix in suffixes.items() if Path(f"{base}{suffix}").is_file())
+            if stored:
+                break
+    return DatasetSummary(
+        rel,
+        name,
+        type=ds.type,
+        data_type=ds.data_type,
+        num_channels=ds.num_channels,
+        scales=scales,
+        mesh=ds.mesh,
+        segment_properties=ds.segment_properties,
+        stored=stored,
+    )
+
+
+def fragment(state: dict[str, Any]) -> str:
+    """The URL fragment Neuroglancer reads its state from: ``#!`` + URI-encoded JSON."""
+    return "#!" + urllib.parse.quote(json.dumps(state, separators=(",", ":")), safe=",:[]{}/@")
+
+
+class _NoDelayServer(ThreadedWSGIServer):
+    # werkzeug writes headers and body in separate sends; without TCP_NODELAY Nagle's
+    # algorithm and the browser's delayed ACK add ~40 ms to every chunk.
+    def get_request(self) -> tuple[socket.socket, Any]:
+        conn, addr = super().get_request()
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return conn, addr
+
+
+class DevServer:
+    """The dev server: files, pages, client, event streams and the watcher, on one port.
+
+    ::
+
+        with DevServer("/data/datasets", port=0) as server:
+            print(server.url)
+            server.serve_forever()
+
+    :param root: the folder of datasets.
+    :param host: the interface to listen on (loopback by default: the data is not public).
+    :param port: the port, 0 for a free one.
+    :param poll: watch with a ``PollingObserver`` (network mounts, Docker).
+    :param watch: set to False to serve without a watcher.
+    :param client_dir: the built Neuroglancer client to serve under ``/v/<token>/``; default
+        the installed ``neuroglancer`` package's, None if it is not installed.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        *,
+        poll: bool = False,
+        watch: bool = True,
+        client_dir: Path | None | bool = True,
+        cache_control: str | None = DEV_CACHE_CONTROL,
+    ) -> None:
+        self.root = Path(root).resolve()
+        if not self.root.is_dir():
+            raise NotADirectoryError(str(root))
+        self.client_dir = neuroglancer_client_dir() if client_dir is True else client_dir or None
+        self.epoch = Epoch()
+        self.files = PrecomputedMiddleware(self.pages, self.root, cache_control=cache_control)
+        self.templates = environment()
+        self.watcher = DataWatcher(self.root, self._changed, poll=poll) if watch else None
+        self.server = _NoDelayServer(host, port, self.files)
+        self._closing = threading.Event()
+        self._streams = 0
+        self._streams_cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._watching = False
+        self._state_generation = 0
+        self.routes = Map(
+            [
+                Rule("/", endpoint="index"),
+                Rule("/viewer/", endpoint="viewer"),
+                Rule("/v/<token>/", endpoint="client", defaults={"name": "index.html"}),
+                Rule("/v/<token>/<path:name>", endpoint="client"),
+                Rule("/events/<token>", endpoint="ng_events"),
+                Rule("/state/<token>", endpoint="ng_state", methods=["POST"]),
+                Rule("/action/<token>", endpoint="ng_action", methods=["POST"]),
+                Rule("/__precomp__/events", endpoint="events"),
+                Rule("/__precomp__/epoch", endpoint="epoch"),
+            ]
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.server.host}:{self.server.port}"
+
+    def _changed(self, datasets: set[str]) -> None:
+        self.files.invalidate()
+        n = self.epoch.bump()
+        log.info("epoch %d: %s changed", n, ", ".join(sorted(datasets)) or "(root)")
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def _start_watcher(self) -> None:
+        if self.watcher is not None and not self._watching:
+            self._watching = True
+            self.watcher.start()
+
+    def start(self) -> DevServer:
+        """Serve in a background thread (tests, embedding); see :meth:`serve_forever`."""
+        self._start_watcher()
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve in the calling thread until :meth:`stop` or an interrupt."""
+        self._start_watcher()
+        if self._thread is None:
+            self.server.serve_forever()
+        else:
+            self._thread.join()
+
+    def stop(self) -> None:
+        self._closing.set()
+        self.epoch.bump()  # wake the streams so they end
+        with self._streams_cond:
+            self._streams_cond.wait_for(lambda: self._streams == 0, timeout=5)
+        if self._thread is not None:
+            self.server.shutdown()
+            self._thread.join()
+        self.server.server_close()
+        if self.watcher is not None and self._watching:
+            self.watcher.stop()
+
+    def __enter__(self) -> DevServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- pages -----------------------------------------------------------------------------
+
+    def pages(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        """The WSGI app behind the files: pages, client and event streams."""
+        adapter = self.routes.bind_to_environ(environ)
+        try:
+            endpoint, args = adapter.match()
+        except Exception:  # NotFound, MethodNotAllowed, RequestRedirect: answer as a file would
+            return self.files.not_found(environ, start_response)
+        request = Request(environ)
+        handler: Callable[..., Response] = getattr(self, f"_page_{endpoint}")
+        try:
+            response = handler(request, **args)
+        except NotFound:
+            return self.files.not_found(environ, start_response)
+        except HTTPException as e:
+            return e(environ, start_response)
+        return response(environ, start_response)
+
+    def _viewer_url(self, state: dict[str, Any]) -> str:
+        if self.client_dir is not None:
+            return "/viewer/" + fragment(state)
+        return PUBLIC_VIEWER + fragment(state)
+
+    def _page_index(self, request: Request) -> Response:
+        base = request.host_url.rstrip("/")
+        rows = []
+        for rel in find_datasets(self.root):
+            summary = summarize(self.root, rel)
+            state = summary.state(base)
+            rows.append(
+                {
+                    "summary": summary,
+                    "url": base + ("/" + rel if rel else ""),
+                    "open": self._viewer_url(state) if not summary.error else None,
+                    "client": f"/v/{TOKEN}/{fragment(state)}" if self.client_dir else None,
+                    "public": PUBLIC_VIEWER + fragment(state),
+                }
+            )
+        html = self.templates.get_template("index.html.j2").render(
+            root=str(self.root),
+            datasets=rows,
+            epoch=self.epoch.value,
+            has_client=self.client_dir is not None,
+            public_viewer=PUBLIC_VIEWER,
+        )
+        return Response(html, content_type=HTML, headers={"Cache-Control": "no-cache"})
+
+    def _page_viewer(self, request: Request) -> Response:
+        client = f"/v/{TOKEN}/" if self.client_dir is not None else PUBLIC_VIEWER
+        html = self.templates.get_template("viewer.html.j2").render(
+            client=client, same_origin=self.client_dir is not None, epoch=self.epoch.value
+        )
+        return Response(html, content_type=HTML, headers={"Cache-Control": "no-cache"})
+
+    def _page_client(self, request: Request, token: str, name: str) -> Response:
+        if self.client_dir is None:
+            return Response("neuroglancer is not installed\n", status=404)
+        # The client's own table of its files' media types (.wasm must be application/wasm).
+        from neuroglancer.static import guess_mime_type_from_path
+
+        response = send_from_directory(
+            self.client_dir, name, request.environ, mimetype=guess_mime_type_from_path(name)
+        )
+        # The bundle's file names carry a content hash: let the browser keep them, so that a
+        # live reload only revalidates index.html and the data (Chrome's reload does not
+        # revalidate fresh subresources).
+        immutable = name != "index.html"
+        response.headers["Cache-Control"] = IMMUTABLE if immutable else "no-cache"
+        return response
+
+    def _stream(self, events: Iterator[str]) -> Response:
+        def body() -> Iterator[bytes]:
+            with self._streams_cond:
+                self._streams += 1
+            try:
+                for event in events:
+                    yield event.encode()
+            finally:
+                with self._streams_cond:
+                    self._streams -= 1
+                    self._streams_cond.notify_all()
+
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        return Response(body(), content_type="text/event-stream", headers=headers)
+
+    def _page_ng_events(self, request: Request, token: str) -> Response:
+        # The Python-integration client subscribes to state updates; we never push any, but
+        # the stream must stay open or the client shows "Connecting to Python server".
+        def events() -> Iterator[str]:
+            yield ": precomp-host\n\n"
+            while not self._closing.wait(KEEPALIVE):
+                yield ": keep-alive\n\n"
+
+        return self._stream(events())
+
+    def _page_ng_state(self, request: Request, token: str) -> Response:
+        # The client posts its state here and expects the new server generation back.
+        self._state_generation += 1
+        return Response(json.dumps({"g": str(self._state_generation)}), content_type=JSON)
+
+    def _page_ng_action(self, request: Request, token: str) -> Response:
+        return Response("", status=200)
+
+    def _page_events(self, request: Request) -> Response:
+        def events() -> Iterator[str]:
+            seen = self.epoch.value
+            yield f"retry: 500\nevent: epoch\ndata: {seen}\n\n"
+            while not self._closing.is_set():
+                now = self.epoch.wait(seen, timeout=KEEPALIVE)
+                if self._closing.is_set():
+                    return
+                if now > seen:
+                    seen = now
+                    yield f"event: epoch\ndata: {now}\n\n"
+                else:
+                    yield ": keep-alive\n\n"
+
+        return self._stream(events())
+
+    def _page_epoch(self, request: Request) -> Response:
+        return Response(json.dumps({"epoch": self.epoch.value}), content_type=JSON)
+
+
+def serve(
+    root: str | os.PathLike[str],
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    open_browser: bool = False,
+    poll: bool = False,
+    *,
+    ready: Callable[[str], None] | None = None,
+) -> None:
+    """Run the dev server until interrupted (``precomp-host serve``).
+
+    :param ready: called with the base URL once the server listens (the CLI prints it).
+    """
+    server = DevServer(root, host, port, poll=poll)
+    try:
+        if ready is not None:
+            ready(server.url)
+        if open_browser:
+            webbrowser.open(server.url + "/")
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()

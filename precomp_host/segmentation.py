@@ -1,0 +1,234 @@
+"""What a segmentation build adds to an image build: the :class:`SegmentationExtras`.
+
+Labels are checked and widened slab by slab (:class:`LabelVolume`: uint8/16/32 and non-negative
+int8/16/32 are stored as uint32, 64-bit labels as uint64, the two types volume.md allows for
+``compressed_segmentation``). The extras see every scale-0 slab as it streams by: they count
+voxels per label for ``segment_properties`` and, with meshing on, mesh each slab's regions
+(plus the first slice of the next slab, see :mod:`precomp_host.meshes`) in worker processes:
+zmesh holds the GIL while it meshes and simplifies, so threads would mesh on one core. After
+the chunks, :meth:`SegmentationExtras.write_metadata` writes the manifests, ``mesh/info`` and
+``segment_properties/info``.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import threading
+from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .meshes import (
+    MESH_INFO,
+    REGION_SIZE,
+    Simplification,
+    data_box,
+    fragment_name,
+    iter_regions,
+    manifest_bytes,
+    manifest_name,
+    mesh_region,
+)
+from .segment_properties import (
+    SEGMENT_PROPERTIES_DIR,
+    SegmentRow,
+    VoxelCounter,
+    properties_info,
+)
+from .sources import SourceError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from .model import Dataset, Scale
+    from .sources import Volume
+    from .writer import DatasetWriter
+
+log = logging.getLogger(__name__)
+
+#: Folder of the legacy meshes, the value of ``info["mesh"]``.
+MESH_DIR = "mesh"
+
+
+class LabelError(ValueError):
+    """Labels that cannot be stored (float, negative, more than one channel)."""
+
+
+def storage_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
+    """uint32 for labels of up to 32 bits, uint64 for 64-bit ones; ``LabelError`` otherwise."""
+    if dtype.kind not in "ui":
+        raise LabelError(f"segmentation labels must be integers, got {dtype}")
+    return np.dtype(np.uint64 if dtype.itemsize == 8 else np.uint32)
+
+
+@dataclass
+class LabelVolume:
+    """A source volume read as storable labels; negative labels fail the read that meets them."""
+
+    inner: Volume
+
+    def __post_init__(self) -> None:
+        if self.inner.num_channels != 1:
+            raise LabelError(
+                f"a segmentation has one channel of labels, got {self.inner.num_channels}"
+            )
+        self.shape = self.inner.shape
+        self.dtype: np.dtype[Any] = storage_dtype(np.dtype(self.inner.dtype))
+        self.num_channels = 1
+
+    def read(self, z0: int, z1: int) -> np.ndarray:
+        arr = self.inner.read(z0, z1)
+        if arr.dtype.kind == "i" and arr.size and int(arr.min()) < 0:
+            raise SourceError(
+                f"negative label {int(arr.min())} in slices {z0}-{z1}: labels must be >= 0"
+            )
+        out: np.ndarray = arr.astype(self.dtype, copy=False)
+        return out
+
+
+@dataclass(frozen=True)
+class SegmentationOptions:
+    """The segmentation part of a build: meshes, which segments, names."""
+
+    mesh: bool = False
+    segments: tuple[int, ...] | None = None
+    names: tuple[SegmentRow, ...] = ()
+    region_size: tuple[int, int] = (REGION_SIZE[0], REGION_SIZE[1])
+    simplification: Simplification = Simplification()
+
+
+def plan_segmentation(dataset: Dataset, options: SegmentationOptions) -> Dataset:
+    """``dataset`` with its ``mesh`` and ``segment_properties`` keys (volume.md)."""
+    return replace(
+        dataset,
+        mesh=MESH_DIR if options.mesh else None,
+        segment_properties=SEGMENT_PROPERTIES_DIR,
+    )
+
+
+class SegmentationExtras:
+    """Voxel counts and meshes from the scale-0 slabs of a segmentation build.
+
+    :param submit: runs a task (returning bytes written) on the build's worker pool; a mesh
+        task there hands its region to one of ``workers`` processes and writes the result.
+    """
+
+    def __init__(
+        self,
+        scale: Scale,
+        options: SegmentationOptions,
+        writer: DatasetWriter,
+        submit: Callable[[Callable[[], int]], None],
+        workers: int = 1,
+    ) -> None:
+        self.scale, self.options, self.writer, self.submit = scale, options, writer, submit
+        # spawn, not fork: the build process runs threads, and a forked child could inherit a
+        # lock held by one of them.
+        self._procs = (
+            ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+            if options.mesh
+            else None
+        )
+        self.counter = VoxelCounter()
+        self.fragments: dict[int, list[str]] = defaultdict(list)
+        self._lock = threading.Lock()
+        self._held: tuple[np.ndarray, int] | None = None  # the slab waiting for its next slice
+
+    def num_tasks(self, slab_depth: int) -> int:
+        """Mesh tasks a build will run (for progress totals)."""
+        if not self.options.mesh:
+            return 0
+        x, y, z = self.scale.size
+        rx, ry = self.options.region_size
+        return -(-x // rx) * -(-y // ry) * -(-z // slab_depth)
+
+    def push(self, slab: np.ndarray, z0: int) -> None:
+        """Scale-0 slices ``[z0, z0 + len(slab))`` (absolute), in order."""
+        self.counter.add(slab)
+        if not self.options.mesh:
+            return
+        if self._held is not None:
+            held, held_z0 = self._held
+            self._mesh_slab(held, held_z0, slab[:1])
+        self._held = (slab, z0)
+
+    def finish(self) -> None:
+        """Mesh the last slab (nothing follows it)."""
+        if self._held is not None:
+            held, held_z0 = self._held
+            self._held = None
+            self._mesh_slab(held, held_z0, None)
+
+    def _mesh_slab(self, slab: np.ndarray, z0: int, next_slice: np.ndarray | None) -> None:
+        ox, oy, _ = self.scale.voxel_offset
+        start = (ox, oy, z0)
+        stop = (self.scale.stop[0], self.scale.stop[1], z0 + slab.shape[0])
+        rx, ry = self.options.region_size
+        volume_box = (self.scale.voxel_offset, self.scale.stop)
+        for core in iter_regions(start, stop, (rx, ry, slab.shape[0])):
+            (a, b) = data_box(*core, self.scale.stop)
+
+            def task(
+                core: tuple[tuple[int, int, int], tuple[int, int, int]] = core,
+                a: tuple[int, int, int] = a,
+                b: tuple[int, int, int] = b,
+            ) -> int:
+                xs, ys = slice(a[0] - ox, b[0] - ox), slice(a[1] - oy, b[1] - oy)
+                block = slab[:, ys, xs, 0]
+                if b[2] > z0 + slab.shape[0]:
+                    assert next_slice is not None
+                    block = np.concatenate([block, next_slice[:, ys, xs, 0]])
+                assert self._procs is not None
+                frags = self._procs.submit(
+                    mesh_region,
+                    np.ascontiguousarray(block),
+                    a,
+                    self.scale.resolution,
+                    self.options.segments,
+                    volume_box=volume_box,
+                    core_stop=core[1],
+                    simplification=self.options.simplification,
+                ).result()
+                written = 0
+                for segment, data in frags.items():
+                    name = fragment_name(segment, *core)
+                    written += self.writer.put(f"{MESH_DIR}/{name}", data)
+                    with self._lock:
+                        self.fragments[segment].append(name)
+                return written
+
+            self.submit(task)
+
+    def close(self) -> None:
+        """Stop the mesh processes (after :meth:`write_metadata`, or on failure)."""
+        if self._procs is not None:
+            self._procs.shutdown(wait=True, cancel_futures=True)
+            self._procs = None
+
+    def write_metadata(self) -> None:
+        """Manifests, ``mesh/info`` and ``segment_properties/info``; after every task is done."""
+        if self.options.mesh:
+            for segment in sorted(self.fragments):
+                self.writer.put(
+                    f"{MESH_DIR}/{manifest_name(segment)}",
+                    manifest_bytes(self.fragments[segment]),
+                )
+            self.writer.put_json(f"{MESH_DIR}/info", MESH_INFO)
+            log.info("meshes: %d segments", len(self.fragments))
+        doc = properties_info(self.options.names, self.counter.counts)
+        self.writer.put_json(f"{SEGMENT_PROPERTIES_DIR}/info", doc)
+
+
+def parse_segments(values: Sequence[str]) -> tuple[int, ...]:
+    """``--segments 3 5,7`` -> (3, 5, 7); ``ValueError`` naming a bad id."""
+    out: list[int] = []
+    for value in values:
+        for part in value.replace(",", " ").split():
+            if not part.isdigit() or int(part) >= 2**64:
+                raise ValueError(f"not a segment id: {part!r}")
+            out.append(int(part))
+    return tuple(sorted(set(out)))

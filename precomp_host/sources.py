@@ -1,0 +1,337 @@
+"""Input volumes, read lazily in z-slabs: the :class:`Volume` returned by :func:`open_volume`.
+
+A volume is read as ``[z, y, x, channel]`` blocks of whole z-slices (``Volume.read(z0, z1)``),
+so memory is bounded by the slab, not by the depth of the stack. Sources:
+
+* a folder of 2D TIFF slices, or a glob of them, in natural order (``z2`` before ``z10``);
+* one TIFF (multi-page, 3D, OME-TIFF), read page by page or through a memory map;
+* a ``.npy`` file, memory-mapped.
+
+Everything that can be checked without reading pixels is checked when the volume is opened
+(every slice's shape and dtype, every file being a TIFF), so bad input fails before anything is
+written. Problems raise :class:`SourceError` with one line naming the file.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import re
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+log = logging.getLogger(__name__)
+
+Shape3 = tuple[int, int, int]
+
+
+class SourceError(ValueError):
+    """The input cannot be read as a volume; the message names the file and the problem."""
+
+
+class Volume(Protocol):
+    """A lazily read volume: ``shape`` is (x, y, z); ``read`` returns ``[z, y, x, c]``."""
+
+    shape: Shape3
+    dtype: np.dtype[Any]
+    num_channels: int
+
+    def read(self, z0: int, z1: int) -> np.ndarray: ...
+
+
+def natural_key(name: str) -> list[Any]:
+    """Sort key that orders embedded numbers by value: ``z2`` before ``z10``."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+def _as_zyxc(arr: np.ndarray, axes: str, where: str) -> np.ndarray:
+    """A view of ``arr`` (labelled by tifffile-style ``axes``) as [z, y, x, c]."""
+    axes = axes.upper()
+    # Singleton axes we do not model (time, ...) are dropped; anything else is ambiguous.
+    for i in reversed(range(len(axes))):
+        if axes[i] not in "ZYXCS" and arr.shape[i] == 1:
+            arr = arr.reshape(arr.shape[:i] + arr.shape[i + 1 :])
+            axes = axes[:i] + axes[i + 1 :]
+    axes = axes.replace("I", "Z").replace("Q", "Z")
+    if "S" in axes and "C" in axes:
+        raise SourceError(f"{where}: both samples and channels axes ({axes}) are not supported")
+    axes = axes.replace("S", "C")
+    unknown = set(axes) - set("ZYXC")
+    if unknown or len(set(axes)) != len(axes) or not {"Y", "X"} <= set(axes):
+        raise SourceError(f"{where}: cannot read axes {axes!r} as a z, y, x[, channel] volume")
+    if "Z" not in axes:
+        arr, axes = arr[np.newaxis], "Z" + axes
+    if "C" not in axes:
+        arr, axes = arr[..., np.newaxis], axes + "C"
+    return np.transpose(arr, [axes.index(a) for a in "ZYXC"])
+
+
+@dataclass
+class ArrayVolume:
+    """A volume over an array-like in [z, y, x, c] (a memory map or an in-memory array)."""
+
+    array: np.ndarray
+
+    def __post_init__(self) -> None:
+        z, y, x, c = self.array.shape
+        self.shape: Shape3 = (x, y, z)
+        self.dtype: np.dtype[Any] = self.array.dtype
+        self.num_channels = c
+
+    def read(self, z0: int, z1: int) -> np.ndarray:
+        return np.ascontiguousarray(self.array[z0:z1])
+
+
+class _TifffileProblems(logging.Filter):
+    """Takes tifffile's log records on threads that are reading a TIFF through us.
+
+    tifffile does not raise on a damaged structure (a bad page offset, a corrupted tag list):
+    it logs an ERROR and carries on with the pages it could parse, so a cut-off stack would
+    silently become a shorter volume, and the records would reach the user's terminal as
+    extra lines beside ours. On those threads we collect the records instead, and turn the
+    errors into a :class:`SourceError`; other threads are left alone.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.local = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        collected: list[logging.LogRecord] | None = getattr(self.local, "records", None)
+        if collected is None:
+            return True
+        collected.append(record)
+        return False
+
+
+_TIFFFILE_FILTER = _TifffileProblems()
+logging.getLogger("tifffile").addFilter(_TIFFFILE_FILTER)
+
+
+@contextmanager
+def _tifffile_checked(path: str) -> Iterator[None]:
+    """Raise :class:`SourceError` if tifffile logged an error about ``path`` meanwhile."""
+    local = _TIFFFILE_FILTER.local
+    outer = getattr(local, "records", None)
+    records: list[logging.LogRecord] = []
+    local.records = records
+    try:
+        yield
+    finally:
+        local.records = outer
+    for r in records:
+        if r.levelno < logging.ERROR:
+            log.debug("%s: tifffile: %s", path, r.getMessage())
+    errors = [r.getMessage() for r in records if r.levelno >= logging.ERROR]
+    if errors:
+        raise SourceError(f"{path}: corrupt TIFF ({errors[0]})")
+
+
+def _tiff_info(path: str) -> tuple[tuple[int, ...], np.dtype[Any], str, int]:
+    """(shape, dtype, axes, number of pages) of a TIFF's first series, without pixels."""
+    import tifffile
+
+    try:
+        with _tifffile_checked(path), tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            return tuple(series.shape), np.dtype(series.dtype), series.axes, len(series.pages)
+    except SourceError:
+        raise
+    except Exception as e:  # tifffile raises many kinds (struct.error, ...) on damaged files
+        raise SourceError(f"{path}: not a readable TIFF image ({e})") from None
+
+
+def _read_tiff(path: str, key: int | list[int] | None = None) -> np.ndarray:
+    import tifffile
+
+    try:
+        with _tifffile_checked(path):
+            out: np.ndarray = tifffile.imread(path, key=key)
+    except SourceError:
+        raise
+    except Exception as e:  # tifffile raises many kinds on truncated or corrupt data
+        raise SourceError(f"{path}: cannot read TIFF data ({type(e).__name__}: {e})") from None
+    return out
+
+
+@dataclass
+class SliceStack:
+    """A folder or glob of 2D TIFF slices, one per z, all of one shape and dtype."""
+
+    files: list[str]
+
+    def __post_init__(self) -> None:
+        first_shape, first_dtype, axes, _ = _tiff_info(self.files[0])
+        for f in self.files[1:]:
+            shape, dtype, _, _ = _tiff_info(f)
+            if shape != first_shape:
+                raise SourceError(
+                    f"{f}: slice shape {shape} differs from {self.files[0]}'s {first_shape}"
+                )
+            if dtype != first_dtype:
+                raise SourceError(
+                    f"{f}: slice dtype {dtype} differs from {self.files[0]}'s {first_dtype}"
+                )
+        if "Z" in axes or "I" in axes or len(first_shape) not in (2, 3):
+            raise SourceError(f"{self.files[0]}: expected a 2D slice, got shape {first_shape}")
+        self._axes = axes
+        probe = _as_zyxc(np.empty(first_shape, first_dtype), axes, self.files[0])
+        _, y, x, c = probe.shape
+        self.shape: Shape3 = (x, y, len(self.files))
+        self.dtype: np.dtype[Any] = first_dtype
+        self.num_channels = c
+
+    def read(self, z0: int, z1: int) -> np.ndarray:
+        x, y, _ = self.shape
+        out = np.empty((z1 - z0, y, x, self.num_channels), self.dtype)
+        for i, f in enumerate(self.files[z0:z1]):
+            plane = _read_tiff(f)
+            out[i] = _as_zyxc(plane, self._axes, f)[0]
+        return out
+
+
+@dataclass
+class PagedTiff:
+    """One TIFF whose pages are the z-slices (multi-page stacks, most OME-TIFFs)."""
+
+    path: str
+    page_shape: tuple[int, ...]
+    page_axes: str
+    pages: int
+    dtype: np.dtype[Any]
+
+    def __post_init__(self) -> None:
+        probe = _as_zyxc(np.empty(self.page_shape, self.dtype), self.page_axes, self.path)
+        _, y, x, c = probe.shape
+        self.shape: Shape3 = (x, y, self.pages)
+        self.num_channels = c
+
+    def read(self, z0: int, z1: int) -> np.ndarray:
+        data = _read_tiff(self.path, key=list(range(z0, z1)) if z1 - z0 > 1 else z0)
+        data = data.reshape((z1 - z0, *self.page_shape))
+        return np.ascontiguousarray(_as_zyxc(data, "Z" + self.page_axes, self.path))
+
+
+def _open_tiff(path: str) -> Volume:
+    import tifffile
+
+    shape, dtype, axes, pages = _tiff_info(path)
+    try:
+        with _tifffile_checked(path):
+            mapped = tifffile.memmap(path, mode="r")
+    except SourceError:
+        raise
+    except (ValueError, tifffile.TiffFileError):
+        mapped = None  # compressed or tiled: read page by page instead
+    if mapped is not None and mapped.shape == shape:
+        return ArrayVolume(_as_zyxc(mapped, axes, path))
+    plane_axes = axes[-3:] if axes.endswith("S") else axes[-2:]
+    lead = axes[: len(axes) - len(plane_axes)]
+    lead_shape = shape[: len(lead)]
+    stacked = [a for a, n in zip(lead, lead_shape, strict=True) if n != 1]
+    if pages == int(np.prod(lead_shape)) and (
+        not stacked or stacked == [stacked[0]] and stacked[0] in "ZIQ"
+    ):
+        return PagedTiff(path, shape[len(lead) :], plane_axes, pages, dtype)
+    # Any other arrangement (e.g. OME with C outside Z): read it whole, once.
+    return ArrayVolume(_as_zyxc(_read_tiff(path), axes, path))
+
+
+def _open_npy(path: str, axes: str) -> Volume:
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise SourceError(f"{path}: not a readable .npy array ({e})") from None
+    if arr.ndim != len(axes):
+        raise SourceError(f"{path}: array has {arr.ndim} dimensions, axes {axes!r} expected")
+    if axes.upper() in ("ZYX", "ZYXC") and arr.flags.c_contiguous and isinstance(arr, np.memmap):
+        # z-slabs are contiguous runs of the file: read them with plain reads, so the pages
+        # do not stay mapped (and counted in our RSS) for the whole build.
+        return NpySlabs(path, int(arr.offset), _as_zyxc(arr, axes, path).shape, arr.dtype)
+    return ArrayVolume(_as_zyxc(arr, axes, path))
+
+
+@dataclass
+class NpySlabs:
+    """A C-order ``[z, y, x(, c)]`` .npy file read slab by slab."""
+
+    path: str
+    offset: int
+    zyxc: tuple[int, ...]
+    dtype: np.dtype[Any]
+
+    def __post_init__(self) -> None:
+        z, y, x, c = self.zyxc
+        self.shape: Shape3 = (x, y, z)
+        self.num_channels = c
+
+    def read(self, z0: int, z1: int) -> np.ndarray:
+        _, y, x, c = self.zyxc
+        plane = y * x * c
+        with open(self.path, "rb") as f:
+            f.seek(self.offset + z0 * plane * self.dtype.itemsize)
+            data = np.fromfile(f, self.dtype, count=(z1 - z0) * plane)
+        if data.size != (z1 - z0) * plane:
+            raise SourceError(f"{self.path}: file is shorter than its header says")
+        return data.reshape(z1 - z0, y, x, c)
+
+
+_TIFF_SUFFIXES = (".tif", ".tiff")
+
+
+def open_volume(source: str | os.PathLike[str], *, npy_axes: str | None = None) -> Volume:
+    """Open ``source`` (folder, glob, TIFF or .npy) as a lazily read :class:`Volume`.
+
+    ``npy_axes`` names the axes of a ``.npy`` array in tifffile's letters, default ``ZYX`` for
+    3D and ``ZYXC`` for 4D arrays (numpy's usual C order of an image stack).
+    """
+    src = os.fspath(source)
+    if any(ch in src for ch in "*?[") and not os.path.exists(src):
+        files = sorted(glob.glob(src), key=natural_key)
+        if not files:
+            raise SourceError(f"{src}: no file matches this pattern")
+        return _stack(files)
+    if os.path.isdir(src):
+        names = sorted((n for n in os.listdir(src) if not n.startswith(".")), key=natural_key)
+        files = [os.path.join(src, n) for n in names if os.path.isfile(os.path.join(src, n))]
+        if not files:
+            raise SourceError(f"{src}: folder has no image slices")
+        return _stack(files)
+    if not os.path.exists(src):
+        raise SourceError(f"{src}: no such file or folder")
+    if os.path.isfile(src) and os.path.getsize(src) == 0:
+        raise SourceError(f"{src}: file is empty")
+    if src.lower().endswith(".npy"):
+        arr_ndim = _npy_ndim(src)
+        return _open_npy(src, npy_axes or ("ZYX" if arr_ndim == 3 else "ZYXC"))
+    return _open_tiff(src)
+
+
+def _npy_ndim(path: str) -> int:
+    try:
+        return int(np.load(path, mmap_mode="r", allow_pickle=False).ndim)
+    except (ValueError, OSError, EOFError) as e:
+        # np.load raises EOFError for a file that ends before its header does.
+        raise SourceError(f"{path}: not a readable .npy array ({e})") from None
+
+
+def _stack(files: list[str]) -> Volume:
+    for f in files:
+        if not f.lower().endswith(_TIFF_SUFFIXES):
+            raise SourceError(f"{f}: not a TIFF slice (expected .tif or .tiff among the slices)")
+    if len(files) == 1:
+        return _open_tiff(files[0])
+    return SliceStack(files)
+
+
+def volume_from_array(array: np.ndarray, axes: str = "ZYX") -> Volume:
+    """Wrap an in-memory array (e.g. the embedded sample) as a :class:`Volume`."""
+    return ArrayVolume(_as_zyxc(array, axes, "<array>"))

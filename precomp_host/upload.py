@@ -1,0 +1,276 @@
+"""Object stores (S3, GCS) for a folder of datasets: one :class:`StoreObject` per URL.
+
+An object store cannot negotiate or rewrite: each URL Neuroglancer asks for must be one object,
+under its flat name (:data:`~precomp_host.layout.FLAT`), stored as the bytes every browser can
+take. :func:`plan_objects` decides them from the tree without reading data: the ``.gz`` sibling
+with ``Content-Encoding: gzip`` when there is one (every browser accepts gzip; br is not
+universal and S3 cannot choose), the plain file for files read with ``Range`` (shards,
+multi-resolution mesh data: "sharded data must be served without any Content-Encoding"),
+Content-Type from :mod:`~precomp_host.media_types`. :func:`upload_s3` sends them with boto3
+(optional extra ``s3``), skipping objects already there with the same size and MD5 ETag, so an
+interrupted upload resumes; :func:`write_gcs_staging` lays them out for ``gcloud storage cp``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import layout, media_types
+from .encodings import BY_SUFFIX, ENCODINGS, GZIP
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from .deploy import Site
+
+log = logging.getLogger(__name__)
+
+_MANIFEST_NAME = re.compile(r"^(\d+)(?:\.json)?$")
+#: Mesh info ``@type`` values (spec: meshes.md) and what their files need.
+_LEGACY_MESH = "neuroglancer_legacy_mesh"
+_MULTILOD_MESH = "neuroglancer_multilod_draco"
+
+
+_SUFFIX_OF = {e.name: suffix for suffix, e in BY_SUFFIX.items()}
+
+
+@dataclass(frozen=True)
+class StoreObject:
+    """One object to store: its key, the file it comes from and its HTTP metadata."""
+
+    key: str  # relative to the bucket prefix, POSIX: the URL path Neuroglancer requests
+    path: Path  # the file whose bytes are stored (after ``recode``)
+    content_type: str
+    content_encoding: str | None  # "gzip" or None
+    recode: str | None = None  # the coding of ``path`` to undo first (br-only, ranged gz)
+
+    def body(self) -> bytes:
+        data = self.path.read_bytes()
+        if self.recode is None:
+            return data
+        data = ENCODINGS[self.recode].decompress(data)
+        return GZIP.compress(data) if self.content_encoding == GZIP.name else data
+
+
+def _mesh_type(folder: Path) -> str | None:
+    """The ``@type`` of ``folder/info`` when it is a mesh (or any) info, else None."""
+    try:
+        doc = json.loads((folder / "info").read_text())
+    except (OSError, ValueError):
+        return None
+    kind = doc.get("@type") if isinstance(doc, dict) else None
+    return kind if isinstance(kind, str) else None
+
+
+def _object_key(rel: str, mesh_type: str | None, names: set[str]) -> str:
+    """The URL path for the file at ``rel``: flat chunk names, ``<id>:0`` for manifests."""
+    key = layout.NESTED.key_for(rel)
+    if key is not None:
+        return layout.FLAT.path_for(key)
+    folder, _, name = rel.rpartition("/")
+    m = _MANIFEST_NAME.match(name)
+    # A colon-free legacy manifest (<id> or <id>.json): the store cannot fall back, so the
+    # object gets the name Neuroglancer asks for.
+    if mesh_type == _LEGACY_MESH and m and f"{m.group(1)}:0" not in names:
+        return f"{folder}/{m.group(1)}:0" if folder else f"{m.group(1)}:0"
+    return rel
+
+
+def _choose(plain: Path, key: str, stored: set[str | None], mesh_type: str | None) -> StoreObject:
+    media = media_types.media_type_for(key)
+
+    def sibling(coding: str) -> Path:
+        return plain.with_name(plain.name + _SUFFIX_OF[coding])
+
+    # Read with Range (spec: sharded.md, meshes.md): stored plain, never with a coding.
+    ranged = key.endswith(".shard") or (mesh_type == _MULTILOD_MESH and "." not in plain.name)
+    if ranged and None not in stored:
+        coding = GZIP.name if GZIP.name in stored else sorted(c for c in stored if c)[0]
+        return StoreObject(key, sibling(coding), media, None, recode=coding)
+    if ranged:
+        return StoreObject(key, plain, media, None)
+    if GZIP.name in stored:
+        return StoreObject(key, sibling(GZIP.name), media, GZIP.name)
+    if None in stored:
+        return StoreObject(key, plain, media, None)
+    coding = sorted(c for c in stored if c)[0]  # br only: re-encoded as gzip
+    return StoreObject(key, sibling(coding), media, GZIP.name, recode=coding)
+
+
+def plan_objects(root: str | Path) -> Iterator[StoreObject]:
+    """Every object for ``root``; ``info`` files last (they announce a complete dataset)."""
+    root = Path(root)
+    infos: list[StoreObject] = []
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        here = Path(folder)
+        mesh_type = _mesh_type(here)
+        names = set(files)
+        bases: dict[str, set[str | None]] = {}
+        for name in sorted(files):
+            if name.startswith(".") or name.endswith(".partial"):
+                continue
+            if (here / name).is_symlink():
+                # It could point anywhere; the servers refuse them too (nginx
+                # disable_symlinks, the Apache rules).
+                log.warning("not uploading symlink %s", here / name)
+                continue
+            stem, suffix = os.path.splitext(name)
+            coding = BY_SUFFIX.get(suffix)
+            if coding is None:
+                bases.setdefault(name, set()).add(None)
+            else:
+                bases.setdefault(stem, set()).add(coding.name)
+        for base, stored in sorted(bases.items()):
+            rel = (here / base).relative_to(root).as_posix()
+            obj = _choose(here / base, _object_key(rel, mesh_type, names), stored, mesh_type)
+            if base == "info":
+                infos.append(obj)
+            else:
+                yield obj
+    yield from infos
+
+
+@dataclass
+class UploadReport:
+    uploaded: int = 0
+    skipped: int = 0
+    bytes_sent: int = 0
+
+
+def s3_client(endpoint_url: str | None = None, **kwargs: Any) -> Any:
+    """A boto3 S3 client that never sends ``aws-chunked`` bodies.
+
+    botocore >= 1.36 adds CRC checksums to every upload by default ("when_supported"), and for
+    streamed bodies that means ``Content-Encoding: aws-chunked``, which some S3-compatible
+    stores keep next to ``gzip``; checksums only when the operation requires them avoids it.
+    """
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        retries={"max_attempts": 5, "mode": "standard"},
+    )
+    return boto3.client("s3", endpoint_url=endpoint_url, config=config, **kwargs)
+
+
+def _existing(client: Any, bucket: str, prefix: str) -> dict[str, tuple[int, str]]:
+    found: dict[str, tuple[int, str]] = {}
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    for page in pages:
+        for item in page.get("Contents", []):
+            found[item["Key"]] = (item["Size"], item["ETag"].strip('"'))
+    return found
+
+
+def upload_s3(
+    root: str | Path,
+    bucket: str,
+    prefix: str = "",
+    *,
+    client: Any = None,
+    cache_control: str | None = None,
+    set_cors: bool = True,
+    public_policy: bool = False,
+    progress: Callable[[StoreObject, bool], None] | None = None,
+) -> UploadReport:
+    """Upload ``root`` under ``s3://bucket/prefix/``; resumable (same size and MD5: skipped).
+
+    Also sets the bucket CORS rules (:func:`precomp_host.deploy.cors_rule`) unless told not to,
+    and with ``public_policy`` the public-read bucket policy. ``progress(obj, sent)`` is called
+    for each object (``sent`` False when it was already there).
+    """
+    from . import deploy, headers
+
+    client = client if client is not None else s3_client()
+    cache_control = cache_control or headers.DEPLOY_CACHE_CONTROL
+    base = prefix.strip("/") + "/" if prefix.strip("/") else ""
+    if set_cors:
+        client.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": [deploy.cors_rule()]})
+    if public_policy:
+        client.put_bucket_policy(Bucket=bucket, Policy=deploy.render_s3_policy(bucket, prefix))
+    existing = _existing(client, bucket, base)
+    report = UploadReport()
+    site_index = Path(root) / "index.html"
+    objects = list(plan_objects(root))
+    for obj in objects:
+        data = obj.body()
+        key = base + obj.key
+        # A single-part upload's ETag is the MD5 of the bytes (S3 API reference, "ETag").
+        digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
+        if existing.get(key) == (len(data), digest):
+            report.skipped += 1
+            if progress:
+                progress(obj, False)
+            continue
+        extra: dict[str, str] = {"ContentType": obj.content_type, "CacheControl": cache_control}
+        if obj.content_encoding is not None:
+            extra["ContentEncoding"] = obj.content_encoding
+        if obj.path == site_index:
+            extra["CacheControl"] = "no-cache"
+        client.put_object(Bucket=bucket, Key=key, Body=data, **extra)
+        report.uploaded += 1
+        report.bytes_sent += len(data)
+        if progress:
+            progress(obj, True)
+    log.info("s3://%s/%s: %d uploaded, %d already there", bucket, base, report.uploaded,
+             report.skipped)  # fmt: skip
+    return report
+
+
+def write_gcs_staging(site: Site, out: Path, bucket: str) -> list[Path]:
+    """A staging tree of links named as the objects, one folder per metadata set, and the
+    ``gcloud storage`` commands that upload each folder with its metadata.
+
+    Files are hard links (symlinks across filesystems): nothing is copied.
+    """
+    stage = out / "gcs-stage"
+    groups: dict[tuple[str, str | None], Path] = {}
+    for obj in plan_objects(site.root):
+        meta = (obj.content_type, obj.content_encoding)
+        folder = groups.setdefault(meta, stage / f"group{len(groups)}")
+        target = folder / obj.key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists() or target.is_symlink():
+            target.unlink()
+        if obj.recode is not None:
+            target.write_bytes(obj.body())
+            continue
+        try:
+            os.link(obj.path, target)
+        except OSError:
+            target.symlink_to(obj.path)
+    dest = f"gs://{bucket}{site.url_prefix}/"
+    lines = [
+        "#!/bin/sh",
+        "# Generated by `precomp-host deploy gcs`: upload with the metadata each URL needs.",
+        "set -eu",
+        'cd "$(dirname "$0")"',
+        f"gcloud storage buckets update gs://{bucket} --cors-file=cors.json",
+    ]
+    for (media, coding), folder in groups.items():
+        flags = [f"--content-type={media}", f"--cache-control={site.cache_control}"]
+        if coding is not None:
+            flags.append(f"--content-encoding={coding}")
+        lines.append(
+            f"(cd {shlex.quote(str(folder.relative_to(out)))} && gcloud storage cp --recursive "
+            f". {shlex.quote(dest)} {' '.join(shlex.quote(f) for f in flags)})"
+        )
+    lines.append(
+        f"gcloud storage buckets add-iam-policy-binding gs://{bucket} "
+        "--member=allUsers --role=roles/storage.objectViewer"
+    )
+    script = out / "gcloud-upload.sh"
+    script.write_text("\n".join(lines) + "\n")
+    script.chmod(0o755)
+    return [script, stage]

@@ -1,0 +1,271 @@
+"""Notice when datasets under a folder change, and tell the pages: :class:`DataWatcher`.
+
+A watchdog observer (``PollingObserver`` with ``poll=True``, for network mounts and Docker,
+mkdocs #2477) feeds file events to :meth:`DataWatcher.dispatch`. Bursts are debounced (mkdocs'
+``build_delay``), then the datasets that changed are reported and the :class:`Epoch` is bumped;
+the dev server's pages wait on it over an event stream and reload the viewer.
+
+A build in progress must not cause a reload of half-written data. The generator writes every
+file to ``<name>.partial`` and renames it, and writes ``info`` last; so a dataset in which a
+``.partial`` file appeared is *building*, and only its ``info`` being rewritten makes it ready.
+Changes made without ``.partial`` files (a chunk copied by hand) are reported after the debounce.
+
+Polling a million chunk files is too slow, so the polling observer watches only the root and
+each dataset folder non-recursively: it sees ``info`` being rewritten, which is the signal.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import TYPE_CHECKING
+
+from watchdog.events import (
+    EVENT_TYPE_CLOSED,
+    EVENT_TYPE_CREATED,
+    EVENT_TYPE_DELETED,
+    EVENT_TYPE_MODIFIED,
+    EVENT_TYPE_MOVED,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    from watchdog.observers.api import BaseObserver
+
+log = logging.getLogger(__name__)
+
+INFO = "info"
+#: The suffix of files being written (the generator's atomic writes: write, then rename).
+PARTIAL_SUFFIX = ".partial"
+#: Events that mean content changed; opened/closed-without-write/attrib do not.
+_CHANGE_EVENTS = frozenset(
+    {
+        EVENT_TYPE_CREATED,
+        EVENT_TYPE_MODIFIED,
+        EVENT_TYPE_MOVED,
+        EVENT_TYPE_DELETED,
+        EVENT_TYPE_CLOSED,
+    }
+)
+
+
+class Epoch:
+    """A counter that pages wait on: bumped once per batch of changes (mkdocs' ``_epoch``)."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self._cond = threading.Condition()
+
+    def bump(self) -> int:
+        with self._cond:
+            self.value += 1
+            self._cond.notify_all()
+            return self.value
+
+    def wait(self, since: int, timeout: float) -> int:
+        """The epoch once it is past ``since``, or the current one after ``timeout`` s."""
+        with self._cond:
+            self._cond.wait_for(lambda: self.value > since, timeout=timeout)
+            return self.value
+
+
+def find_datasets(root: str | os.PathLike[str], max_depth: int = 3) -> list[str]:
+    """Relative POSIX paths of the folders under ``root`` that hold an ``info`` (``""``: root).
+
+    Only folders down to ``max_depth`` are listed and a dataset's own folders are never entered,
+    so the cost does not grow with the number of chunks.
+    """
+    found: list[str] = []
+
+    def walk(path: str, rel: str, depth: int) -> None:
+        if os.path.isfile(os.path.join(path, INFO)):
+            found.append(rel)
+            return
+        if depth >= max_depth:
+            return
+        try:
+            entries = sorted(os.scandir(path), key=lambda e: e.name)
+        except OSError:
+            return
+        for entry in entries:
+            if entry.is_dir() and not entry.name.startswith("."):
+                walk(entry.path, f"{rel}/{entry.name}" if rel else entry.name, depth + 1)
+
+    walk(os.fspath(root), "", 0)
+    return found
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, watcher: DataWatcher) -> None:
+        self.watcher = watcher
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        self.watcher.dispatch(event)
+
+
+class DataWatcher:
+    """Watch ``root`` and call ``on_change(datasets)`` once per settled batch of changes.
+
+    ::
+
+        epoch = Epoch()
+        with DataWatcher(root, lambda changed: epoch.bump()):
+            serve_forever()
+
+    :param root: the folder of datasets.
+    :param on_change: called from the watcher's thread with the relative paths of the datasets
+        that changed (``""`` for the root itself).
+    :param poll: use watchdog's ``PollingObserver`` on the dataset folders only.
+    :param delay: seconds without events before a batch is reported.
+    :param poll_interval: seconds between two polls.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        on_change: Callable[[set[str]], None],
+        *,
+        poll: bool = False,
+        delay: float = 0.1,
+        poll_interval: float = 0.5,
+    ) -> None:
+        self.root = os.path.realpath(root)
+        self.on_change = on_change
+        self.poll = poll
+        self.delay = delay
+        self.poll_interval = poll_interval
+        self.datasets: set[str] = set(find_datasets(self.root))
+        self._building: set[str] = set()
+        self._info_changed: set[str] = set()
+        self._data_changed: set[str] = set()
+        self._cond = threading.Condition()
+        self._stopped = False
+        self._observer: BaseObserver | None = None
+        self._thread: threading.Thread | None = None
+        self._watched: set[str] = set()
+
+    # -- events ----------------------------------------------------------------------------
+
+    def dataset_of(self, rel: str) -> str:
+        """The known dataset holding ``rel`` (longest prefix), else its top-level folder."""
+        parts = rel.split("/")
+        for i in range(len(parts) - 1, -1, -1):
+            prefix = "/".join(parts[:i])
+            if prefix in self.datasets:
+                return prefix
+        return parts[0] if len(parts) > 1 else ""
+
+    def dispatch(self, event: FileSystemEvent) -> None:
+        """Take one watchdog event (the observer's thread, or a test, calls this)."""
+        if event.event_type not in _CHANGE_EVENTS:
+            return
+        for raw in (event.src_path, event.dest_path):
+            path = os.fsdecode(raw)
+            if not path:
+                continue
+            rel = os.path.relpath(path, self.root).replace(os.sep, "/")
+            if rel == "." or rel.startswith("../"):
+                continue
+            if event.is_directory:
+                if event.event_type == EVENT_TYPE_CREATED and self.poll:
+                    self._schedule(path)
+                continue
+            self._record(rel)
+
+    def _record(self, rel: str) -> None:
+        folder, _, name = rel.rpartition("/")
+        with self._cond:
+            if name == INFO and folder not in self.datasets and self._is_dataset_info(rel):
+                self.datasets.add(folder)
+                if self.poll:
+                    self._schedule(os.path.join(self.root, folder))
+            dataset = self.dataset_of(rel)
+            if name == INFO and folder == dataset:
+                self._info_changed.add(dataset)
+            elif name.endswith(PARTIAL_SUFFIX):
+                self._building.add(dataset)
+            else:
+                self._data_changed.add(dataset)
+            self._cond.notify_all()
+
+    def _is_dataset_info(self, rel: str) -> bool:
+        # mesh/info and segment_properties/info are infos too, but of a dataset's parts.
+        parent = rel.rpartition("/")[0]
+        return not any(parent == d or parent.startswith(d + "/") for d in self.datasets if d)
+
+    def take_ready(self) -> set[str]:
+        """The datasets to report now, forgetting them (building ones wait for their info)."""
+        with self._cond:
+            ready = set(self._info_changed)
+            ready |= self._data_changed - self._building
+            self._building -= self._info_changed
+            self._info_changed.clear()
+            self._data_changed &= self._building
+            return ready
+
+    def _has_pending(self) -> bool:
+        return bool(self._info_changed or (self._data_changed - self._building))
+
+    # -- threads ---------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._stopped or self._has_pending())
+                if self._stopped:
+                    return
+                # Debounce: wait until no event came for `delay` seconds.
+                while self._cond.wait(timeout=self.delay) and not self._stopped:
+                    pass
+            ready = self.take_ready()
+            if ready:
+                log.info("datasets changed: %s", ", ".join(sorted(ready)) or "(root)")
+                try:
+                    self.on_change(ready)
+                except Exception:  # the watcher must outlive a failing callback
+                    log.exception("on_change failed")
+
+    def _schedule(self, path: str) -> None:
+        if self._observer is None or path in self._watched:
+            return
+        self._watched.add(path)
+        self._observer.schedule(_Handler(self), path, recursive=not self.poll)
+
+    def start(self) -> DataWatcher:
+        if self.poll:
+            from watchdog.observers.polling import PollingObserver
+
+            self._observer = PollingObserver(timeout=self.poll_interval)
+        else:
+            from watchdog.observers import Observer
+
+            self._observer = Observer()
+        folders: Iterable[str] = [self.root]
+        if self.poll:  # non-recursive: the root, and each dataset folder where info lives
+            folders = [self.root, *(os.path.join(self.root, d) for d in self.datasets if d)]
+        for folder in folders:
+            self._schedule(folder)
+        self._observer.start()
+        self._thread = threading.Thread(target=self._run, name="DataWatcher", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join()
+        if self._thread is not None:
+            self._thread.join()
+
+    def __enter__(self) -> DataWatcher:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

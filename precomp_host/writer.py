@@ -1,0 +1,168 @@
+"""Writing a dataset folder atomically: the :class:`DatasetWriter`.
+
+Every file is written under ``<root>/.precomp-tmp/`` and renamed into place (``os.replace`` is
+atomic on POSIX within one filesystem), so a server never serves a half-written file at a final
+name. ``info`` is written last (:meth:`DatasetWriter.commit`): a dataset without ``info`` is not
+loadable, and a watcher can take a new ``info`` as "this build is complete".
+
+Which files a chunk gets (the "variants") follows one rule, shared with the servers:
+
+* a ``.br`` / ``.gz`` sibling for each requested content encoding that saves >= 5 %
+  (``encodings.is_effective``);
+* the plain (identity) file only when asked (``keep_identity``) or when there is no ``.gz``:
+  every server we configure can then answer any client, decompressing ``.gz`` when needed;
+* files read with HTTP Range (shards, multi-resolution mesh data) are stored plain only.
+
+Variants are written brotli, gzip, identity; the last one written marks the chunk complete,
+which is what ``--resume`` checks (:meth:`DatasetWriter.is_complete`).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import threading
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .encodings import ENCODINGS, GZIP, is_effective
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from .layout import Layout
+    from .model import ChunkKey, Dataset
+
+TMP_DIR = ".precomp-tmp"
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+class DiskFullError(OSError):
+    """No space left (or a file size limit hit) while writing a dataset."""
+
+
+def _format_json(obj: Any, indent: str = "") -> str:
+    """JSON with one member per line but short lists of numbers kept on one line."""
+    inner = indent + "  "
+    if isinstance(obj, dict) and obj:
+        items = [f"{inner}{json.dumps(k)}: {_format_json(v, inner)}" for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + "\n" + indent + "}"
+    if (
+        isinstance(obj, list)
+        and obj
+        and not all(
+            isinstance(v, int | float | str) or (isinstance(v, list) and len(v) <= 3) for v in obj
+        )
+    ):
+        return "[\n" + ",\n".join(inner + _format_json(v, inner) for v in obj) + "\n" + indent + "]"
+    return json.dumps(obj)
+
+
+class DatasetWriter:
+    """Writes files of one dataset under ``root``, each atomically, with compressed siblings.
+
+    :param root: the dataset folder (created by the caller).
+    :param layout: where chunks go (``NESTED`` or ``FLAT``).
+    :param compress: content encoding names to store as siblings (``"gzip"``, ``"br"``).
+    :param keep_identity: also store the plain file when a ``.gz`` exists.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        layout: Layout,
+        *,
+        compress: Sequence[str] = ("gzip", "br"),
+        keep_identity: bool = False,
+    ) -> None:
+        unknown = [c for c in compress if c not in ENCODINGS]
+        if unknown:
+            raise ValueError(f"unknown content encoding {unknown[0]!r} (use gzip, br)")
+        self.root = Path(root)
+        self.layout = layout
+        # Write order: brotli, gzip, identity (identity last marks completion).
+        self.encodings = [e for e in ENCODINGS.values() if e.name in compress]
+        self.encodings.sort(key=lambda e: e is GZIP)
+        self.keep_identity = keep_identity
+        self.tmp = self.root / TMP_DIR
+        self._made_dirs: set[Path] = set()
+        self._lock = threading.Lock()
+
+    # -- paths -----------------------------------------------------------------------------
+
+    def _final(self, rel_path: str) -> Path:
+        return self.root / rel_path
+
+    def _ensure_dir(self, path: Path) -> None:
+        if path in self._made_dirs:
+            return
+        path.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            self._made_dirs.add(path)
+
+    def is_complete(self, rel_path: str) -> bool:
+        """Whether ``rel_path`` was fully written (all its variants) by an earlier run."""
+        final = self._final(rel_path)
+        if final.exists():
+            return True
+        has_gzip = any(e is GZIP for e in self.encodings)
+        return has_gzip and not self.keep_identity and final.with_name(final.name + ".gz").exists()
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _write_atomic(self, final: Path, data: bytes) -> None:
+        self._ensure_dir(final.parent)
+        tmp = self.tmp / f"{uuid.uuid4().hex}.partial"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, final)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            if e.errno in _DISK_FULL:
+                raise DiskFullError(e.errno, f"disk full while writing {final}") from None
+            raise
+
+    def put(self, rel_path: str, data: bytes, *, precompress: bool = True) -> int:
+        """Write ``data`` at ``rel_path`` with its effective siblings; returns bytes stored."""
+        final = self._final(rel_path)
+        written = 0
+        has_gzip = False
+        if precompress:
+            for enc in self.encodings:
+                packed = enc.compress(data)
+                if is_effective(len(data), len(packed)):
+                    self._write_atomic(final.with_name(final.name + enc.suffix), packed)
+                    written += len(packed)
+                    has_gzip = has_gzip or enc is GZIP
+        if self.keep_identity or not has_gzip:
+            self._write_atomic(final, data)
+            written += len(data)
+        return written
+
+    def put_chunk(self, key: ChunkKey, data: bytes) -> int:
+        return self.put(self.layout.path_for(key), data)
+
+    def put_json(self, rel_path: str, obj: Any) -> int:
+        """Metadata JSON: plain only, so that every server answers it as ``application/json``."""
+        data = (_format_json(obj) + "\n").encode()
+        self._write_atomic(self._final(rel_path), data)
+        return len(data)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def begin(self) -> None:
+        """Prepare the temporary folder, dropping partial files of an interrupted run."""
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir(parents=True)
+
+    def commit(self, dataset: Dataset) -> None:
+        """Write ``info``: the last file of a build."""
+        self.put_json("info", dataset.to_json())
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def abort(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)

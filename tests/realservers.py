@@ -1,0 +1,165 @@
+"""Real nginx and Apache processes on loopback, each with a generated minimal main config.
+
+:class:`RealServer` starts Debian's ``nginx`` or ``apache2`` in the foreground with a main config
+written under a temporary folder (pid, logs and temp paths there) that includes the file emitted
+by :mod:`precomp_host.deploy`. Also used by ``deploy/*/run.sh`` through ``python -m``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+APACHE = shutil.which("apache2") or "/usr/sbin/apache2"
+APACHE_MODULES = Path("/usr/lib/apache2/modules")
+#: Modules our Apache configs use (mpm and authz for any server at all).
+APACHE_MODULE_NAMES = (
+    "mpm_event", "authz_core", "mime", "rewrite", "headers", "deflate", "filter", "dir", "alias",
+)  # fmt: skip
+
+
+def require(path: str | Path, what: str) -> None:
+    """Skip loudly when ``path`` is missing; in CI (``CI`` set) fail instead."""
+    if Path(path).exists():
+        return
+    message = f"{what} not installed ({path}); apt-get install it (tests/run.sh does)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(f"!!! SKIPPED: {message}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def nginx_main(workdir: Path, include: Path, listen: str | None) -> str:
+    """A main nginx.conf: the emitted snippet inside a server, or the emitted server block."""
+    body = f"include {include};"
+    if listen is not None:
+        body = f"server {{\n    listen {listen};\n    {body}\n}}"
+    temps = " ".join(f"{k}_temp_path {workdir / k};" for k in
+                     ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))  # fmt: skip
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    return (
+        f"daemon off;\n{user}worker_processes 1;\npid {workdir / 'nginx.pid'};\n"
+        f"error_log {workdir / 'error.log'} warn;\nevents {{ worker_connections 256; }}\n"
+        f"http {{\n    access_log off;\n    sendfile on;\n    {temps}\n    {body}\n}}\n"
+    )
+
+
+def apache_main(workdir: Path, include: Path, listen: str, wrap_vhost: bool) -> str:
+    """A main apache2.conf that listens on ``listen`` and includes the emitted file."""
+    loads = "\n".join(
+        f"LoadModule {m}_module {APACHE_MODULES / f'mod_{m}.so'}" for m in APACHE_MODULE_NAMES
+    )
+    body = f"Include {include}"
+    if wrap_vhost:
+        body = f"<VirtualHost {listen}>\n    {body}\n</VirtualHost>"
+    return (
+        f"ServerRoot {workdir}\nDefaultRuntimeDir {workdir}\nPidFile {workdir / 'httpd.pid'}\n"
+        f"ErrorLog {workdir / 'error.log'}\nLogLevel warn\nServerName 127.0.0.1\n"
+        "TypesConfig /etc/mime.types\n"
+        f"Listen {listen}\n{loads}\nUser www-data\nGroup www-data\n"
+        "<Directory />\n    AllowOverride None\n    Require all denied\n</Directory>\n"
+        f"{body}\n"
+    )
+
+
+@dataclass
+class RealServer:
+    """One server process; ``start()`` writes the main config, checks it (-t) and waits."""
+
+    kind: str  # "nginx" | "apache"
+    workdir: Path
+    emitted: Path  # the file precomp_host.deploy wrote
+    listen_in_emitted: bool = False  # the emitted file holds its own server/VirtualHost
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def listen(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.listen}"
+
+    def main_config(self) -> Path:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.kind == "nginx":
+            listen = None if self.listen_in_emitted else self.listen
+            text = nginx_main(self.workdir, self.emitted, listen)
+        else:
+            text = apache_main(self.workdir, self.emitted, self.listen,
+                               wrap_vhost=not self.listen_in_emitted)  # fmt: skip
+        path = self.workdir / f"{self.kind}-main.conf"
+        path.write_text(text)
+        return path
+
+    def command(self, *extra: str) -> list[str]:
+        conf = str(self.main_config())
+        if self.kind == "nginx":
+            return [NGINX, "-p", str(self.workdir), "-e", str(self.workdir / "error.log"),
+                    "-c", conf, *extra]  # fmt: skip
+        return [APACHE, "-d", str(self.workdir), "-f", conf, *extra]
+
+    def check(self) -> subprocess.CompletedProcess[str]:
+        """``nginx -t`` / ``apache2 -t`` on the main config including the emitted file."""
+        return subprocess.run(self.command("-t"), capture_output=True, text=True, timeout=30)
+
+    def start(self, timeout: float = 10.0) -> RealServer:
+        checked = self.check()
+        if checked.returncode != 0:
+            raise RuntimeError(f"{self.kind} -t failed:\n{checked.stderr}")
+        extra = () if self.kind == "nginx" else ("-DFOREGROUND",)
+        self.proc = subprocess.Popen(self.command(*extra), stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                raise RuntimeError(f"{self.kind} exited: {err}{self.error_log()}")
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2),
+            ):
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"{self.kind} did not listen on {self.listen}")
+
+    def error_log(self) -> str:
+        path = self.workdir / "error.log"
+        return path.read_text() if path.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        # nginx and apache2 both stop their workers on SIGTERM to the master.
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stderr:
+            self.proc.stderr.close()
+        self.proc = None
+
+    def __enter__(self) -> RealServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

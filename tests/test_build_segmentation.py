@@ -1,0 +1,247 @@
+"""Segmentation builds end to end: cseg/raw chunks, the mode pyramid, meshes, properties, CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from precomp_host.build import BuildError, BuildOptions, build_dataset
+from precomp_host.meshes import merge_fragments, parse_fragment
+from precomp_host.segment_properties import SegmentRow, validate
+from precomp_host.segmentation import SegmentationOptions
+from precomp_host.sources import volume_from_array
+
+from .precomputed_reader import assert_all_chunks_present, flat_copy, read_scale
+from .test_pyramid_mode import reference_mode
+
+REPO = Path(__file__).resolve().parent.parent
+SHAPE = (70, 45, 33)  # x, y, z
+OFFSET = (3, 5, 7)
+RES = (4.0, 4.0, 6.0)
+
+
+def make_labels(dtype: str, shape: tuple[int, int, int] = SHAPE) -> np.ndarray:
+    """[x, y, z] labels: wavy cells, background, salt noise; big ids for 64-bit types."""
+    x, y, z = np.meshgrid(*(np.arange(n) for n in shape), indexing="ij")
+    cell = (
+        ((x + 2 * np.sin(y / 3.0)) // 9) * 100 + ((y + 2 * np.cos(z / 4.0)) // 7) * 10 + z // 8
+    ).astype(np.int64)
+    cell = cell - cell.min() + 1
+    rng = np.random.default_rng(3)
+    cell[rng.random(shape) < 0.03] = 7777
+    cell[(x - 35) ** 2 + (y - 22) ** 2 < 40] = 0
+    if np.dtype(dtype).itemsize == 8:
+        cell = np.where(cell > 0, cell + 2**40, 0)
+    out: np.ndarray = cell.astype(dtype)
+    return out
+
+
+def build(labels_xyz: np.ndarray, out: Path, **kw: Any) -> dict[str, Any]:
+    kw.setdefault("encoding", "compressed_segmentation")
+    options = BuildOptions(
+        resolution=RES,
+        volume_type="segmentation",
+        chunk_size=(16, 16, 16),
+        voxel_offset=OFFSET,
+        **kw,
+    )
+    volume = volume_from_array(np.ascontiguousarray(labels_xyz.transpose(2, 1, 0)), "ZYX")
+    build_dataset(volume, out, options)
+    info: dict[str, Any] = json.loads((out / "info").read_text())
+    return info
+
+
+def mode_pyramid(labels_xyz: np.ndarray, info: dict[str, Any], *, sparse: bool) -> list[np.ndarray]:
+    """Each scale from the one above by an independent per-block Counter mode ([x, y, z])."""
+    out = [labels_xyz]
+    scales = info["scales"]
+    for prev, cur in zip(scales, scales[1:], strict=False):
+        f = [round(c / p) for p, c in zip(prev["resolution"], cur["resolution"], strict=True)]
+        zyxc = out[-1].transpose(2, 1, 0)[..., None]
+        down = reference_mode(zyxc, (f[0], f[1], f[2]), tuple(prev["voxel_offset"]), sparse=sparse)
+        out.append(down[..., 0].transpose(2, 1, 0))
+        assert list(out[-1].shape) == cur["size"]
+    return out
+
+
+@pytest.mark.parametrize(
+    ("dtype", "stored", "encoding", "sparse"),
+    [
+        ("uint16", "uint32", "compressed_segmentation", False),
+        ("uint64", "uint64", "compressed_segmentation", True),
+        ("int32", "uint32", "raw", False),
+    ],
+)
+def test_every_scale_is_the_mode_of_the_one_above(
+    tmp_path: Path, dtype: str, stored: str, encoding: str, sparse: bool
+) -> None:
+    labels = make_labels(dtype)
+    info = build(
+        labels,
+        tmp_path / "ds",
+        encoding=encoding,
+        downsample="mode_sparse" if sparse else None,
+        compress=("gzip",),
+    )
+    assert info["data_type"] == stored
+    assert len(info["scales"]) >= 3
+    scale0 = info["scales"][0]
+    assert scale0["encoding"] == encoding
+    if encoding == "compressed_segmentation":
+        assert scale0["compressed_segmentation_block_size"] == [8, 8, 8]
+    flat = flat_copy(tmp_path / "ds", tmp_path / "flat")
+    assert_all_chunks_present(flat)
+    want = mode_pyramid(labels.astype(stored), info, sparse=sparse)
+    for i, w in enumerate(want):
+        got = read_scale(flat, i)[..., 0]
+        np.testing.assert_array_equal(got, w, err_msg=f"scale {i}")
+    props = json.loads((tmp_path / "ds" / "segment_properties" / "info").read_text())
+    validate(props)
+    ids = sorted(int(i) for i in np.unique(labels) if i)
+    assert props["inline"]["ids"] == [str(i) for i in ids]
+    (voxels,) = props["inline"]["properties"]
+    assert voxels["values"] == [int((labels == i).sum()) for i in ids]
+    assert info["segment_properties"] == "segment_properties"
+    assert "mesh" not in info
+
+
+def test_stride_downsampling(tmp_path: Path) -> None:
+    labels = make_labels("uint32")
+    info = build(labels, tmp_path / "ds", downsample="stride", compress=())
+    flat = flat_copy(tmp_path / "ds", tmp_path / "flat")
+    got = read_scale(flat, 1)[..., 0]
+    s0, s1 = info["scales"][0], info["scales"][1]
+    factors = [round(b / a) for a, b in zip(s0["resolution"], s1["resolution"], strict=True)]
+    # The first existing voxel of each block aligned to voxel 0: local index 0, then every
+    # block start after it.
+    index = [
+        np.r_[0, np.arange(-o % f or f, n, f)]
+        for n, o, f in zip(SHAPE, s0["voxel_offset"], factors, strict=True)
+    ]
+    np.testing.assert_array_equal(got, labels[np.ix_(*index)])
+
+
+def test_meshes_and_names(tmp_path: Path) -> None:
+    labels = np.zeros(SHAPE, np.uint32)
+    x, y, z = np.meshgrid(*(np.arange(n) for n in SHAPE), indexing="ij")
+    labels[((x - 30) / 25.0) ** 2 + ((y - 22) / 15.0) ** 2 + ((z - 16) / 12.0) ** 2 < 1] = 5
+    labels[60:, 40:, :] = 9  # touches the volume's faces
+    names = (SegmentRow(5, "ball", ("round",)), SegmentRow(9, "corner post"))
+    info = build(
+        labels,
+        tmp_path / "ds",
+        segmentation=SegmentationOptions(mesh=True, names=names, region_size=(32, 32)),
+        compress=("gzip", "br"),
+    )
+    assert info["mesh"] == "mesh"
+    flat = flat_copy(tmp_path / "ds", tmp_path / "flat")
+    assert json.loads((flat / "mesh" / "info").read_text()) == {"@type": "neuroglancer_legacy_mesh"}
+    res = np.array(RES)
+    for seg in (5, 9):
+        manifest = json.loads((flat / "mesh" / f"{seg}:0").read_text())
+        frags = [(flat / "mesh" / name).read_bytes() for name in manifest["fragments"]]
+        if seg == 5:
+            assert len(frags) > 4, "the ball spans several regions and slabs"
+        verts = np.concatenate([parse_fragment(f)[0] for f in frags])
+        xyz = np.argwhere(labels == seg)
+        lo, hi = (xyz.min(0) + OFFSET) * res, (xyz.max(0) + 1 + OFFSET) * res
+        assert (verts >= lo - res).all()
+        assert (verts <= hi + res).all()
+        _, faces = merge_fragments(frags)
+        edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), 1)
+        _, counts = np.unique(edges, axis=0, return_counts=True)
+        assert (counts == 2).all(), f"segment {seg}: mesh not closed"
+    # Fragments are precompressed like chunks: no plain copy beside a .gz.
+    gz = list((tmp_path / "ds" / "mesh").glob("5:0:*.gz"))
+    assert gz
+    assert not any(p.with_suffix("").exists() for p in gz)
+    props = json.loads((flat / "segment_properties" / "info").read_text())
+    validate(props)
+    by_type = {p["type"]: p for p in props["inline"]["properties"]}
+    assert props["inline"]["ids"] == ["5", "9"]
+    assert by_type["label"]["values"] == ["ball", "corner post"]
+    assert by_type["tags"]["tags"] == ["round"]
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_output_with_meshes_is_identical_across_worker_counts(tmp_path: Path) -> None:
+    labels = make_labels("uint32")
+    seg = SegmentationOptions(mesh=True, region_size=(32, 32))
+    build(labels, tmp_path / "a", workers=1, segmentation=seg)
+    build(labels, tmp_path / "b", workers=3, segmentation=seg)
+    a, b = _tree(tmp_path / "a"), _tree(tmp_path / "b")
+    assert any(k.startswith("mesh/") for k in a)
+    assert a == b
+
+
+def test_library_rejects_float_and_negative_labels(tmp_path: Path) -> None:
+    with pytest.raises(BuildError, match="labels must be integers, got float32"):
+        build(make_labels("uint16").astype(np.float32), tmp_path / "f")
+    bad = make_labels("int16")
+    bad[5, 5, 30] = -4
+    with pytest.raises(BuildError, match="negative label -4"):
+        build(bad, tmp_path / "n")
+    assert not any((tmp_path / "n").rglob("*")), "a failed build leaves nothing behind"
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "precomp_host", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.slow
+def test_cli_segmentation_build_and_errors(tmp_path: Path) -> None:
+    labels = make_labels("uint16", (40, 30, 20)).transpose(2, 1, 0)
+    np.save(tmp_path / "labels.npy", labels)
+    (tmp_path / "names.csv").write_text("id,name\n101,first\n")
+    r = _cli(
+        "build", str(tmp_path / "labels.npy"), str(tmp_path / "out"),
+        "--resolution", "4", "4", "40", "--type", "segmentation", "--mesh",
+        "--segments", "101,102", "--names", str(tmp_path / "names.csv"), "--block-size", "4",
+        "--sparse", "-q",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    info = json.loads((tmp_path / "out" / "info").read_text())
+    assert info["scales"][0]["encoding"] == "compressed_segmentation"
+    assert info["scales"][0]["compressed_segmentation_block_size"] == [4, 4, 4]
+    meshed = sorted(p.name for p in (tmp_path / "out" / "mesh").glob("*:0"))
+    assert meshed == ["101:0", "102:0"]
+
+    np.save(tmp_path / "float.npy", labels.astype(np.float32))
+    (tmp_path / "bad.csv").write_text("1,a\nnope,b\n")
+    neg = labels.astype(np.int32)
+    neg[0, 0, 0] = -1
+    np.save(tmp_path / "neg.npy", neg)
+    cases = [
+        ([str(tmp_path / "float.npy")], "labels must be integers"),
+        ([str(tmp_path / "neg.npy")], "negative label -1"),
+        ([str(tmp_path / "labels.npy"), "--names", str(tmp_path / "bad.csv")], "bad.csv:2:"),
+        ([str(tmp_path / "labels.npy"), "--encoding", "jpeg"], "jpeg encoding needs uint8"),
+    ]
+    for n, (args, message) in enumerate(cases):
+        out = str(tmp_path / f"err{n}")
+        r = _cli("build", args[0], out, *args[1:], "--resolution", "1", "1", "1",
+                 "--type", "segmentation", "-q")  # fmt: skip
+        assert r.returncode == 2, (args, r.stderr)
+        assert message in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    r = _cli("build", str(tmp_path / "labels.npy"), str(tmp_path / "img"), "--resolution",
+             "1", "1", "1", "--mesh")  # fmt: skip
+    assert r.returncode == 2
+    assert "--mesh needs --type segmentation" in r.stderr

@@ -1,0 +1,252 @@
+"""Tests of :class:`precomp_host.middleware.PrecomputedMiddleware`.
+
+The HTTP contract suite (``tests/contract``) runs against the middleware on a real threaded
+werkzeug server on a loopback port, in two configurations; the rest are unit tests of what the
+contract cannot see (fall-through to the wrapped app, the cache, no startup scan).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from werkzeug.serving import ThreadedWSGIServer
+from werkzeug.test import Client
+from werkzeug.wrappers import Response
+
+from precomp_host.encodings import GZIP, stream_decoder
+from precomp_host.layout import FLAT, mesh_manifest_fallbacks
+from precomp_host.middleware import PrecomputedMiddleware, make_app
+from tests.contract.fixtures import write_contract_tree
+from tests.contract.suite import ContractServer, ContractSuite, fetch
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+    from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+
+
+class NoDelayServer(ThreadedWSGIServer):
+    """werkzeug's threaded server with TCP_NODELAY: it writes headers and body separately, and
+    Nagle's algorithm plus the client's delayed ACK would add 40 ms to every response."""
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        conn, addr = super().get_request()
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return conn, addr
+
+
+@contextmanager
+def running(app: WSGIApplication) -> Iterator[str]:
+    """``app`` on a threaded werkzeug server on a free loopback port; yields its base URL."""
+    server = NoDelayServer("127.0.0.1", 0, app)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.fixture(scope="module")
+def contract_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("contract") / "root"
+    write_contract_tree(root)
+    return root
+
+
+class TestContract(ContractSuite):
+    """Defaults: stat on every request, small siblings decoded in memory."""
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def contract_server(cls, contract_root: Path) -> Iterator[ContractServer]:
+        app = PrecomputedMiddleware(None, contract_root, cache_control="no-cache")
+        with running(app) as url:
+            yield ContractServer(url, contract_root, name="middleware", cache_control="no-cache")
+
+
+class TestContractCachedStreaming(ContractSuite):
+    """With the resolution cache on and every decode streamed (no Content-Length)."""
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def contract_server(cls, contract_root: Path) -> Iterator[ContractServer]:
+        app = PrecomputedMiddleware(None, contract_root, cache_size=64, decode_in_memory_limit=0)
+        with running(app) as url:
+            yield ContractServer(url, contract_root, name="middleware-cached-streaming")
+
+
+def test_contract_under_url_prefix(contract_root: Path) -> None:
+    """Mounted under /data with DispatcherMiddleware, as a deployment under a prefix is."""
+    from werkzeug.middleware.dispatcher import DispatcherMiddleware
+
+    inner = PrecomputedMiddleware(None, contract_root)
+    app = DispatcherMiddleware(inner.not_found, {"/data": inner})
+    with running(app) as url:
+        server = ContractServer(url + "/data", contract_root)
+        reply = fetch(server, "GET", "img/8_8_8/32-48_0-16_0-16", {"Accept-Encoding": "br"})
+        assert reply.status == 200
+        assert reply.header("Content-Encoding") == "br"
+        assert fetch(server, "GET", "../data/img/info").status in (400, 404)
+
+
+# -- unit tests -----------------------------------------------------------------------------
+
+
+def _fallback_app(environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"wrapped app"]
+
+
+def test_falls_through_to_the_wrapped_app(contract_root: Path) -> None:
+    client = Client(PrecomputedMiddleware(_fallback_app, contract_root))
+    with client.get("/not/a/dataset/file") as r:
+        assert r.get_data() == b"wrapped app"
+    with client.get("/img/info") as r:
+        assert r.mimetype == "application/json"
+    with client.get("/../secret.txt") as r:
+        assert r.get_data() == b"wrapped app"
+
+
+def test_without_app_missing_is_404_with_cors(contract_root: Path) -> None:
+    with Client(make_app(contract_root)).get("/nope") as r:
+        assert r.status_code == 404
+        assert r.headers["Access-Control-Allow-Origin"] == "*"
+
+
+def test_make_app_reads_root_from_environment(
+    contract_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PRECOMP_HOST_ROOT", str(contract_root))
+    with Client(make_app()).get("/img/info") as r:
+        assert r.status_code == 200
+    monkeypatch.delenv("PRECOMP_HOST_ROOT")
+    with pytest.raises(ValueError, match="PRECOMP_HOST_ROOT"):
+        make_app()
+
+
+def test_cors_off(contract_root: Path) -> None:
+    client = Client(PrecomputedMiddleware(None, contract_root, cors=False))
+    with client.get("/img/info") as r:
+        assert "Access-Control-Allow-Origin" not in r.headers
+
+
+def test_flat_layout_does_not_rewrite(contract_root: Path) -> None:
+    client = Client(PrecomputedMiddleware(None, contract_root, layout=FLAT))
+    with client.get("/img/8_8_8/0-16_0-16_0-16") as r:
+        assert r.status_code == 404
+    with client.get("/flat/4_4_4/0-16_0-16_0-16") as r:
+        assert r.status_code == 200
+
+
+def test_cache_serves_stale_until_invalidated(tmp_path: Path) -> None:
+    """The cache is only as fresh as its invalidation: the watcher must call invalidate()."""
+    (tmp_path / "ds").mkdir()
+    app = PrecomputedMiddleware(None, tmp_path, cache_size=8)
+    client = Client(app)
+    with client.get("/ds/info") as r:
+        assert r.status_code == 404
+    (tmp_path / "ds" / "info").write_text("{}")
+    with client.get("/ds/info") as r:
+        assert r.status_code == 404
+    app.invalidate()
+    with client.get("/ds/info") as r:
+        assert r.status_code == 200
+
+
+def test_cache_is_bounded(tmp_path: Path) -> None:
+    app = PrecomputedMiddleware(None, tmp_path, cache_size=3)
+    for i in range(10):
+        assert app.find(f"/x/{i}") is None
+    assert len(app._cache) == 3
+
+
+def test_first_response_does_not_depend_on_tree_size(tmp_path: Path) -> None:
+    """No startup scan: constructing the app touches no file below the root."""
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "info").write_text("{}")
+    start = time.perf_counter()
+    app = PrecomputedMiddleware(None, tmp_path)
+    with Client(app).get("/ds/info") as r:
+        assert r.status_code == 200
+    assert time.perf_counter() - start < 0.5
+
+
+def test_multiple_ranges_are_ignored(contract_root: Path) -> None:
+    """RFC 9110 §14.2: a server may ignore a Range it does not support (multipart)."""
+    with Client(make_app(contract_root)).get(
+        "/seg/8_8_8/0.shard", headers={"Range": "bytes=0-1,5-6"}
+    ) as r:
+        assert r.status_code == 200
+        assert len(r.get_data()) == 3000
+
+
+def test_if_range(contract_root: Path) -> None:
+    client = Client(make_app(contract_root))
+    with client.get("/seg/8_8_8/0.shard") as r:
+        etag = r.headers["ETag"]
+        last_modified = r.headers["Last-Modified"]
+    for if_range, status in (
+        (etag, 206),
+        ('"other"', 200),
+        (last_modified, 206),
+        ("Sat, 01 Jan 2000 00:00:00 GMT", 200),
+    ):
+        with client.get(
+            "/seg/8_8_8/0.shard", headers={"Range": "bytes=0-9", "If-Range": if_range}
+        ) as r:
+            assert r.status_code == status, if_range
+
+
+def test_core_helpers_used_here() -> None:
+    """The two core additions this module relies on."""
+    assert mesh_manifest_fallbacks("seg/mesh/12:0") == ["seg/mesh/12", "seg/mesh/12.json"]
+    assert mesh_manifest_fallbacks("12:0") == ["12", "12.json"]
+    assert mesh_manifest_fallbacks("seg/mesh/12:1") == []
+    assert mesh_manifest_fallbacks("seg/mesh/12:0:0-1_0-1_0-1") == []
+    data = bytes(range(256)) * 300
+    coded = GZIP.compress(data)
+    feed = stream_decoder("gzip")
+    assert b"".join(feed(coded[i : i + 100]) for i in range(0, len(coded), 100)) == data
+
+
+def test_wrapped_response_objects_are_closed(contract_root: Path) -> None:
+    """HEAD and 304 never open the file (filterwarnings=error catches a leaked handle)."""
+    client = Client(make_app(contract_root))
+    with client.head("/seg/8_8_8/0.shard") as r:
+        assert r.status_code == 200
+        assert r.headers["Content-Length"] == "3000"
+    resp = Response("x")
+    resp.close()
+
+
+def test_symlinks_inside_the_root_are_followed(tmp_path: Path) -> None:
+    """Only links leaving the root are refused (the contract checks those)."""
+    root = tmp_path / "root"
+    (root / "real").mkdir(parents=True)
+    (root / "real" / "info").write_text("{}")
+    (root / "alias").symlink_to("real")
+    (root / "real" / "link-info").symlink_to("info")
+    client = Client(make_app(root))
+    for url in ("/alias/info", "/real/link-info"):
+        with client.get(url) as r:
+            assert r.status_code == 200, url
+    (tmp_path / "secret").mkdir()
+    (tmp_path / "secret" / "info").write_text("secret")
+    app = make_app(root)
+    with Client(app).get("/alias/info") as r:
+        assert r.status_code == 200
+    # A folder swapped for a link to outside the root after its real path was cached is
+    # refused once the cache is invalidated (the dev server's watcher does this on changes).
+    (root / "alias").unlink()
+    (root / "alias").symlink_to(tmp_path / "secret")
+    app.invalidate()
+    with Client(app).get("/alias/info") as r:
+        assert r.status_code == 404

@@ -1,0 +1,145 @@
+"""Tests of :mod:`precomp_host.watch`: synthetic watchdog events (no sleeping), then one real
+observer of each kind (slow)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import TYPE_CHECKING
+
+import pytest
+from watchdog.events import (
+    DirCreatedEvent,
+    FileClosedNoWriteEvent,
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileOpenedEvent,
+)
+
+from precomp_host.watch import DataWatcher, Epoch, find_datasets
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    for ds in ("a", "b", "group/c"):
+        (tmp_path / ds / "1_1_1").mkdir(parents=True)
+        (tmp_path / ds / "info").write_text("{}")
+    (tmp_path / "a" / "mesh").mkdir()
+    (tmp_path / "a" / "mesh" / "info").write_text("{}")
+    (tmp_path / "not-a-dataset").mkdir()
+    return tmp_path
+
+
+def watcher(root: Path) -> DataWatcher:
+    return DataWatcher(root, lambda changed: None)
+
+
+def test_find_datasets_stops_at_info(root: Path) -> None:
+    assert find_datasets(root) == ["a", "b", "group/c"]
+    (root / "info").write_text("{}")
+    assert find_datasets(root) == [""]
+
+
+def test_info_rewrite_reports_its_dataset(root: Path) -> None:
+    w = watcher(root)
+    w.dispatch(FileModifiedEvent(str(root / "a" / "info")))
+    assert w.take_ready() == {"a"}
+    assert w.take_ready() == set()
+
+
+def test_hand_edited_chunk_reports_without_info(root: Path) -> None:
+    w = watcher(root)
+    w.dispatch(FileModifiedEvent(str(root / "group" / "c" / "1_1_1" / "0-1_0-1_0-1.gz")))
+    assert w.take_ready() == {"group/c"}
+
+
+def test_build_in_progress_waits_for_info(root: Path) -> None:
+    """The generator writes X.partial then renames; nothing is ready until info is rewritten."""
+    w = watcher(root)
+    chunk = root / "b" / "1_1_1" / "0-1_0-1_0-1.gz"
+    w.dispatch(FileCreatedEvent(f"{chunk}.partial"))
+    w.dispatch(FileMovedEvent(f"{chunk}.partial", str(chunk)))
+    w.dispatch(FileModifiedEvent(str(root / "a" / "1_1_1" / "x")))  # another dataset: ready
+    assert w.take_ready() == {"a"}
+    w.dispatch(FileModifiedEvent(str(chunk)))
+    assert w.take_ready() == set()
+    w.dispatch(FileCreatedEvent(str(root / "b" / "info.partial")))
+    w.dispatch(FileMovedEvent(str(root / "b" / "info.partial"), str(root / "b" / "info")))
+    assert w.take_ready() == {"b"}
+    # After the build, a hand edit reports again.
+    w.dispatch(FileModifiedEvent(str(chunk)))
+    assert w.take_ready() == {"b"}
+
+
+def test_sub_infos_belong_to_their_dataset(root: Path) -> None:
+    w = watcher(root)
+    w.dispatch(FileModifiedEvent(str(root / "a" / "mesh" / "info")))
+    assert w.take_ready() == {"a"}
+    assert "a/mesh" not in w.datasets
+
+
+def test_new_dataset_is_learned_from_its_info(root: Path) -> None:
+    w = watcher(root)
+    (root / "new").mkdir()
+    w.dispatch(DirCreatedEvent(str(root / "new")))
+    w.dispatch(FileCreatedEvent(str(root / "new" / "info")))
+    assert w.take_ready() == {"new"}
+    assert "new" in w.datasets
+
+
+def test_ignores_reads_and_outside_paths(root: Path) -> None:
+    w = watcher(root)
+    w.dispatch(FileOpenedEvent(str(root / "a" / "info")))
+    w.dispatch(FileClosedNoWriteEvent(str(root / "a" / "info")))
+    w.dispatch(FileModifiedEvent(str(root.parent / "elsewhere")))
+    w.dispatch(FileModifiedEvent(os.fsencode(root / "a" / "info")))  # bytes paths too
+    assert w.take_ready() == {"a"}
+
+
+def test_epoch_wait() -> None:
+    epoch = Epoch()
+    assert epoch.wait(0, timeout=0) == 0
+    threading.Timer(0.01, epoch.bump).start()
+    assert epoch.wait(0, timeout=10) == 1
+
+
+def test_debounce_thread_reports_one_batch(root: Path) -> None:
+    """Events dispatched by hand to a started watcher's thread: one callback for a burst."""
+    calls: list[set[str]] = []
+    done = threading.Event()
+
+    def on_change(changed: set[str]) -> None:
+        calls.append(changed)
+        done.set()
+
+    w = DataWatcher(root, on_change, delay=0.05)
+    w._thread = threading.Thread(target=w._run, daemon=True)  # the thread, without an observer
+    w._thread.start()
+    try:
+        for ds in ("a", "b", "a"):
+            w.dispatch(FileModifiedEvent(str(root / ds / "info")))
+        assert done.wait(timeout=10)
+    finally:
+        w.stop()
+    assert calls == [{"a", "b"}]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("poll", [False, True], ids=["native", "polling"])
+def test_real_observer(root: Path, poll: bool) -> None:
+    changed: list[set[str]] = []
+    seen = threading.Event()
+
+    def on_change(datasets: set[str]) -> None:
+        changed.append(datasets)
+        seen.set()
+
+    with DataWatcher(root, on_change, poll=poll, poll_interval=0.1):
+        (root / "b" / "info.partial").write_text('{"new": 1}')
+        os.replace(root / "b" / "info.partial", root / "b" / "info")
+        assert seen.wait(timeout=10)
+    assert {"b"} in changed
