@@ -14,7 +14,6 @@ import http.server
 import posixpath
 import threading
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import unquote, urlsplit
 
@@ -23,6 +22,7 @@ from precomp_host.headers import cors_headers, preflight_headers
 from precomp_host.media_types import media_type_for
 
 if TYPE_CHECKING:
+    from pathlib import Path
     from types import TracebackType
 
 #: Media types of the client bundle's files (the only kinds it ships).

@@ -396,7 +396,9 @@ def check_view(
     chunks = [r for r in result.requests if _is_chunk(r.path)]
     good = [r for r in chunks if r.ok]
     if len(good) < min_chunks:
-        problems.append(f"only {len(good)} of {len(chunks)} chunk requests answered (< {min_chunks})")
+        problems.append(
+            f"only {len(good)} of {len(chunks)} chunk requests answered (< {min_chunks})"
+        )
     if result.failed_chunks:
         problems.append(f"{result.failed_chunks} chunks in the FAILED state")
     bad_console = [
