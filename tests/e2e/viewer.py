@@ -393,7 +393,7 @@ def check_view(
     info = [r for r in result.requests if r.path.split("?")[0].endswith("/info")]
     if not any(r.ok for r in info):
         problems.append("info not loaded")
-    chunks = [r for r in result.requests if _is_chunk(r.path)]
+    chunks = [r for r in result.requests if is_chunk_path(r.path)]
     good = [r for r in chunks if r.ok]
     if len(good) < min_chunks:
         problems.append(
@@ -429,7 +429,7 @@ def _last(path: str) -> str:
     return path.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
 
 
-def _is_chunk(path: str) -> bool:
+def is_chunk_path(path: str) -> bool:
     # The flat chunk name Neuroglancer asks for (spec volume.md): x0-x1_y0-y1_z0-z1.
     parts = _last(path).split("_")
     return len(parts) == 3 and all("-" in p and p.replace("-", "").isdigit() for p in parts)
