@@ -19,6 +19,7 @@ from urllib.parse import unquote, urlsplit
 
 from precomp_host.encodings import GZIP
 from precomp_host.headers import cors_headers, preflight_headers
+from precomp_host.layout import nested_url
 from precomp_host.media_types import media_type_for
 
 if TYPE_CHECKING:
@@ -147,10 +148,11 @@ class ClientHandler(_QuietHandler):
 class StaticDataHandler(_QuietHandler):
     """A folder of datasets, served the simplest correct way, with knobs to break it.
 
-    A URL names a file under ``root``; when only ``<file>.gz`` exists its bytes are sent with
-    ``Content-Encoding: gzip`` (every browser accepts gzip). Settings: ``root`` (Path), ``cors``
-    (send :func:`cors_headers` on every response), ``content_encoding`` (label gzip bytes),
-    ``requests`` (list that collects ``(method, path)``).
+    A URL names a file under ``root``, or a flat chunk URL names its nested file (the one
+    :func:`~precomp_host.layout.nested_url` rule); when only ``<file>.gz`` exists its bytes are
+    sent with ``Content-Encoding: gzip`` (every browser accepts gzip). Settings: ``root`` (Path),
+    ``cors`` (send :func:`cors_headers` on every response), ``content_encoding`` (label the gzip
+    bytes as such).
     """
 
     def _headers(self, extra: dict[str, str]) -> dict[str, str]:
@@ -172,9 +174,12 @@ class StaticDataHandler(_QuietHandler):
         if rel.startswith("..") or rel in ("", "."):
             self.send_body(404, b"not found", self._headers({}))
             return
-        plain = root / rel
-        packed = root / (rel + GZIP.suffix)
         media = {"Content-Type": media_type_for(rel)}
+        for candidate in (rel, nested_url(rel)):
+            plain = root / candidate
+            packed = root / (candidate + GZIP.suffix)
+            if plain.is_file() or packed.is_file():
+                break
         if plain.is_file():
             self.send_body(200, plain.read_bytes(), self._headers(media))
         elif packed.is_file():

@@ -23,7 +23,7 @@ from precomp_host import deploy
 from precomp_host.model import Dataset
 from tests.realservers import APACHE, NGINX, RealServer, free_port, require
 
-from .servers import wait_for_port
+from .servers import LoopbackServer, StaticDataHandler, wait_for_port
 from .viewer import check_view, image_state, is_chunk_path, segmentation_state
 
 if TYPE_CHECKING:
@@ -99,11 +99,29 @@ def real_server(kind: str, root: Path) -> Iterator[str]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-@pytest.fixture(scope="module", params=["serve", "nginx", "apache"])
+@contextmanager
+def tiny_server(root: Path, **knobs: bool) -> Iterator[str]:
+    with LoopbackServer(StaticDataHandler, root=root, **knobs) as server:
+        yield server.origin
+
+
+#: The harness's own static server: correct (the baseline the controls differ from by one
+#: planted defect), without CORS, and sending the .gz bytes without Content-Encoding.
+TINY = {
+    "tiny": {"cors": True, "content_encoding": True},
+    "tiny-no-cors": {"cors": False, "content_encoding": True},
+    "tiny-no-content-encoding": {"cors": True, "content_encoding": False},
+}
+
+
+@pytest.fixture(scope="module", params=["serve", "nginx", "apache", *TINY])
 def data_url(request: pytest.FixtureRequest, sample: Path) -> Iterator[str]:
     """Base URL of the sample folder behind one server of the matrix."""
     if request.param == "serve":
         with devserver(sample) as url:
+            yield url
+    elif request.param in TINY:
+        with tiny_server(sample, **TINY[request.param]) as url:
             yield url
     else:
         with real_server(request.param, sample) as url:
@@ -119,22 +137,43 @@ def shape_and_resolution(path: Path) -> tuple[list[int], list[float]]:
     return list(scale.size), list(scale.resolution)
 
 
-def test_sample_image_renders(view: View, sample: Path, data_url: str) -> None:
+def expect(request: pytest.FixtureRequest, problems: list[str], summary: str) -> None:
+    """No problem for a correct server; for a negative control, the planted failure."""
+    server = request.node.callspec.params["data_url"]
+    if server == "tiny-no-cors":
+        assert "info not loaded" in problems, summary
+        assert any("cors" in p.lower() for p in problems), problems
+    elif server == "tiny-no-content-encoding":
+        # The gzip bytes reach the decoder as chunk data: Neuroglancer fails those chunks.
+        assert any("FAILED" in p for p in problems), summary
+        assert any("panel blank" in p for p in problems), summary
+    else:
+        assert problems == [], summary
+
+
+def test_sample_image_renders(
+    view: View, sample: Path, data_url: str, request: pytest.FixtureRequest
+) -> None:
     shape, resolution = shape_and_resolution(sample / "image")
     state = image_state(f"precomputed://{data_url}/image", shape, resolution)
     result = view(state, origin_of(data_url))
-    assert check_view(result, min_chunks=MIN_CHUNKS) == []
+    expect(request, check_view(result, min_chunks=MIN_CHUNKS), result.summary())
+    if request.node.callspec.params["data_url"].startswith("tiny-"):
+        return
     chunks = [r for r in result.requests if is_chunk_path(r.path)]
     # The generator stores .gz/.br only: every chunk must have come with a Content-Encoding.
     assert chunks
     assert all(r.content_encoding in ("gzip", "br") for r in chunks), result.summary()
 
 
-def test_sample_segmentation_renders_meshes(view: View, sample: Path, data_url: str) -> None:
+def test_sample_segmentation_renders_meshes(
+    view: View, sample: Path, data_url: str, request: pytest.FixtureRequest
+) -> None:
     labels = sample / "labels"
     shape, resolution = shape_and_resolution(labels)
     segments = sorted(int(p.name[:-2]) for p in (labels / "mesh").glob("*:0"))[:4]
     assert segments, "the sample has no mesh manifests"
     state = segmentation_state(f"precomputed://{data_url}/labels", shape, segments, resolution)
     result = view(state, origin_of(data_url))
-    assert check_view(result, min_chunks=MIN_CHUNKS, meshes=True) == []
+    problems = check_view(result, min_chunks=MIN_CHUNKS, meshes=True)
+    expect(request, problems, result.summary())
