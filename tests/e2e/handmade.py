@@ -82,10 +82,14 @@ def _write_volume(root: Path, dataset: Dataset, volume: np.ndarray, gzip: bool) 
     return n
 
 
-def write_image(root: Path, *, gzip: bool = False) -> Handmade:
-    """A uint8 checkerboard of 8-voxel squares at 60 and 230: every voxel is visibly lit."""
+def write_image(root: Path, *, gzip: bool = False, flip: bool = False) -> Handmade:
+    """A uint8 checkerboard of 8-voxel squares at 60 and 230: every voxel is visibly lit.
+
+    ``flip`` swaps the two values, so every voxel changes (the live-reload check).
+    """
     x, y, z = np.indices(SHAPE)
-    volume = np.where((x // 8 + y // 8 + z // 8) % 2 == 0, 60, 230).astype("<u1")
+    dark, light = (230, 60) if flip else (60, 230)
+    volume = np.where((x // 8 + y // 8 + z // 8) % 2 == 0, dark, light).astype("<u1")
     n = _write_volume(root, _info("image", "uint8"), volume, gzip)
     return Handmade(root, "image", SHAPE, n)
 

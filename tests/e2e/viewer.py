@@ -21,6 +21,7 @@ import json
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -29,9 +30,9 @@ import numpy as np
 from PIL import Image
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
-    from playwright.sync_api import Playwright, Request, Response
+    from playwright.sync_api import ConsoleMessage, Frame, Page, Playwright, Request, Response
 
 CHROMIUM = "/usr/bin/chromium"
 #: Issue #6: a quiet, reproducible browser; WebGL2 through SwiftShader since there is no GPU.
@@ -231,28 +232,15 @@ def segmentation_state(
 
 
 class Browser:
-    """Chromium from Debian driven by Playwright; each :meth:`open_view` gets a fresh profile."""
+    """Chromium from Debian driven by Playwright; each session gets a fresh profile."""
 
     def __init__(self, playwright: Playwright, executable: str = CHROMIUM) -> None:
         self.playwright = playwright
         self.executable = executable
 
-    def open_view(
-        self,
-        url: str,
-        data_origin: str,
-        *,
-        timeout: float = 30.0,
-        quiet: float = 0.5,
-        stuck: float = 3.0,
-    ) -> ViewResult:
-        """Load ``url`` and wait until loading settles, at most ``timeout`` seconds.
-
-        Settled: the display reports ready (every visible chunk and mesh on the GPU), no chunk is
-        queued or downloading and no data request is in flight, for ``quiet`` seconds. A view that
-        cannot settle (a layer whose ``info`` failed never becomes ready) ends early once nothing
-        has moved for ``stuck`` seconds, unsettled.
-        """
+    @contextmanager
+    def session(self, data_origin: str) -> Iterator[ViewSession]:
+        """A fresh browser profile and page, recording requests to ``data_origin``."""
         profile = tempfile.mkdtemp(prefix="precomp-e2e-chromium-")
         try:
             # Playwright takes the fresh --user-data-dir only through a persistent context.
@@ -264,96 +252,148 @@ class Browser:
                 viewport=VIEWPORT,  # type: ignore[arg-type]
             )
             try:
-                return _run_view(context.new_page(), url, data_origin, timeout, quiet, stuck)
+                yield ViewSession(context.new_page(), data_origin)
             finally:
                 context.close()
         finally:
             shutil.rmtree(profile, ignore_errors=True)
 
+    def open_view(self, url: str, data_origin: str, timeout: float = 30.0) -> ViewResult:
+        """Load ``url`` in a fresh session and :meth:`ViewSession.settle`."""
+        with self.session(data_origin) as session:
+            session.page.goto(url, wait_until="load")
+            return session.settle(timeout=timeout)
 
-def _run_view(
-    page: Any, url: str, data_origin: str, timeout: float, quiet: float, stuck: float
-) -> ViewResult:
-    records: dict[int, DataRequest] = {}
-    order: list[DataRequest] = []
-    console_errors: list[str] = []
 
-    def record(request: Request) -> DataRequest | None:
-        if not request.url.startswith(data_origin + "/"):
+class ViewSession:
+    """One page: what it requested from the data origin, its console errors, and its view.
+
+    Neuroglancer runs in the page itself or in an iframe (the dev server's live-reload viewer
+    page); :meth:`frame` finds it by its ``/v/<token>/`` URL.
+    """
+
+    def __init__(self, page: Page, data_origin: str) -> None:
+        self.page = page
+        self.data_origin = data_origin
+        self.requests: list[DataRequest] = []
+        self.console_errors: list[str] = []
+        self._by_request: dict[int, DataRequest] = {}
+        page.on("request", self._on_request)
+        page.on("response", self._on_response)
+        page.on("requestfinished", self._on_finished)
+        page.on("requestfailed", self._on_failed)
+        page.on("console", self._on_console)
+        page.on("pageerror", lambda e: self.console_errors.append(f"page error: {e}"))
+
+    def _record(self, request: Request) -> DataRequest | None:
+        if not request.url.startswith(self.data_origin + "/"):
             return None
-        rec = records.get(id(request))
+        # When the client shares the data's origin (the dev server), its pages, bundle and
+        # never-ending event streams are not data requests.
+        path = request.url[len(self.data_origin) :]
+        if request.resource_type in ("document", "eventsource") or path.startswith("/v/"):
+            return None
+        rec = self._by_request.get(id(request))
         if rec is None:
-            rec = DataRequest(request.url, request.url[len(data_origin) :])
-            records[id(request)] = rec
-            order.append(rec)
+            rec = DataRequest(request.url, path)
+            self._by_request[id(request)] = rec
+            self.requests.append(rec)
         return rec
 
-    def on_response(response: Response) -> None:
-        rec = record(response.request)
+    def _on_request(self, request: Request) -> None:
+        self._record(request)
+
+    def _on_response(self, response: Response) -> None:
+        rec = self._record(response.request)
         if rec is not None:
             headers = response.headers
             rec.status = response.status
             rec.content_encoding = headers.get("content-encoding")
             rec.allow_origin = headers.get("access-control-allow-origin")
 
-    def on_finished(request: Request) -> None:
-        rec = record(request)
+    def _on_finished(self, request: Request) -> None:
+        rec = self._record(request)
         if rec is not None:
             rec.done = True
 
-    def on_failed(request: Request) -> None:
-        rec = record(request)
+    def _on_failed(self, request: Request) -> None:
+        rec = self._record(request)
         if rec is not None:
             rec.failure = request.failure or "failed"
             rec.done = True
 
-    page.on("request", record)
-    page.on("response", on_response)
-    page.on("requestfinished", on_finished)
-    page.on("requestfailed", on_failed)
-    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: console_errors.append(f"page error: {e}"))
+    def _on_console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.console_errors.append(message.text)
 
-    start = time.monotonic()
-    page.goto(url, wait_until="load")
-    settled = False
-    probe: dict[str, Any] | None = None
-    calm_since: float | None = None
-    last_change = time.monotonic()
-    last_seen: tuple[Any, ...] = ()
-    while time.monotonic() - start < timeout:
-        page.wait_for_timeout(100)
-        probe = page.evaluate(_JS_PROBE)
-        in_flight = sum(1 for r in order if not r.done)
-        seen = (len(order), in_flight, json.dumps(probe, sort_keys=True))
-        now = time.monotonic()
-        if seen != last_seen:
-            last_seen, last_change = seen, now
-        idle = probe is not None and probe["pending"] == 0 and in_flight == 0
-        if idle and probe is not None and probe["ready"]:
-            calm_since = calm_since if calm_since is not None else now
-            if now - calm_since >= quiet:
-                settled = True
-                break
-        else:
-            calm_since = None
-        if order and in_flight == 0 and now - last_change >= stuck:
-            break  # nothing moves any more and the view is not ready: it never will be
-    result = ViewResult(
-        url=url,
-        settled=settled,
-        seconds=time.monotonic() - start,
-        requests=list(order),
-        console_errors=console_errors,
-    )
-    if probe is not None:
-        result.loaded_chunks = probe["loaded"]
-        result.pending_chunks = probe["pending"]
-        result.failed_chunks = probe["failed"]
-        capture = page.evaluate(_JS_CAPTURE)
-        result.screenshot = base64.b64decode(capture["png"].split(",", 1)[1])
-        result.panels = measure_panels(result.screenshot, capture["panels"])
-    return result
+    def frame(self) -> Frame:
+        for frame in self.page.frames:
+            if "/v/" in frame.url:
+                return frame
+        return self.page.main_frame
+
+    def _evaluate(self, script: str) -> Any:
+        from playwright.sync_api import Error as PlaywrightError  # the tests skip without it
+
+        try:
+            return self.frame().evaluate(script)
+        except PlaywrightError:
+            return None  # the frame is navigating (a reload); ask again on the next tick
+
+    def settle(
+        self, *, timeout: float = 30.0, quiet: float = 0.5, stuck: float = 3.0, since: int = 0
+    ) -> ViewResult:
+        """Wait until loading settles, at most ``timeout`` seconds, then capture the view.
+
+        Settled: the display reports ready (every visible chunk and mesh on the GPU), no chunk is
+        queued or downloading and no data request is in flight, for ``quiet`` seconds, and at
+        least one data request was made after the first ``since``. A view that cannot settle (a
+        layer whose ``info`` failed never becomes ready) ends early once nothing has moved for
+        ``stuck`` seconds, unsettled.
+        """
+        start = time.monotonic()
+        settled = False
+        probe: dict[str, Any] | None = None
+        calm_since: float | None = None
+        last_change = time.monotonic()
+        last_seen: tuple[Any, ...] = ()
+        while time.monotonic() - start < timeout:
+            self.page.wait_for_timeout(100)
+            probe = self._evaluate(_JS_PROBE)
+            new = self.requests[since:]
+            in_flight = sum(1 for r in new if not r.done)
+            seen = (len(new), in_flight, json.dumps(probe, sort_keys=True))
+            now = time.monotonic()
+            if seen != last_seen:
+                last_seen, last_change = seen, now
+            if new and in_flight == 0 and probe is not None and probe["pending"] == 0:
+                if probe["ready"]:
+                    calm_since = calm_since if calm_since is not None else now
+                    if now - calm_since >= quiet:
+                        settled = True
+                        break
+                elif now - last_change >= stuck:
+                    break  # nothing moves any more and the view is not ready: it never will be
+            else:
+                calm_since = None
+                if new and in_flight == 0 and now - last_change >= stuck:
+                    break
+        result = ViewResult(
+            url=self.frame().url,
+            settled=settled,
+            seconds=time.monotonic() - start,
+            requests=self.requests[since:],
+            console_errors=list(self.console_errors),
+        )
+        if probe is not None:
+            result.loaded_chunks = probe["loaded"]
+            result.pending_chunks = probe["pending"]
+            result.failed_chunks = probe["failed"]
+            capture = self._evaluate(_JS_CAPTURE)
+            if capture is not None:
+                result.screenshot = base64.b64decode(capture["png"].split(",", 1)[1])
+                result.panels = measure_panels(result.screenshot, capture["panels"])
+        return result
 
 
 def measure_panels(png: bytes, boxes: list[dict[str, Any]]) -> list[PanelStats]:
