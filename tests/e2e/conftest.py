@@ -31,7 +31,9 @@ def missing(what: str) -> None:
     pytest.skip(f"!!! END-TO-END TESTS SKIPPED: {message}")
 
 
-@pytest.fixture(scope="session")
+# Package scope: Playwright's sync API allows one running instance per thread, and other test
+# modules (tests/test_devserver.py) start their own after this package is done.
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
     if not Path(CHROMIUM).exists():
         missing(f"{CHROMIUM} not installed")
