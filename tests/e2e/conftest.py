@@ -18,17 +18,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from .servers import ClientHandler, LoopbackServer
-from .viewer import CHROMIUM, Browser, ViewResult, neuroglancer_url
+from .viewer import CHROMIUM, Browser, ViewResult, missing, neuroglancer_url
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
-
-
-def missing(what: str) -> None:
-    message = f"{what}; tests/run.sh installs it (Debian chromium, pip extra 'test')"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(f"!!! END-TO-END TESTS SKIPPED: {message}")
 
 
 # Package scope: Playwright's sync API allows one running instance per thread, and other test

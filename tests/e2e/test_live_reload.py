@@ -12,9 +12,8 @@ from PIL import Image
 
 from precomp_host.devserver import DevServer, fragment
 
-from .conftest import missing
 from .handmade import write_image
-from .viewer import check_view, image_state
+from .viewer import check_view, image_state, missing
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -168,6 +169,16 @@ class ViewResult:
             *(f"  console: {e[:300]}" for e in self.console_errors[:10]),
         ]
         return "\n".join(lines)
+
+
+def missing(what: str) -> None:
+    """A browser or client is missing: fail in CI (``CI`` set), else skip loudly."""
+    import pytest
+
+    message = f"{what}; tests/run.sh installs it (Debian chromium, pip extra 'test')"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(f"!!! END-TO-END TESTS SKIPPED: {message}")
 
 
 def neuroglancer_url(client_origin: str, token: str, state: dict[str, Any]) -> str:
