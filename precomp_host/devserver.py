@@ -196,7 +196,9 @@ class DevServer:
         self._streams = 0
         self._streams_cond = threading.Condition()
         self._thread: threading.Thread | None = None
-        self._watching = False
+        self._watcher_starter: threading.Thread | None = None
+        #: Set once the watcher observes the root (changes before that are not reported).
+        self.watching = threading.Event()
         self._state_generation = 0
         self.routes = Map(
             [
@@ -214,7 +216,12 @@ class DevServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.server.host}:{self.server.port}"
+        host = self.server.host
+        if host in ("", "0.0.0.0", "::"):  # listening everywhere: link to this machine
+            host = "127.0.0.1"
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.server.port}"
 
     def _changed(self, datasets: set[str]) -> None:
         self.files.invalidate()
@@ -224,9 +231,17 @@ class DevServer:
     # -- lifecycle -------------------------------------------------------------------------
 
     def _start_watcher(self) -> None:
-        if self.watcher is not None and not self._watching:
-            self._watching = True
-            self.watcher.start()
+        # In a thread: a native observer adds one inotify watch per folder before it returns,
+        # and the first response must not wait for that on a tree of many folders.
+        if self.watcher is not None and self._watcher_starter is None:
+            watcher = self.watcher
+
+            def start() -> None:
+                watcher.start()
+                self.watching.set()
+
+            self._watcher_starter = threading.Thread(target=start, name="watch-start", daemon=True)
+            self._watcher_starter.start()
 
     def start(self) -> DevServer:
         """Serve in a background thread (tests, embedding); see :meth:`serve_forever`."""
@@ -252,7 +267,8 @@ class DevServer:
             self.server.shutdown()
             self._thread.join()
         self.server.server_close()
-        if self.watcher is not None and self._watching:
+        if self.watcher is not None and self._watcher_starter is not None:
+            self._watcher_starter.join()
             self.watcher.stop()
 
     def __enter__(self) -> DevServer:

@@ -43,6 +43,9 @@ BLOCK = 64 * 1024
 DECODE_IN_MEMORY_LIMIT = 4 * 1024 * 1024
 #: Statuses whose responses have no body (RFC 9110 §6.4.1).
 _NO_BODY = (204, 304)
+_STATUS = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}
+#: Formatting a date costs more than the rest of a header; chunks of a build share mtimes.
+_http_date = functools.lru_cache(maxsize=1024)(http_date)
 
 
 @dataclass(frozen=True)
@@ -281,7 +284,7 @@ class PrecomputedMiddleware:
         if status not in _NO_BODY:
             headers = {"Content-Type": "text/plain; charset=utf-8", **headers}
             headers["Content-Length"] = str(len(body))
-        start_response(f"{status} {HTTPStatus(status).phrase}", list(headers.items()))
+        start_response(_STATUS[status], list(headers.items()))
         return [body] if body else []
 
     def serve(
@@ -312,7 +315,7 @@ class PrecomputedMiddleware:
         if found.has_variants:
             headers["Vary"] = "Accept-Encoding"
         headers["ETag"] = quote_etag(etag)
-        headers["Last-Modified"] = http_date(source.mtime_ns // 1_000_000_000)
+        headers["Last-Modified"] = _http_date(source.mtime_ns // 1_000_000_000)
         if self.cache_control is not None:
             headers["Cache-Control"] = self.cache_control
         headers.update(self._cors())
@@ -347,7 +350,7 @@ class PrecomputedMiddleware:
             headers["Content-Range"] = f"bytes {start}-{stop - 1}/{length}"
         if length is not None:
             headers["Content-Length"] = str(stop - start)
-        start_response(f"{status} {HTTPStatus(status).phrase}", list(headers.items()))
+        start_response(_STATUS[status], list(headers.items()))
         if is_head:
             return []
         if data is not None:
@@ -401,6 +404,7 @@ def make_app(
     layout: Layout = NESTED,
     cors: bool = True,
     cache_control: str | None = None,
+    cache_size: int = 0,
 ) -> PrecomputedMiddleware:
     """A standalone WSGI application serving ``root``, for gunicorn, waitress or mod_wsgi.
 
@@ -409,6 +413,9 @@ def make_app(
     precomp_host.middleware:make_app``. Paths that are no file get a 404 with CORS headers.
 
     :param root: the folder to serve; default ``$PRECOMP_HOST_ROOT``.
+    :param cache_size: remember this many URL resolutions (0: stat on every request). Files
+        that change afterwards are served with stale validators until a restart: use it only
+        for data that is not rewritten in place while served.
     """
     if root is None:
         root = os.environ.get("PRECOMP_HOST_ROOT")
@@ -416,4 +423,6 @@ def make_app(
             raise ValueError("make_app() needs a root folder or PRECOMP_HOST_ROOT")
     if not os.path.isdir(root):
         raise NotADirectoryError(root)
-    return PrecomputedMiddleware(None, root, layout=layout, cors=cors, cache_control=cache_control)
+    return PrecomputedMiddleware(
+        None, root, layout=layout, cors=cors, cache_control=cache_control, cache_size=cache_size
+    )

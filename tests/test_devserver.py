@@ -235,6 +235,7 @@ def test_viewer_reloads_with_new_bytes(tmp_path: Path) -> None:
                 assert first is not None, "Neuroglancer never fetched the chunk"
                 assert first.status == 200
 
+                assert server.watching.wait(timeout=10)
                 new = write_dataset(root / "ds", seed=2)
                 written = time.time()
                 t0 = time.monotonic()

@@ -26,6 +26,13 @@ contract says so on its :class:`ContractServer`, never by editing this file:
   ``supports_brotli_decompression``): a check whose ideal answer needs a missing capability is
   an expected failure (strict: if it passes, the flag is wrong);
 * ``expected_failures``: ``{fnmatch pattern on check ids: reason}``, for the rest.
+
+Check id prefixes: ``variant`` (choice, bytes, Vary, types, CORS; ``<resource>:<accept>``),
+``nested-direct``, ``head``, ``accept-random``, ``etag-304``, ``etag-per-variant``,
+``if-modified-since``, ``inm-precedence``, ``range`` (``<resource>:<range>:<accept>``),
+``range-416``, ``range-random``, ``cors:<status>``, ``preflight``, ``method-405``, ``missing``,
+``traversal``. Resource names are the keys of ``build_tree().resources`` (``img-gz-br``,
+``ngs-gz``, ``mesh-bare``, ...).
 """
 
 from __future__ import annotations
