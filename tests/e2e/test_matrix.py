@@ -1,0 +1,195 @@
+"""The matrix of issue #6: the embedded sample (image, and segmentation with meshes) built by
+``precomp-host sample``, served by (1) ``precomp-host serve``, (2) real nginx with the config
+``precomp_host.deploy`` emits, (3) real Apache with the emitted ``<VirtualHost>``, each opened in
+the real Neuroglancer client on another origin, so CORS, the flat-to-nested rewrite, the ``.gz``
+siblings without identity copies and the ``<id>:0`` mesh manifests are all exercised.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from precomp_host import deploy
+from precomp_host.model import Dataset
+from tests.realservers import APACHE, NGINX, RealServer, free_port, require
+
+from .servers import LoopbackServer, StaticDataHandler, wait_for_port
+from .viewer import check_view, image_state, is_chunk_path, segmentation_state
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from .viewer import ViewResult
+
+    View = Callable[[dict[str, Any], str], ViewResult]
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+PREFIX = "/data"
+#: The view at the sample's middle z shows a 3x3 block of 64^3 chunks at the finest scale.
+MIN_CHUNKS = 4
+
+
+@pytest.fixture(scope="module")
+def sample() -> Iterator[Path]:
+    """``precomp-host sample`` output (``image/``, ``labels/``), readable by Apache's www-data."""
+    base = Path(tempfile.mkdtemp(prefix="precomp-e2e-sample-"))
+    os.chmod(base, 0o755)
+    try:
+        root = base / "sample"
+        subprocess.run(
+            [sys.executable, "-m", "precomp_host", "sample", str(root)],
+            check=True,
+            capture_output=True,
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            timeout=120,
+        )
+        yield root
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@contextmanager
+def devserver(root: Path) -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "precomp_host", "serve", str(root), "--port", str(port)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(f"http://127.0.0.1:{port}", timeout=20)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextmanager
+def real_server(kind: str, root: Path) -> Iterator[str]:
+    """nginx, nginx with ``.br`` (as a complete server block) or Apache (``<VirtualHost>``)."""
+    program = APACHE if kind == "apache" else NGINX
+    require(program, kind)
+    work = Path(tempfile.mkdtemp(prefix=f"precomp-e2e-{kind}-"))
+    try:
+        # The complete server-block / <VirtualHost> forms, as users deploy them; plain nginx
+        # covers the snippet form.
+        whole = kind != "nginx"
+        server = RealServer(
+            "apache" if kind == "apache" else "nginx",
+            work / kind,
+            work / "site.conf",
+            listen_in_emitted=whole,
+        )
+        listen = server.listen if whole else None
+        if kind == "apache":
+            emitted = deploy.render_apache(deploy.Site.make(root, PREFIX, listen=listen))
+        else:
+            site = deploy.Site.make(root, PREFIX, listen=listen, brotli=kind == "nginx-brotli")
+            emitted = deploy.render_nginx(site)
+        server.emitted.write_text(emitted)
+        with server:
+            yield server.base_url + PREFIX
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@contextmanager
+def tiny_server(root: Path, **knobs: bool) -> Iterator[str]:
+    with LoopbackServer(StaticDataHandler, root=root, **knobs) as server:
+        yield server.origin
+
+
+#: The harness's own static server: correct (the baseline the controls differ from by one
+#: planted defect), without CORS, and sending the .gz bytes without Content-Encoding.
+TINY = {
+    "tiny": {"cors": True, "content_encoding": True},
+    "tiny-no-cors": {"cors": False, "content_encoding": True},
+    "tiny-no-content-encoding": {"cors": True, "content_encoding": False},
+}
+
+
+@pytest.fixture(scope="module", params=["serve", "nginx", "nginx-brotli", "apache", *TINY])
+def data_url(request: pytest.FixtureRequest, sample: Path) -> Iterator[str]:
+    """Base URL of the sample folder behind one server of the matrix."""
+    if request.param == "serve":
+        with devserver(sample) as url:
+            yield url
+    elif request.param in TINY:
+        with tiny_server(sample, **TINY[request.param]) as url:
+            yield url
+    else:
+        with real_server(request.param, sample) as url:
+            yield url
+
+
+def origin_of(url: str) -> str:
+    return "/".join(url.split("/", 3)[:3])
+
+
+def shape_and_resolution(path: Path) -> tuple[list[int], list[float]]:
+    scale = Dataset.from_json(json.loads((path / "info").read_text())).scales[0]
+    return list(scale.size), list(scale.resolution)
+
+
+def expect(request: pytest.FixtureRequest, problems: list[str], summary: str) -> None:
+    """No problem for a correct server; for a negative control, the planted failure."""
+    server = request.node.callspec.params["data_url"]
+    if server == "tiny-no-cors":
+        assert "info not loaded" in problems, summary
+        assert any("cors" in p.lower() for p in problems), problems
+    elif server == "tiny-no-content-encoding":
+        # The gzip bytes reach the decoder as chunk data: Neuroglancer fails those chunks.
+        assert any("FAILED" in p for p in problems), summary
+        assert any("panel blank" in p for p in problems), summary
+    else:
+        assert problems == [], summary
+
+
+def test_sample_image_renders(
+    view: View, sample: Path, data_url: str, request: pytest.FixtureRequest
+) -> None:
+    shape, resolution = shape_and_resolution(sample / "image")
+    state = image_state(f"precomputed://{data_url}/image", shape, resolution)
+    result = view(state, origin_of(data_url))
+    expect(request, check_view(result, min_chunks=MIN_CHUNKS), result.summary())
+    if request.node.callspec.params["data_url"].startswith("tiny-"):
+        return
+    chunks = [r for r in result.requests if is_chunk_path(r.path)]
+    # The generator stores .gz/.br only: every chunk must have come with a Content-Encoding.
+    assert chunks
+    assert all(r.content_encoding in ("gzip", "br") for r in chunks), result.summary()
+    if request.node.callspec.params["data_url"] in ("serve", "nginx-brotli"):
+        # Chromium offers br to loopback origins; these servers send the smaller .br sibling.
+        assert any(r.content_encoding == "br" for r in chunks), result.summary()
+
+
+def test_sample_segmentation_renders_meshes(
+    view: View, sample: Path, data_url: str, request: pytest.FixtureRequest
+) -> None:
+    labels = sample / "labels"
+    shape, resolution = shape_and_resolution(labels)
+    segments = sorted(int(p.name[:-2]) for p in (labels / "mesh").glob("*:0"))[:4]
+    assert segments, "the sample has no mesh manifests"
+    state = segmentation_state(f"precomputed://{data_url}/labels", shape, segments, resolution)
+    result = view(state, origin_of(data_url))
+    problems = check_view(result, min_chunks=MIN_CHUNKS, meshes=True)
+    expect(request, problems, result.summary())
