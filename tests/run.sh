@@ -11,12 +11,12 @@ command -v nginx >/dev/null || need+=(nginx)
   || [ -e /usr/lib/nginx/modules/ngx_http_brotli_static_module.so ] \
   || need+=(libnginx-mod-http-brotli-static)
 command -v apache2 >/dev/null || [ -x /usr/sbin/apache2 ] || need+=(apache2)
-[ -x /usr/bin/chromium ] || need+=(chromium)
+[ -x /usr/bin/chromium ] || need+=(chromium chromium-driver)
 if ((${#need[@]})); then
   echo "installing Debian packages: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
 PY=${PYTHON:-python3}
