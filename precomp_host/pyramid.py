@@ -81,21 +81,28 @@ def downsample_mean(arr: np.ndarray, factors: Vec3, origin: Vec3) -> np.ndarray:
     sums = _pad_to_blocks(arr, factors, origin)
     for axis, f in ((2, fx), (1, fy), (0, fz)):
         sums = _sum_blocks(sums, axis, f, acc)
-    counts = (
-        _block_counts(z, origin[2], fz)[:, None, None, None]
-        * _block_counts(y, origin[1], fy)[None, :, None, None]
-        * _block_counts(x, origin[0], fx)[None, None, :, None]
+    cz, cy, cx = (
+        _block_counts(z, origin[2], fz),
+        _block_counts(y, origin[1], fy),
+        _block_counts(x, origin[0], fx),
     )
+    n = fx * fy * fz
+    whole = bool((cz == fz).all() and (cy == fy).all() and (cx == fx).all())
     out: np.ndarray
-    if arr.dtype.kind == "f":
-        out = (sums / counts).astype(arr.dtype)
-    elif np.all(counts == fx * fy * fz) and (fx * fy * fz) & (fx * fy * fz - 1) == 0:
-        # Whole blocks of a power-of-two size: the rounding division is a shift.
-        n = fx * fy * fz
-        out = ((sums + n // 2) >> (n.bit_length() - 1)).astype(arr.dtype)
+    if whole and arr.dtype.kind != "f" and n & (n - 1) == 0:
+        # Whole blocks of a power-of-two size (the common case): the rounding division is a
+        # shift, and no array of counts is needed.
+        # ``sums`` is a fresh array (at least one factor is 2 or more): work in place.
+        sums += n // 2
+        sums >>= n.bit_length() - 1
+        out = sums.astype(arr.dtype)
     else:
-        counts = counts.astype(acc)
-        out = ((sums + counts // 2) // counts).astype(arr.dtype)
+        counts = cz[:, None, None, None] * cy[None, :, None, None] * cx[None, None, :, None]
+        if arr.dtype.kind == "f":
+            out = (sums / counts).astype(arr.dtype)
+        else:
+            counts = counts.astype(acc)
+            out = ((sums + counts // 2) // counts).astype(arr.dtype)
     return out
 
 
