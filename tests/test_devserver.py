@@ -23,25 +23,13 @@ from precomp_host.encodings import GZIP
 from precomp_host.templates_loader import environment, templates_dir
 from tests.contract.fixtures import write_contract_tree
 from tests.contract.suite import ContractServer, ContractSuite
+from tests.e2e.viewer import CHROMIUM, CHROMIUM_ARGS
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
 REPO = Path(__file__).resolve().parent.parent
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--use-angle=swiftshader",
-    "--enable-unsafe-swiftshader",
-]
 CHUNK = "1_1_1/0-32_0-32_0-32"
 
 
