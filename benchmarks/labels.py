@@ -94,7 +94,9 @@ class LabelVolume:
         around it (where its nearest-seed region can reach) and the warp, within the volume."""
         cell = self.cell_of(segment)
         lo = tuple(max(0.0, (c - 1) * CELL - WARP - 1) for c in cell)
-        hi = tuple(min(float(n), (c + 2) * CELL + WARP + 1) for c, n in zip(cell, self.shape, strict=True))
+        hi = tuple(
+            min(float(n), (c + 2) * CELL + WARP + 1) for c, n in zip(cell, self.shape, strict=True)
+        )
         return lo, hi
 
     def window(self, z: int, y0: int, y1: int, x0: int, x1: int) -> NDArray[np.uint32]:
