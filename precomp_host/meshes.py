@@ -84,6 +84,13 @@ NO_SIMPLIFICATION = Simplification(0, 0.0)
 #: igneous' ``max_simplification_error`` default (nm), for the quadric fallback of fqmr.
 QUADRIC_MAX_ERROR = 40.0
 
+#: ``--mesh-simplification`` choices: ours, igneous' (its ``MeshTask`` defaults), none.
+PRESETS: dict[str, Simplification] = {
+    "fqmr": Simplification(),
+    "quadric": Simplification(100, QUADRIC_MAX_ERROR, "quadric"),
+    "none": NO_SIMPLIFICATION,
+}
+
 #: ``zmesh.simplify_fqmr``'s threshold schedule (its defaults).
 _FQMR_ALPHA, _FQMR_K, _FQMR_AGGRESSIVENESS = 1e-9, 3, 7.0
 
