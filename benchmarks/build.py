@@ -121,7 +121,7 @@ def _precomp_host(c: Context) -> list[list[str]]:
     ]
 
 
-def _precomp_host_labels(c: Context) -> list[list[str]]:
+def _precomp_host_labels(c: Context, simplification: str = "fqmr") -> list[list[str]]:
     return [
         [
             sys.executable,
@@ -135,6 +135,8 @@ def _precomp_host_labels(c: Context) -> list[list[str]]:
             "--type",
             "segmentation",
             "--mesh",
+            "--mesh-simplification",
+            simplification,
             "--compress",
             "gzip",
             "--workers",
@@ -247,6 +249,14 @@ LABEL_TOOLS: tuple[Tool, ...] = (
         True,
         lambda c: _cv_igneous(c, "cloudvolume_igneous_labels.py"),
     ),
+    # Like for like: our build with igneous' own simplifier and defaults (quadric, 40 nm).
+    Tool(
+        "precomp_host-quadric",
+        "as precomp_host, igneous' mesh simplification",
+        64,
+        False,
+        lambda c: _precomp_host_labels(c, "quadric"),
+    ),
 )
 
 
@@ -288,7 +298,6 @@ CASES = {
         {"cloud-volume+igneous": 1.5},
     ),
 }
-BY_NAME = {t.name: t for t in TOOLS}
 
 
 @dataclass(frozen=True)
@@ -468,9 +477,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--only",
         action="append",
-        choices=[t.name for t in TOOLS],
+        choices=sorted({t.name for c in CASES.values() for t in c.tools}),
         metavar="NAME",
-        help=f"run only this tool (repeatable): {', '.join(BY_NAME)}",
+        help="run only this tool (repeatable): "
+        + ", ".join(f"{c.name}: {', '.join(t.name for t in c.tools)}" for c in CASES.values()),
     )
     p.add_argument("--keep", action="store_true", help="keep each tool's output under CACHE/runs")
     p.add_argument(

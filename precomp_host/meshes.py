@@ -158,45 +158,45 @@ def parse_fragment(data: bytes) -> tuple[np.ndarray, np.ndarray]:
     return vertices, faces
 
 
-def _open_edges(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """``[n, 2, 3]`` end points of the edges that only one triangle has."""
-    nv = len(vertices)
+def _open_edge_keys(faces: np.ndarray, n: int) -> np.ndarray:
+    """``i * n + j`` (``i < j``) of the edges ``(i, j)`` that only one triangle has."""
     edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]).astype(np.int64)
     edges.sort(axis=1)
-    keys, counts = np.unique(edges[:, 0] * nv + edges[:, 1], return_counts=True)
-    single = keys[counts == 1]
-    out: np.ndarray = np.stack([vertices[single // nv], vertices[single % nv]], axis=1)
+    keys, counts = np.unique(edges[:, 0] * n + edges[:, 1], return_counts=True)
+    out: np.ndarray = keys[counts == 1]
     return out
 
 
-def same_open_edges(
-    before: tuple[np.ndarray, np.ndarray], after: tuple[np.ndarray, np.ndarray]
-) -> bool:
-    """Whether two meshes ``(vertices, faces)`` have the same open edges, by coordinates."""
-    a, b = _open_edges(*before), _open_edges(*after)
+def _open_edges(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """``[n, 2, 3]`` end points of the edges that only one triangle has."""
+    n = len(vertices)
+    keys = _open_edge_keys(faces, n)
+    out: np.ndarray = np.stack([vertices[keys // n], vertices[keys % n]], axis=1)
+    return out
+
+
+def _same_edges(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two ``[n, 2, 3]`` edge lists hold the same edges, in any order and direction."""
     if len(a) != len(b):
         return False
     if not len(a):
         return True
-    # One id per distinct point of both meshes, then each edge as a sorted pair of ids.
+    # One id per distinct point of both lists, then each edge as a sorted pair of ids.
     _, ids = np.unique(np.concatenate([a, b]).reshape(-1, 3), axis=0, return_inverse=True)
     pairs = np.sort(ids.reshape(-1, 2), axis=1)
     keys = pairs[:, 0] * (len(ids) + 1) + pairs[:, 1]
     return bool(np.array_equal(np.sort(keys[: len(a)]), np.sort(keys[len(a) :])))
 
 
+def same_open_edges(
+    before: tuple[np.ndarray, np.ndarray], after: tuple[np.ndarray, np.ndarray]
+) -> bool:
+    """Whether two meshes ``(vertices, faces)`` have the same open edges, by coordinates."""
+    return _same_edges(_open_edges(*before), _open_edges(*after))
+
+
 #: x coordinate (nm) of the guard vertices: far below any real vertex (region-relative, >= 0).
 _GUARD_X = np.float32(-1e6)
-
-
-def _border_vertices(faces: np.ndarray, n: int) -> np.ndarray:
-    """Indices of the end points of the open edges (edges that only one triangle has)."""
-    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]).astype(np.int64)
-    edges.sort(axis=1)
-    keys, counts = np.unique(edges[:, 0] * n + edges[:, 1], return_counts=True)
-    single = keys[counts == 1]
-    out: np.ndarray = np.unique(np.concatenate([single // n, single % n]))
-    return out
 
 
 def _simplify_fqmr(
@@ -206,7 +206,9 @@ def _simplify_fqmr(
     import zmesh
 
     n, m = len(vertices), len(faces)
-    border = _border_vertices(faces, n)
+    single = _open_edge_keys(faces, n)
+    open_before = np.stack([vertices[single // n], vertices[single % n]], axis=1)
+    border = np.unique(np.concatenate([single // n, single % n]))
     k = len(border)
     # Guard triangle of border vertex b: (b, n + i, n + k + i). The guards are the
     # highest-numbered vertices and share one edge with b, so fqmr flags b as border.
@@ -234,7 +236,7 @@ def _simplify_fqmr(
         f = f[~guard[f].any(axis=1)]
         remap = (np.cumsum(~guard) - 1).astype(np.uint32)
         v, f = v[~guard], remap[f]
-    if not same_open_edges((vertices, faces), (v, f)):
+    if not _same_edges(open_before, _open_edges(v, f)):
         return None
     return v, f
 
