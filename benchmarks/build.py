@@ -242,10 +242,11 @@ LABEL_TOOLS: tuple[Tool, ...] = (
         False,
         _precomp_host_labels,
     ),
+    # 128: it cannot build a z-only top level (see cloudvolume_igneous_labels.py).
     Tool(
         "cloud-volume+igneous",
         "cseg, mode pyramid, meshes, gzip, flat",
-        64,
+        128,
         True,
         lambda c: _cv_igneous(c, "cloudvolume_igneous_labels.py"),
     ),

@@ -4,7 +4,7 @@ Run by the peers' venv: ``python cloudvolume_igneous_labels.py STACK OUT --resol
 igneous' documented path for labels: load the stack into memory (cloud-volume has no TIFF
 reader), write it as a ``segmentation`` layer with ``compressed_segmentation`` encoding and
 gzip, then ``create_downsampling_tasks`` per run of equal factors (its AUTO method is the mode
-for segmentations; striding for a z-only factor, see below), then ``create_meshing_tasks`` at
+for segmentations; it cannot do a z-only level, see below), then ``create_meshing_tasks`` at
 mip 0 with its defaults (448^3 tasks, simplification factor 100, max error 40 nm, unsharded
 legacy meshes, gzip) and ``create_mesh_manifest_tasks``, all executed by a ``LocalTaskQueue``
 on ``--cores`` processes.
@@ -20,7 +20,6 @@ import igneous.task_creation as tc
 import numpy as np
 import tifffile
 from cloudvolume import CloudVolume
-from igneous.types import DownsampleMethods
 from taskqueue import LocalTaskQueue
 
 
@@ -64,18 +63,14 @@ def main() -> None:
     tq = LocalTaskQueue(parallel=args.cores, progress=False)
     for factor, run in itertools.groupby(factors):
         n = len(list(run))
-        # tinybrain's mode (countless) takes 2x2 (one axis kept) or 2x2x2 factors: (1, 1, 2)
-        # fails in it ("Factor: [1 0 1]"). A block of two voxels has both as modes (equal
-        # counts), so striding, which takes the first, is a mode there.
-        method = DownsampleMethods.STRIDING if sorted(factor) == [1, 1, 2] else None
+        if sorted(factor) == [1, 1, 2]:
+            # tinybrain's mode (countless) fails on a one-axis factor ("Factor: [1 0 1]"),
+            # and DownsampleTask passes AUTO whatever method it is given (igneous 4.37), so
+            # igneous cannot build this level: it stops one level early (the z-only top
+            # level of a 1024x1024x512 volume, two chunks in, one out).
+            break
         tasks = tc.create_downsampling_tasks(
-            path,
-            mip=mip,
-            num_mips=n,
-            factor=factor,
-            compress="gzip",
-            fill_missing=False,
-            **({"method": method} if method is not None else {}),
+            path, mip=mip, num_mips=n, factor=factor, compress="gzip", fill_missing=False
         )
         tq.insert(tasks)
         tq.execute(progress=False)
