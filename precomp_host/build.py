@@ -354,7 +354,12 @@ def _write_scales(
     extras = None
     if options.volume_type == "segmentation":
         extras = SegmentationExtras(
-            dataset.scales[0], options.segmentation, writer, pool.submit, workers
+            dataset.scales[0],
+            options.segmentation,
+            writer,
+            pool.submit,
+            workers,
+            read_slice=lambda z: volume.read(z, z + 1),
         )
         tracker.total += extras.num_tasks(step)
     default = "mode" if options.volume_type == "segmentation" else "mean"
