@@ -5,6 +5,12 @@ Run on demand (never by pytest), from the repository root::
     python benchmarks/build.py                       # 1024x1024x512 uint8, every tool
     python benchmarks/build.py --shape 256 256 128   # quick iteration
     python benchmarks/build.py --only precomp_host --only tensorstore --keep
+    python benchmarks/build.py --case labels         # 1024x1024x512 uint32 segmentation
+
+Two cases: ``image`` (issue #2: a uint8 EM-like volume, pyramid, against
+neuroglancer-scripts, cloud-volume+igneous and tensorstore) and ``labels`` (issue #3: a
+uint32 segmentation with ~2,000 segments, compressed_segmentation, mode pyramid and legacy
+meshes, against cloud-volume+igneous downsample and mesh tasks).
 
 The central class is :class:`Tool`: one way to turn the TIFF stack into a precomputed dataset,
 as the commands a user of that tool runs. Each tool runs as subprocesses, timed and sampled by
@@ -32,9 +38,11 @@ if __package__ in (None, ""):
     # Run as a script: make the repository root importable (benchmarks and precomp_host).
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.labels import LabelVolume
 from benchmarks.measure import Measurement, measure, output_size
 from benchmarks.peers_env import DEFAULT_DIR, PeersEnv
 from benchmarks.verify import Verification, verify
+from benchmarks.verify_labels import LabelVerification, verify_labels
 from benchmarks.volume import Volume
 from precomp_host.plan import plan_dataset
 
@@ -46,16 +54,14 @@ log = logging.getLogger("benchmarks.build")
 REPO = Path(__file__).resolve().parents[1]
 PEERS_DIR = Path(__file__).resolve().with_name("peers")
 MIB = 1 << 20
-#: Issue #2's targets.
-RSS_TARGET = 512 * MIB
-SPEEDUP_TARGETS = {"neuroglancer-scripts": 5.0, "cloud-volume+igneous": 2.0}
+GIB = 1 << 30
 
 
 @dataclass(frozen=True)
 class Context:
     """Everything a tool's commands depend on."""
 
-    volume: Volume
+    volume: Volume | LabelVolume
     stack: Path
     out: Path
     work: Path
@@ -115,6 +121,30 @@ def _precomp_host(c: Context) -> list[list[str]]:
     ]
 
 
+def _precomp_host_labels(c: Context, simplification: str = "fqmr") -> list[list[str]]:
+    return [
+        [
+            sys.executable,
+            "-m",
+            "precomp_host",
+            "build",
+            str(c.stack),
+            str(c.out),
+            "--resolution",
+            *c.res_args(),
+            "--type",
+            "segmentation",
+            "--mesh",
+            "--mesh-simplification",
+            simplification,
+            "--compress",
+            "gzip",
+            "--workers",
+            str(c.cores),
+        ]
+    ]
+
+
 def _ngs_prepare(c: Context) -> None:
     # The hand-written full-resolution info of neuroglancer-scripts' documented workflow.
     info = {
@@ -151,11 +181,11 @@ def _ngs(c: Context) -> list[list[str]]:
     ]
 
 
-def _cv_igneous(c: Context) -> list[list[str]]:
+def _cv_igneous(c: Context, script: str = "cloudvolume_igneous.py") -> list[list[str]]:
     return [
         [
             str(c.peers.python),
-            str(PEERS_DIR / "cloudvolume_igneous.py"),
+            str(PEERS_DIR / script),
             str(c.stack),
             str(c.out),
             "--resolution",
@@ -204,7 +234,71 @@ TOOLS: tuple[Tool, ...] = (
     Tool("cloud-volume+igneous", "pyramid, gzip (libdeflate 9), flat", 64, True, _cv_igneous),
     Tool("tensorstore", "scale 0 only, raw, flat", None, True, _tensorstore),
 )
-BY_NAME = {t.name: t for t in TOOLS}
+LABEL_TOOLS: tuple[Tool, ...] = (
+    Tool(
+        "precomp_host",
+        "cseg, mode pyramid, meshes, gzip, nested",
+        64,
+        False,
+        _precomp_host_labels,
+    ),
+    # 128: it cannot build a z-only top level (see cloudvolume_igneous_labels.py).
+    Tool(
+        "cloud-volume+igneous",
+        "cseg, mode pyramid, meshes, gzip, flat",
+        128,
+        True,
+        lambda c: _cv_igneous(c, "cloudvolume_igneous_labels.py"),
+    ),
+    # Like for like: our build with igneous' own simplifier and defaults (quadric, 40 nm).
+    Tool(
+        "precomp_host-quadric",
+        "as precomp_host, igneous' mesh simplification",
+        64,
+        False,
+        lambda c: _precomp_host_labels(c, "quadric"),
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Case:
+    """A benchmark case: its volume, tools, checker and the issue's targets."""
+
+    name: str
+    data_type: str
+    volume_type: str
+    tools: tuple[Tool, ...]
+    make_volume: Callable[[tuple[int, int, int]], Volume | LabelVolume]
+    verify: Callable[..., Verification]
+    rss_target: int
+    speedup_targets: dict[str, float]
+
+
+CASES = {
+    # Issue #2's targets.
+    "image": Case(
+        "image",
+        "uint8",
+        "image",
+        TOOLS,
+        Volume,
+        lambda root, volume, top_size: verify(root, volume, top_size=top_size),
+        512 * MIB,
+        {"neuroglancer-scripts": 5.0, "cloud-volume+igneous": 2.0},
+    ),
+    # Issue #3's targets.
+    "labels": Case(
+        "labels",
+        "uint32",
+        "segmentation",
+        LABEL_TOOLS,
+        LabelVolume,
+        lambda root, volume, top_size: verify_labels(root, volume, top_size=top_size),
+        3 * GIB // 2,
+        {"cloud-volume+igneous": 1.5},
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -248,12 +342,14 @@ def _run_once(tool: Tool, ctx: Context, log_path: Path) -> Measurement:
     return measure(tool.commands(ctx), env=_environment(ctx.cores), cwd=ctx.work, log=log_path)
 
 
-def run_tool(tool: Tool, ctx: Context, logs: Path, *, repeat: int, keep: bool) -> Result:
+def run_tool(
+    tool: Tool, ctx: Context, logs: Path, *, case: Case, repeat: int, keep: bool
+) -> Result:
     """Run ``tool`` ``repeat`` times from scratch; keep the fastest time and the highest peaks.
 
     The last run's output is measured and verified.
     """
-    log_path = logs / f"{tool.slug}.log"
+    log_path = logs / f"{case.name}-{tool.slug}.log"
     log_path.unlink(missing_ok=True)
     runs: list[Measurement] = []
     for i in range(repeat):
@@ -276,7 +372,7 @@ def run_tool(tool: Tool, ctx: Context, logs: Path, *, repeat: int, keep: bool) -
         log.error("%s exited with %d:\n%s", tool.name, m.returncode, "\n".join(tail))
         v = Verification(problems=[f"exit code {m.returncode}, see {log_path}"])
     else:
-        v = verify(ctx.out, ctx.volume, top_size=tool.top_size)
+        v = case.verify(ctx.out, ctx.volume, top_size=tool.top_size)
         for p in v.problems:
             log.error("%s: %s", tool.name, p)
     if not keep:
@@ -334,14 +430,14 @@ def _table(results: Sequence[Result]) -> str:
     return "\n".join(lines)
 
 
-def _summary(results: Sequence[Result]) -> list[str]:
+def _summary(results: Sequence[Result], case: Case) -> list[str]:
     by = {r.tool: r for r in results}
     base = by.get("precomp_host")
     if base is None or not base.ok:
         return ["precomp_host did not produce a verified dataset: no ratios."]
     t = base.measurement.wall_s
     lines = []
-    for name, target in SPEEDUP_TARGETS.items():
+    for name, target in case.speedup_targets.items():
         peer = by.get(name)
         if peer is None or not peer.ok:
             continue
@@ -353,10 +449,11 @@ def _summary(results: Sequence[Result]) -> list[str]:
             f"CPU time: {cpu:.2f}x"
         )
     rss = base.measurement.peak_tree_rss
-    verdict = "met" if rss <= RSS_TARGET else "NOT met"
+    target = case.rss_target
+    verdict = "met" if rss <= target else "NOT met"
     lines.append(
-        f"precomp_host peak RSS (process tree): {rss / MIB:.0f} MiB of {RSS_TARGET // MIB} MiB "
-        f"target ({100 * rss / RSS_TARGET:.0f} %: {verdict}); largest process "
+        f"precomp_host peak RSS (process tree): {rss / MIB:.0f} MiB of {target // MIB} MiB "
+        f"target ({100 * rss / target:.0f} %: {verdict}); largest process "
         f"{base.measurement.max_process_rss / MIB:.0f} MiB"
     )
     return lines
@@ -373,11 +470,18 @@ def make_parser() -> argparse.ArgumentParser:
         help="volume size in voxels (default 1024 1024 512)",
     )
     p.add_argument(
+        "--case",
+        choices=sorted(CASES),
+        default="image",
+        help="image (uint8, issue #2) or labels (uint32 segmentation with meshes, issue #3)",
+    )
+    p.add_argument(
         "--only",
         action="append",
-        choices=[t.name for t in TOOLS],
+        choices=sorted({t.name for c in CASES.values() for t in c.tools}),
         metavar="NAME",
-        help=f"run only this tool (repeatable): {', '.join(BY_NAME)}",
+        help="run only this tool (repeatable): "
+        + ", ".join(f"{c.name}: {', '.join(t.name for t in c.tools)}" for c in CASES.values()),
     )
     p.add_argument("--keep", action="store_true", help="keep each tool's output under CACHE/runs")
     p.add_argument(
@@ -411,13 +515,14 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    tools = [t for t in TOOLS if not args.only or t.name in args.only]
+    case = CASES[args.case]
+    tools = [t for t in case.tools if not args.only or t.name in args.only]
     cpus = sorted(os.sched_getaffinity(0))[: args.cores]
     if len(cpus) < args.cores:
         log.warning("only %d CPUs available, not %d", len(cpus), args.cores)
     os.sched_setaffinity(0, cpus)
 
-    volume = Volume((args.shape[0], args.shape[1], args.shape[2]))
+    volume = case.make_volume((args.shape[0], args.shape[1], args.shape[2]))
     cache: Path = args.cache_dir.resolve()
     stack = volume.ensure_stack(cache / "stacks")
     peers = PeersEnv(args.peers_venv.resolve())
@@ -426,8 +531,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     resolution = (args.resolution[0], args.resolution[1], args.resolution[2])
     chunk = 64
     _, factors = plan_dataset(
-        volume_type="image",
-        data_type="uint8",
+        volume_type=case.volume_type,  # type: ignore[arg-type]
+        data_type=case.data_type,
         num_channels=1,
         size=volume.shape,
         resolution=resolution,
@@ -450,21 +555,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             factors=factors,
             peers=peers,
         )
-        results.append(run_tool(tool, ctx, logs, repeat=args.repeat, keep=args.keep))
+        results.append(run_tool(tool, ctx, logs, case=case, repeat=args.repeat, keep=args.keep))
 
     x, y, z = volume.shape
     print()
     load = " ".join(f"{v:.1f}" for v in os.getloadavg())
     print(
-        f"{x}x{y}x{z} uint8 ({volume.nbytes / 1e6:.0f} MB) TIFF stack, {len(cpus)} cores, "
+        f"{x}x{y}x{z} {case.data_type} ({volume.nbytes / 1e6:.0f} MB) TIFF stack, "
+        f"{len(cpus)} cores, "
         f"best of {args.repeat}, load average now {load} (before: {load_before})"
     )
     print(_table(results))
     print()
-    for line in _summary(results):
+    for r in results:
+        v = r.verification
+        if isinstance(v, LabelVerification):
+            print(
+                f"{r.tool}: meshes of {v.segments} sampled segments: {v.fragments} fragments, "
+                f"{v.vertices} vertices, {v.triangles} triangles"
+            )
+    for line in _summary(results, case):
         print(line)
     if args.json:
         doc = {
+            "case": case.name,
             "shape": volume.shape,
             "cores": len(cpus),
             "results": [asdict(r) | {"ok": r.ok} for r in results],

@@ -45,7 +45,7 @@ class Verification:
         return not self.problems
 
 
-def _find_chunk(root: Path, key: ChunkKey) -> tuple[Path, str, str] | None:
+def find_chunk(root: Path, key: ChunkKey) -> tuple[Path, str, str] | None:
     """(file, layout name, suffix) of ``key``'s chunk, whichever way the tool stored it."""
     for layout in (NESTED, FLAT):
         base = root / layout.path_for(key)
@@ -145,7 +145,7 @@ def verify(root: Path, volume: Volume, *, top_size: int | None) -> Verification:
             continue
         # A missing chunk reads as the fill value, 0 (tensorstore skips writing such chunks;
         # Neuroglancer renders a 404 chunk as empty), so it is fine only where the volume is 0.
-        missing = [k for k in scale.iter_chunk_keys() if _find_chunk(root, k) is None]
+        missing = [k for k in scale.iter_chunk_keys() if find_chunk(root, k) is None]
         wrong = [k.name for k in missing if not _is_blank(volume, base, scale, k)]
         if wrong:
             result.problems.append(
@@ -154,7 +154,7 @@ def verify(root: Path, volume: Volume, *, top_size: int | None) -> Verification:
             )
             continue
         for key in _samples(scale):
-            found = _find_chunk(root, key)
+            found = find_chunk(root, key)
             if found is None:
                 continue
             path, layout, suffix = found

@@ -354,7 +354,12 @@ def _write_scales(
     extras = None
     if options.volume_type == "segmentation":
         extras = SegmentationExtras(
-            dataset.scales[0], options.segmentation, writer, pool.submit, workers
+            dataset.scales[0],
+            options.segmentation,
+            writer,
+            pool.submit,
+            workers,
+            read_slice=lambda z: volume.read(z, z + 1),
         )
         tracker.total += extras.num_tasks(step)
     default = "mode" if options.volume_type == "segmentation" else "mean"
@@ -387,15 +392,21 @@ def _write_scales(
     try:
         depth = volume.shape[2]
         slabs = [(z, min(z + step, depth)) for z in range(0, depth, step)]
+        # Meshing keeps every core busy for seconds per slab: reading the next slab meanwhile
+        # gains nothing there and would hold one more slab in memory (issue #3's RSS bound),
+        # so a meshing build reads it once this slab's tasks are queued.
+        late = extras is not None and options.segmentation.mesh
         ahead = helpers.submit(volume.read, *slabs[0])
         for i in range(len(slabs)):
             slab = ahead.result()
-            if i + 1 < len(slabs):
+            if i + 1 < len(slabs) and not late:
                 ahead = helpers.submit(volume.read, *slabs[i + 1])
             if extras is not None:
                 extras.push(slab, dataset.scales[0].voxel_offset[2] + slabs[i][0])
             level.push(slab)
             del slab
+            if i + 1 < len(slabs) and late:
+                ahead = helpers.submit(volume.read, *slabs[i + 1])
         if extras is not None:
             extras.finish()
         pool.drain()

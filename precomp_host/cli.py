@@ -216,12 +216,19 @@ def _add_segmentation_options(p: argparse.ArgumentParser) -> None:
         "--segments", nargs="+", default=None, metavar="ID", help="mesh only these segment ids"
     )
     g.add_argument(
+        "--mesh-simplification",
+        choices=("fqmr", "quadric", "none"),
+        default=None,
+        help="fqmr (default, fast), quadric (igneous' simplifier and defaults) or none",
+    )
+    g.add_argument(
         "--names", default=None, metavar="CSV", help="segment names: a CSV of id,name[,tags]"
     )
 
 
 def _segmentation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """BuildOptions members for ``--type segmentation`` (an error if used on an image)."""
+    from .meshes import PRESETS
     from .segment_properties import NamesError, read_names_csv
     from .segmentation import SegmentationOptions, parse_segments
 
@@ -232,6 +239,7 @@ def _segmentation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
             ("--sparse", args.sparse),
             ("--mesh", args.mesh),
             ("--segments", args.segments),
+            ("--mesh-simplification", args.mesh_simplification),
             ("--names", args.names),
         )
         if used
@@ -249,13 +257,20 @@ def _segmentation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         raise CommandError(str(e)) from None
     if segments is not None and not args.mesh:
         raise CommandError("--segments selects what --mesh meshes; add --mesh")
+    if args.mesh_simplification is not None and not args.mesh:
+        raise CommandError("--mesh-simplification applies to --mesh; add --mesh")
     encoding = args.encoding or "compressed_segmentation"
     block = _chunk_size(args.block_size, "--block-size")
     return {
         "encoding": encoding,
         "codec_options": {"block_size": block} if encoding == "compressed_segmentation" else {},
         "downsample": "mode_sparse" if args.sparse else args.downsample or "mode",
-        "segmentation": SegmentationOptions(mesh=args.mesh, segments=segments, names=names),
+        "segmentation": SegmentationOptions(
+            mesh=args.mesh,
+            segments=segments,
+            names=names,
+            simplification=PRESETS[args.mesh_simplification or "fqmr"],
+        ),
     }
 
 

@@ -4,7 +4,8 @@ Labels are checked and widened slab by slab (:class:`LabelVolume`: uint8/16/32 a
 int8/16/32 are stored as uint32, 64-bit labels as uint64, the two types volume.md allows for
 ``compressed_segmentation``). The extras see every scale-0 slab as it streams by: they count
 voxels per label for ``segment_properties`` and, with meshing on, mesh each slab's regions
-(plus the first slice of the next slab, see :mod:`precomp_host.meshes`) in worker processes:
+(plus the first slice of the next slab, read on its own so that no slab waits for the next
+one, see :mod:`precomp_host.meshes`) in worker processes:
 zmesh holds the GIL while it meshes and simplifies, so threads would mesh on one core. After
 the chunks, :meth:`SegmentationExtras.write_metadata` writes the manifests, ``mesh/info`` and
 ``segment_properties/info``.
@@ -115,6 +116,8 @@ class SegmentationExtras:
 
     :param submit: runs a task (returning bytes written) on the build's worker pool; a mesh
         task there hands its region to one of ``workers`` processes and writes the result.
+    :param read_slice: reads slice ``z`` (from 0) of the volume as ``[1, y, x, 1]`` labels:
+        a slab's regions reach one slice into the next slab.
     """
 
     def __init__(
@@ -124,7 +127,9 @@ class SegmentationExtras:
         writer: DatasetWriter,
         submit: Callable[[Callable[[], int]], None],
         workers: int = 1,
+        read_slice: Callable[[int], np.ndarray] | None = None,
     ) -> None:
+        self.read_slice = read_slice
         self.scale, self.options, self.writer, self.submit = scale, options, writer, submit
         # spawn, not fork: the build process runs threads, and a forked child could inherit a
         # lock held by one of them.
@@ -136,7 +141,6 @@ class SegmentationExtras:
         self.counter = VoxelCounter()
         self.fragments: dict[int, list[str]] = defaultdict(list)
         self._lock = threading.Lock()
-        self._held: tuple[np.ndarray, int] | None = None  # the slab waiting for its next slice
 
     def num_tasks(self, slab_depth: int) -> int:
         """Mesh tasks a build will run (for progress totals)."""
@@ -151,17 +155,16 @@ class SegmentationExtras:
         self.counter.add(slab)
         if not self.options.mesh:
             return
-        if self._held is not None:
-            held, held_z0 = self._held
-            self._mesh_slab(held, held_z0, slab[:1])
-        self._held = (slab, z0)
+        end = z0 + slab.shape[0]
+        next_slice = None
+        if end < self.scale.stop[2]:
+            if self.read_slice is None:
+                raise ValueError("meshing a slab that is not the last needs read_slice")
+            next_slice = self.read_slice(end - self.scale.voxel_offset[2])
+        self._mesh_slab(slab, z0, next_slice)
 
     def finish(self) -> None:
-        """Mesh the last slab (nothing follows it)."""
-        if self._held is not None:
-            held, held_z0 = self._held
-            self._held = None
-            self._mesh_slab(held, held_z0, None)
+        """Nothing left to mesh: every slab is meshed as it is pushed."""
 
     def _mesh_slab(self, slab: np.ndarray, z0: int, next_slice: np.ndarray | None) -> None:
         ox, oy, _ = self.scale.voxel_offset

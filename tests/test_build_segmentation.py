@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import subprocess
 import sys
@@ -245,3 +246,31 @@ def test_cli_segmentation_build_and_errors(tmp_path: Path) -> None:
              "1", "1", "1", "--mesh")  # fmt: skip
     assert r.returncode == 2
     assert "--mesh needs --type segmentation" in r.stderr
+
+
+def _read_plain_or_gz(path: Path) -> bytes:
+    gz = path.with_name(path.name + ".gz")
+    return path.read_bytes() if path.exists() else gzip.decompress(gz.read_bytes())
+
+
+def test_mesh_simplification_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from precomp_host.cli import main
+
+    labels = np.zeros((12, 16, 16), np.uint32)  # [z, y, x]
+    labels[2:10, 3:13, 4:12] = 5
+    np.save(tmp_path / "labels.npy", labels)
+    common = [str(tmp_path / "labels.npy"), "--resolution", "4", "4", "40", "--type",
+              "segmentation", "--compress", "gzip", "-q"]  # fmt: skip
+    assert main(["build", common[0], str(tmp_path / "e"), *common[1:],
+                 "--mesh-simplification", "quadric"]) == 2  # fmt: skip
+    assert "--mesh-simplification applies to --mesh" in capsys.readouterr().err
+    triangles = {}
+    for how in ("none", "quadric", "fqmr"):
+        out = tmp_path / how
+        assert main(["build", common[0], str(out), *common[1:], "--mesh",
+                     "--mesh-simplification", how]) == 0  # fmt: skip
+        manifest = json.loads(_read_plain_or_gz(out / "mesh" / "5:0"))
+        frags = [_read_plain_or_gz(out / "mesh" / n) for n in manifest["fragments"]]
+        triangles[how] = len(merge_fragments(frags)[1])
+    assert triangles["quadric"] < triangles["none"]
+    assert triangles["fqmr"] < triangles["none"]

@@ -15,6 +15,7 @@ from precomp_host.meshes import (
     Simplification,
     data_box,
     encode_fragment,
+    fqmr_passes,
     fragment_name,
     iter_regions,
     manifest_bytes,
@@ -22,6 +23,7 @@ from precomp_host.meshes import (
     merge_fragments,
     mesh_region,
     parse_fragment,
+    same_open_edges,
 )
 
 pytest.importorskip("zmesh")
@@ -78,10 +80,10 @@ def build_meshes(
     return files, names
 
 
-SIMPLIFICATIONS = [NO_SIMPLIFICATION, Simplification()]
+SIMPLIFICATIONS = [NO_SIMPLIFICATION, Simplification(), Simplification(100, 40.0, "quadric")]
 
 
-@pytest.fixture(scope="module", params=SIMPLIFICATIONS, ids=["plain", "simplified"])
+@pytest.fixture(scope="module", params=SIMPLIFICATIONS, ids=["plain", "fqmr", "quadric"])
 def meshed(request: pytest.FixtureRequest) -> tuple[np.ndarray, dict[str, bytes]]:
     labels = make_labels()
     files, _ = build_meshes(labels, request.param)
@@ -206,3 +208,37 @@ def test_regions_tile_the_volume() -> None:
     assert regions[0] == ((5, 7, 3), (21, 23, 15))
     assert data_box((5, 7, 3), (21, 23, 15), (50, 45, 33)) == ((5, 7, 3), (22, 24, 16))
     assert data_box((37, 39, 27), (50, 45, 33), (50, 45, 33))[1] == (50, 45, 33)
+
+
+def test_simplifiers_reduce_and_keep_open_edges() -> None:
+    """Both simplifiers reduce a region's mesh and leave its open edges (the cut) unchanged."""
+    full = make_labels()
+    z, y, x = full.shape
+    box = (OFFSET, (OFFSET[0] + x, OFFSET[1] + y, OFFSET[2] + z))
+    # The ball's region up to x = 15 plus its overlap voxel: open on the cut.
+    labels, core_stop = full[:, :, :16], (OFFSET[0] + 15, OFFSET[1] + y, OFFSET[2] + z)
+
+    def mesh(simplification: Simplification) -> tuple[np.ndarray, np.ndarray]:
+        frags = mesh_region(
+            labels, OFFSET, RES, volume_box=box, core_stop=core_stop, simplification=simplification
+        )
+        return parse_fragment(frags[7])
+
+    before = mesh(NO_SIMPLIFICATION)
+    assert (before[0][:, 0] == np.float32((OFFSET[0] + 15.5) * RES[0])).sum() > 20
+    for simplification in SIMPLIFICATIONS[1:]:
+        after = mesh(simplification)
+        assert len(after[1]) < len(before[1]) / 2, simplification
+        assert same_open_edges(before, after), simplification
+    # A changed cut is noticed.
+    moved = before[0].copy()
+    moved[before[0][:, 0] == before[0][:, 0].max(), 0] += 1
+    assert not same_open_edges(before, (moved, before[1]))
+
+
+def test_simplification_settings() -> None:
+    # The fqmr threshold alpha * (passes + K) ** 7 reaches max_error ** 2 (nm^2).
+    passes = fqmr_passes(20.0)
+    assert 1e-9 * (passes + 3) ** 7 >= 400 > 1e-9 * (passes + 2) ** 7
+    with pytest.raises(ValueError, match="unknown mesh simplification"):
+        Simplification(algorithm="nope")
