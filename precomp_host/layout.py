@@ -98,6 +98,12 @@ class NestedLayout(Layout):
         return nested_url(url_path)
 
 
+#: Files in progress: the generator writes each file as ``<TMP_DIR>/<name><PARTIAL_SUFFIX>`` inside
+#: the dataset and renames it into place. The watcher takes a ``.partial`` file as "a build is
+#: running here"; uploads and servers never publish such files.
+TMP_DIR = ".precomp-tmp"
+PARTIAL_SUFFIX = ".partial"
+
 FLAT = FlatLayout()
 NESTED = NestedLayout()
 LAYOUTS: dict[str, Layout] = {FLAT.name: FLAT, NESTED.name: NESTED}
@@ -108,6 +114,20 @@ LAYOUTS: dict[str, Layout] = {FLAT.name: FLAT, NESTED.name: NESTED}
 MESH_MANIFEST_PATTERN = r"^(.*/)?(\d+):0$"
 MESH_MANIFEST_FALLBACKS = ("$1$2", "$1$2.json")
 _MESH_RE = re.compile(MESH_MANIFEST_PATTERN, re.ASCII)
+
+
+def mesh_manifest_url(path: str) -> str | None:
+    """The manifest URL (``<id>:0``) that the colon-free file ``path`` stands in for, or None.
+
+    The inverse of :func:`mesh_manifest_fallbacks`, derived from it, for stores that cannot
+    fall back at request time (S3, GCS) and so must hold the manifest under its URL.
+    """
+    folder, sep, name = path.rpartition("/")
+    digits = re.match(r"\d+", name, re.ASCII)
+    if digits is None:
+        return None
+    url = f"{folder}{sep}{digits.group()}:0"
+    return url if path in mesh_manifest_fallbacks(url) else None
 
 
 def mesh_manifest_fallbacks(url_path: str) -> list[str]:

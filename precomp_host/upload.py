@@ -17,7 +17,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_MANIFEST_NAME = re.compile(r"^(\d+)(?:\.json)?$")
 #: Mesh info ``@type`` values (spec: meshes.md) and what their files need.
 _LEGACY_MESH = "neuroglancer_legacy_mesh"
 _MULTILOD_MESH = "neuroglancer_multilod_draco"
@@ -75,12 +73,11 @@ def _object_key(rel: str, mesh_type: str | None, names: set[str]) -> str:
     key = layout.NESTED.key_for(rel)
     if key is not None:
         return layout.FLAT.path_for(key)
-    folder, _, name = rel.rpartition("/")
-    m = _MANIFEST_NAME.match(name)
     # A colon-free legacy manifest (<id> or <id>.json): the store cannot fall back, so the
-    # object gets the name Neuroglancer asks for.
-    if mesh_type == _LEGACY_MESH and m and f"{m.group(1)}:0" not in names:
-        return f"{folder}/{m.group(1)}:0" if folder else f"{m.group(1)}:0"
+    # object gets the name Neuroglancer asks for (unless the real <id>:0 is there too).
+    url = layout.mesh_manifest_url(rel) if mesh_type == _LEGACY_MESH else None
+    if url is not None and url.rpartition("/")[2] not in names:
+        return url
     return rel
 
 
@@ -116,7 +113,7 @@ def plan_objects(root: str | Path) -> Iterator[StoreObject]:
         names = set(files)
         bases: dict[str, set[str | None]] = {}
         for name in sorted(files):
-            if name.startswith(".") or name.endswith(".partial"):
+            if name.startswith(".") or name.endswith(layout.PARTIAL_SUFFIX):
                 continue
             if (here / name).is_symlink():
                 # It could point anywhere; the servers refuse them too (nginx

@@ -31,6 +31,8 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 
+from .layout import PARTIAL_SUFFIX
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
@@ -39,8 +41,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 INFO = "info"
-#: The suffix of files being written (the generator's atomic writes: write, then rename).
-PARTIAL_SUFFIX = ".partial"
 #: Events that mean content changed; opened/closed-without-write/attrib do not.
 _CHANGE_EVENTS = frozenset(
     {

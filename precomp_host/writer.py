@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .encodings import ENCODINGS, GZIP, is_effective
+from .layout import PARTIAL_SUFFIX, TMP_DIR
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
     from .layout import Layout
     from .model import ChunkKey, Dataset
 
-TMP_DIR = ".precomp-tmp"
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
@@ -109,13 +109,14 @@ class DatasetWriter:
         if final.exists():
             return True
         has_gzip = any(e is GZIP for e in self.encodings)
-        return has_gzip and not self.keep_identity and final.with_name(final.name + ".gz").exists()
+        gz = final.with_name(final.name + GZIP.suffix)
+        return has_gzip and not self.keep_identity and gz.exists()
 
     # -- writing ---------------------------------------------------------------------------
 
     def _write_atomic(self, final: Path, data: bytes) -> None:
         self._ensure_dir(final.parent)
-        tmp = self.tmp / f"{uuid.uuid4().hex}.partial"
+        tmp = self.tmp / f"{uuid.uuid4().hex}{PARTIAL_SUFFIX}"
         try:
             with open(tmp, "wb") as f:
                 f.write(data)

@@ -283,3 +283,30 @@ def test_suffixed_chunk_names_are_not_rewritten(k: ChunkKey, suffix: str) -> Non
     assume(not _last_segment_is_chunk(url))
     assert URL_RE.match(url) is None
     assert nested_url(url) == url
+
+
+@pytest.mark.parametrize("url", ["mesh/1:0", "a/b/mesh/1052:0", "7:0"])
+def test_mesh_manifest_url_inverts_the_fallbacks(url: str) -> None:
+    from precomp_host.layout import mesh_manifest_fallbacks, mesh_manifest_url
+
+    fallbacks = mesh_manifest_fallbacks(url)
+    assert fallbacks
+    for path in fallbacks:
+        assert mesh_manifest_url(path) == url
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "mesh/1:0",
+        "mesh/info",
+        "mesh/1:0:0-64_0-64_0-64",
+        "mesh/12a",
+        "mesh/1.gz",
+        "x/0-64_0-64_0-64",
+    ],
+)
+def test_mesh_manifest_url_ignores_other_files(path: str) -> None:
+    from precomp_host.layout import mesh_manifest_url
+
+    assert mesh_manifest_url(path) is None
