@@ -75,7 +75,7 @@ class Found:
     media_type: str
     files: dict[str | None, StoredFile]
 
-    @property
+    @functools.cached_property
     def has_variants(self) -> bool:
         return any(e is not None for e in self.files)
 
@@ -83,12 +83,27 @@ class Found:
         """The sibling that identity bytes are decoded from when no plain file exists."""
         return next(self.files[e] for e in ENCODINGS if e in self.files)
 
+    @functools.cached_property
     def sizes(self) -> dict[str | None, float]:
         out: dict[str | None, float] = {e: f.size for e, f in self.files.items()}
         # Identity can always be made by decoding; its size is unknown but larger than any
         # sibling (the generator keeps only siblings that save space), so rank it last.
         out.setdefault(None, float("inf"))
         return out
+
+    def encoding_for(self, accept_encoding: str | None) -> str | None:
+        """``encodings.choose`` for this resource, remembered per header value: a cached
+        resolution is asked the same question by every request of the same browser."""
+        memo = self._choices
+        if accept_encoding not in memo:
+            if len(memo) >= 32:  # a handful of distinct headers in practice; stay bounded
+                memo.clear()
+            memo[accept_encoding] = choose(accept_encoding, self.sizes)
+        return memo[accept_encoding]
+
+    @functools.cached_property
+    def _choices(self) -> dict[str | None, str | None]:
+        return {}
 
 
 class _FileSlice:
@@ -311,7 +326,7 @@ class PrecomputedMiddleware:
         encoding = (
             None
             if ranged is not None
-            else choose(environ.get("HTTP_ACCEPT_ENCODING"), found.sizes())
+            else found.encoding_for(environ.get("HTTP_ACCEPT_ENCODING"))
         )
         stored = found.files.get(encoding)
         source = stored if stored is not None else found.decode_source()
