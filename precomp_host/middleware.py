@@ -324,9 +324,7 @@ class PrecomputedMiddleware:
         # always select identity for one, as Neuroglancer reads shards with Range expecting
         # raw bytes (it sends "Accept-Encoding: identity" but other clients may not).
         encoding = (
-            None
-            if ranged is not None
-            else found.encoding_for(environ.get("HTTP_ACCEPT_ENCODING"))
+            None if ranged is not None else found.encoding_for(environ.get("HTTP_ACCEPT_ENCODING"))
         )
         stored = found.files.get(encoding)
         source = stored if stored is not None else found.decode_source()
