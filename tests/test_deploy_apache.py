@@ -78,6 +78,7 @@ def contract_server(request: pytest.FixtureRequest) -> Iterator[ContractServer]:
                 server.base_url + PREFIX,
                 root,
                 name=f"apache-{form}",
+                encodings=frozenset(deploy.served_encodings(site, "apache")),
                 supports_brotli_decompression=False,
                 supports_identity_decompression=form == "vhost",
                 cache_control=DEPLOY_CACHE_CONTROL,

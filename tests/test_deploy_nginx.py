@@ -40,26 +40,26 @@ def nginx_limits(server: ContractServer) -> dict[str, str]:
     return limits
 
 
-def start_nginx(tmp: Path, *, brotli: bool, listen_form: bool) -> RealServer:
+def start_nginx(tmp: Path, *, brotli: bool, listen_form: bool) -> tuple[RealServer, deploy.Site]:
     root = tmp / "root"
     write_contract_tree(root)
     server = RealServer("nginx", tmp / "nginx", tmp / "site.conf", listen_in_emitted=listen_form)
     site = deploy.Site.make(root, PREFIX, listen=server.listen if listen_form else None,
                             brotli=brotli)  # fmt: skip
     server.emitted.write_text(deploy.render_nginx(site))
-    return server.start()
+    return server.start(), site
 
 
 def nginx_contract_server(tmp: Path, *, brotli: bool) -> Iterator[ContractServer]:
     require(NGINX, "nginx")
     # The brotli run also covers the complete server-block form (--listen).
-    nginx = start_nginx(tmp, brotli=brotli, listen_form=brotli)
+    nginx, site = start_nginx(tmp, brotli=brotli, listen_form=brotli)
     try:
         server = ContractServer(
             nginx.base_url + PREFIX,
             tmp / "root",
             name=f"nginx{'+brotli' if brotli else ''}",
-            supports_brotli=brotli,
+            encodings=frozenset(deploy.served_encodings(site, "nginx")),
             supports_brotli_decompression=False,
             cache_control=DEPLOY_CACHE_CONTROL,
         )
