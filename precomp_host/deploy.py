@@ -40,6 +40,10 @@ TARGETS: tuple[Target, ...] = ("nginx", "apache", "s3", "gcs")
 NGINX_INTERNAL = "/.precomp"
 #: How many leading path levels the Apache configs check for symlinks (404 when one is).
 SYMLINK_DEPTH = 8
+#: Apache vhost: the largest inflated body held in memory so that a Range over it gets a 206
+#: (larger ones are streamed and a Range gets the whole body, 200). A chunk is rarely above a
+#: few MiB; 128^3 uint64 is 16 MiB.
+APACHE_INFLATE_BUFFER = 64 * 1024 * 1024
 #: The public app that opens a dataset link of the index page.
 NEUROGLANCER_APP = "https://neuroglancer-demo.appspot.com/"
 #: Other spellings of a coding a client may send (RFC 9110 §8.4.1.3: x-gzip is gzip).
@@ -182,7 +186,11 @@ def render_apache(site: Site, form: Literal["vhost", "htaccess"] = "vhost") -> s
         (_with_sibling_suffix(rx), media) for rx, media in context["type_rules"]
     ]
     return render_template(
-        f"apache-{form}.conf.j2", **context, inflate=form == "vhost", gzip_suffix=GZIP.suffix
+        f"apache-{form}.conf.j2",
+        **context,
+        inflate=form == "vhost",
+        inflate_buffer=APACHE_INFLATE_BUFFER,
+        gzip_suffix=GZIP.suffix,
     )
 
 
