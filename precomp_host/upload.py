@@ -107,7 +107,8 @@ def plan_objects(root: str | Path) -> Iterator[StoreObject]:
     root = Path(root)
     infos: list[StoreObject] = []
     for folder, dirs, files in os.walk(root):
-        dirs.sort()
+        # Hidden folders are the build's own (in-progress files, its resume journal).
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         here = Path(folder)
         mesh_type = _mesh_type(here)
         names = set(files)

@@ -12,15 +12,25 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 APACHE = shutil.which("apache2") or "/usr/sbin/apache2"
 APACHE_MODULES = Path("/usr/lib/apache2/modules")
+#: moto's S3 API server (the ``moto[server]`` test dependency), beside this Python.
+MOTO = Path(sys.executable).with_name("moto_server")
+#: The credentials moto accepts (any), for the server and its clients.
+MOTO_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
 #: Modules our Apache configs use (mpm and authz for any server at all).
 APACHE_MODULE_NAMES = (
     "mpm_event", "authz_core", "mime", "rewrite", "headers", "deflate", "buffer", "filter", "dir",
@@ -164,3 +174,25 @@ class RealServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def moto_server() -> Iterator[str]:
+    """An S3 API server on a loopback port; yields its endpoint URL."""
+    require(MOTO, "moto[server] (moto_server)")
+    port = free_port()
+    proc = subprocess.Popen([str(MOTO), "-H", "127.0.0.1", "-p", str(port)],
+                            env={**os.environ, **MOTO_ENV},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("moto_server did not start")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -2,28 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import http.client
-import os
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 from precomp_host import deploy, headers, upload
 from tests.contract.fixtures import build_tree, write_contract_tree
-from tests.realservers import free_port, require
+from tests.realservers import moto_server
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
 RES = build_tree().resources
-MOTO = Path(sys.executable).with_name("moto_server")
 BUCKET = "precomp"
 PREFIX = "data"
 
@@ -57,25 +50,17 @@ def test_plan_uses_flat_names_and_one_object_per_url(tree: Path) -> None:
     assert list(objects)[-1].endswith("info"), "info files go last"
 
 
+def test_plan_skips_the_builds_hidden_folders(tmp_path: Path) -> None:
+    (tmp_path / "ds" / ".precomp-mesh-regions").mkdir(parents=True)
+    (tmp_path / "ds" / ".precomp-mesh-regions" / "0-64_0-64_0-64.json").write_text("{}")
+    (tmp_path / "ds" / "info").write_text("{}")
+    assert [o.key for o in upload.plan_objects(tmp_path)] == ["ds/info"]
+
+
 @pytest.fixture(scope="module")
 def moto_endpoint() -> Iterator[str]:
-    require(MOTO, "moto[server] (moto_server)")
-    port = free_port()
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-    proc = subprocess.Popen([str(MOTO), "-H", "127.0.0.1", "-p", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                break
-            time.sleep(0.1)
-        else:
-            pytest.fail("moto_server did not start")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with moto_server() as endpoint:
+        yield endpoint
 
 
 def client_for(endpoint: str) -> object:
