@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -196,3 +196,15 @@ def moto_server() -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def moto_client(endpoint: str) -> Any:
+    """Our boto3 client (``precomp_host.upload.s3_client``) for a :func:`moto_server`."""
+    from precomp_host import upload
+
+    return upload.s3_client(
+        endpoint,
+        region_name=MOTO_ENV["AWS_DEFAULT_REGION"],
+        aws_access_key_id=MOTO_ENV["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=MOTO_ENV["AWS_SECRET_ACCESS_KEY"],
+    )

@@ -10,7 +10,7 @@ import pytest
 
 from precomp_host import deploy, headers, upload
 from tests.contract.fixtures import build_tree, write_contract_tree
-from tests.realservers import moto_server
+from tests.realservers import moto_client, moto_server
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -63,11 +63,6 @@ def moto_endpoint() -> Iterator[str]:
         yield endpoint
 
 
-def client_for(endpoint: str) -> object:
-    return upload.s3_client(endpoint, region_name="us-east-1", aws_access_key_id="testing",
-                            aws_secret_access_key="testing")  # fmt: skip
-
-
 def raw_get(endpoint: str, key: str, **hdrs: str) -> http.client.HTTPResponse:
     host, port = endpoint.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=10)
@@ -77,7 +72,7 @@ def raw_get(endpoint: str, key: str, **hdrs: str) -> http.client.HTTPResponse:
 
 @pytest.mark.slow
 def test_upload_to_s3_api(tree: Path, moto_endpoint: str) -> None:
-    client = client_for(moto_endpoint)
+    client = moto_client(moto_endpoint)
     client.create_bucket(Bucket=BUCKET)  # type: ignore[attr-defined]
     report = upload.upload_s3(tree, BUCKET, PREFIX, client=client, public_policy=True)
     planned = list(upload.plan_objects(tree))

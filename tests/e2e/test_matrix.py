@@ -1,8 +1,11 @@
 """The matrix of issue #6: the embedded sample (image, and segmentation with meshes) built by
 ``precomp-host sample``, served by (1) ``precomp-host serve``, (2) real nginx with the config
-``precomp_host.deploy`` emits, (3) real Apache with the emitted ``<VirtualHost>``, each opened in
-the real Neuroglancer client on another origin, so CORS, the flat-to-nested rewrite, the ``.gz``
-siblings without identity copies and the ``<id>:0`` mesh manifests are all exercised.
+``precomp_host.deploy`` emits, (3) real Apache with the emitted ``<VirtualHost>`` and with the
+``.htaccess`` form, (4) an S3 API (moto) after ``precomp_host.upload``, each opened in the real
+Neuroglancer client on another origin, so CORS, the flat-to-nested rewrite, the ``.gz`` siblings
+without identity copies, the upload's object names and metadata, and the ``<id>:0`` mesh
+manifests are all exercised. (moto answers CORS for any origin by itself, so the S3 case proves
+names and metadata; the CORS rules we set are checked in ``tests/test_upload.py``.)
 """
 
 from __future__ import annotations
@@ -19,9 +22,18 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from precomp_host import deploy
+from precomp_host import deploy, upload
 from precomp_host.model import Dataset
-from tests.realservers import APACHE, NGINX, RealServer, free_port, require
+from tests.realservers import (
+    APACHE,
+    NGINX,
+    RealServer,
+    free_port,
+    moto_client,
+    moto_server,
+    require,
+)
+from tests.test_deploy_apache import htaccess_host
 
 from .servers import LoopbackServer, StaticDataHandler, wait_for_port
 from .viewer import check_view, image_state, is_chunk_path, segmentation_state
@@ -85,11 +97,23 @@ def devserver(root: Path) -> Iterator[str]:
 
 @contextmanager
 def real_server(kind: str, root: Path) -> Iterator[str]:
-    """nginx, nginx with ``.br`` (as a complete server block) or Apache (``<VirtualHost>``)."""
-    program = APACHE if kind == "apache" else NGINX
+    """nginx, nginx with ``.br`` (as a complete server block), Apache (``<VirtualHost>``) or
+    Apache serving a folder with our ``.htaccess`` (as on a shared host)."""
+    program = APACHE if kind.startswith("apache") else NGINX
     require(program, kind)
     work = Path(tempfile.mkdtemp(prefix=f"precomp-e2e-{kind}-"))
+    os.chmod(work, 0o755)  # Apache's workers (www-data) read the copied tree
     try:
+        if kind == "apache-htaccess":
+            site_root = work / "root"
+            shutil.copytree(root, site_root)
+            site = deploy.Site.make(site_root, PREFIX)
+            (site_root / ".htaccess").write_text(deploy.render_apache(site, "htaccess"))
+            server = RealServer("apache", work / kind, work / "site.conf")
+            server.emitted.write_text(htaccess_host(site_root))
+            with server:
+                yield server.base_url + PREFIX
+            return
         # The complete server-block / <VirtualHost> forms, as users deploy them; plain nginx
         # covers the snippet form.
         whole = kind != "nginx"
@@ -127,10 +151,26 @@ TINY = {
 }
 
 
-@pytest.fixture(scope="module", params=["serve", "nginx", "nginx-brotli", "apache", *TINY])
+@contextmanager
+def s3_bucket(root: Path) -> Iterator[str]:
+    """``root`` uploaded by ``precomp_host.upload`` to an S3 API server; yields its URL."""
+    with moto_server() as endpoint:
+        client = moto_client(endpoint)
+        client.create_bucket(Bucket="precomp")
+        upload.upload_s3(root, "precomp", "data", client=client, public_policy=True)
+        yield f"{endpoint}/precomp/data"
+
+
+SERVERS = ["serve", "nginx", "nginx-brotli", "apache", "apache-htaccess", "s3", *TINY]
+
+
+@pytest.fixture(scope="module", params=SERVERS)
 def data_url(request: pytest.FixtureRequest, sample: Path) -> Iterator[str]:
     """Base URL of the sample folder behind one server of the matrix."""
-    if request.param == "serve":
+    if request.param == "s3":
+        with s3_bucket(sample) as url:
+            yield url
+    elif request.param == "serve":
         with devserver(sample) as url:
             yield url
     elif request.param in TINY:
