@@ -187,7 +187,7 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue an interrupted build into OUT, skipping finished chunks",
+        help="continue an interrupted build into OUT, skipping finished chunks and mesh regions",
     )
     p.add_argument("--overwrite", action="store_true", help="replace the dataset already in OUT")
 
