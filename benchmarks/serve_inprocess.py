@@ -10,7 +10,7 @@ is steady enough to compare two versions of ``serve()`` on a busy machine.
 Both get the same environ (``Accept-Encoding: gzip, deflate``, as in ``serve.py``) and a
 ``wsgi.file_wrapper`` that, like gunicorn's, only holds the file; a wrapped file is not read
 (gunicorn's ``socket.sendfile`` does that, uncounted here), while ours reads a small file
-itself (``read_limit``), so the small-chunk figure charges us for work whitenoise leaves to
+itself (``READ_LIMIT``), so the small-chunk figure charges us for work whitenoise leaves to
 the server. Their batches take turns and the fastest counts.
 """
 

@@ -199,9 +199,6 @@ class PrecomputedMiddleware:
         clients (with a Content-Length); larger ones are streamed.
     """
 
-    #: Files up to this size are answered as bytes, larger ones with ``wsgi.file_wrapper``.
-    read_limit: int = READ_LIMIT
-
     def __init__(
         self,
         app: WSGIApplication | None,
@@ -382,7 +379,7 @@ class PrecomputedMiddleware:
             # Unbuffered: the body is read once or sent with sendfile (gunicorn), and a
             # BufferedReader costs as much as the rest of the request.
             file = open(stored.path, "rb", buffering=0)  # noqa: SIM115 - closed below or by WSGI
-            if stored.size > self.read_limit:
+            if stored.size > READ_LIMIT:
                 return wrap_file(environ, file)
             with file:
                 # The length announced, as sendfile would: a file rewritten since it was

@@ -21,7 +21,7 @@ from werkzeug.wrappers import Response
 
 from precomp_host.encodings import GZIP, stream_decoder
 from precomp_host.layout import FLAT, mesh_manifest_fallbacks
-from precomp_host.middleware import PrecomputedMiddleware, make_app
+from precomp_host.middleware import READ_LIMIT, PrecomputedMiddleware, make_app
 from tests.contract.fixtures import write_contract_tree
 from tests.contract.suite import ContractServer, ContractSuite, fetch
 
@@ -295,11 +295,11 @@ def _call(
 @pytest.mark.parametrize("with_file_wrapper", [True, False])
 def test_small_files_are_read_larger_ones_wrapped(tmp_path: Path, with_file_wrapper: bool) -> None:
     """Both ways of sending a whole file give its exact bytes and close it: a small file is
-    read (``read_limit``), a larger one goes to ``wsgi.file_wrapper`` (or werkzeug's reader)."""
+    read (``READ_LIMIT``), a larger one goes to ``wsgi.file_wrapper`` (or werkzeug's reader)."""
     from werkzeug.wsgi import FileWrapper
 
     app = make_app(tmp_path)
-    sizes = {"at-limit": app.read_limit, "above": app.read_limit + 1}
+    sizes = {"at-limit": READ_LIMIT, "above": READ_LIMIT + 1}
     wrapped: list[object] = []
 
     def file_wrapper(file: Any, block_size: int = 8192) -> FileWrapper:
@@ -313,7 +313,7 @@ def test_small_files_are_read_larger_ones_wrapped(tmp_path: Path, with_file_wrap
         headers, body, sent = _call(app, f"/{name}", **extra)
         assert sent == data
         assert dict(headers)["Content-Length"] == str(size)
-        assert isinstance(body, list) == (size <= app.read_limit)
+        assert isinstance(body, list) == (size <= READ_LIMIT)
     assert len(wrapped) == (1 if with_file_wrapper else 0)
 
 
