@@ -12,6 +12,7 @@ The library never prints: it reports through ``progress`` and ``logging``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -30,6 +31,7 @@ from .layout import LAYOUTS
 from .plan import plan_dataset
 from .pyramid import DOWNSAMPLERS, Downsampler
 from .segmentation import (
+    MESH_JOURNAL_DIR,
     LabelError,
     LabelVolume,
     SegmentationExtras,
@@ -305,6 +307,12 @@ def build_dataset(
         "compress": sorted(options.compress),
         "keep_identity": options.keep_identity,
     }
+    if options.volume_type == "segmentation" and options.segmentation.mesh:
+        # What a meshed region depends on besides its labels: a resumed build reuses regions.
+        seg = options.segmentation
+        meshing = {"segments": seg.segments, "region_size": seg.region_size,
+                   "simplification": dataclasses.asdict(seg.simplification)}  # fmt: skip
+        planned["meshing"] = json.loads(json.dumps(meshing))  # as read back from the state file
     fresh = _check_output(out, options, planned)
     writer = DatasetWriter(
         out, LAYOUTS[options.layout], compress=options.compress, keep_identity=options.keep_identity
@@ -315,6 +323,7 @@ def build_dataset(
         writer.put_json(_STATE_FILE, planned)
         _write_scales(volume, dataset, factors, codec, writer, options, progress)
         writer.commit(dataset)
+        shutil.rmtree(out / MESH_JOURNAL_DIR, ignore_errors=True)
         (out / _STATE_FILE).unlink()
     except (DiskFullError, SourceError) as e:
         # Bad data found mid-way or a full disk: leave no chunk of a dataset that cannot be
@@ -360,6 +369,7 @@ def _write_scales(
             pool.submit,
             workers,
             read_slice=lambda z: volume.read(z, z + 1),
+            resume=options.resume,
         )
         tracker.total += extras.num_tasks(step)
     default = "mode" if options.volume_type == "segmentation" else "mean"

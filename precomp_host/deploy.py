@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -40,6 +40,10 @@ TARGETS: tuple[Target, ...] = ("nginx", "apache", "s3", "gcs")
 NGINX_INTERNAL = "/.precomp"
 #: How many leading path levels the Apache configs check for symlinks (404 when one is).
 SYMLINK_DEPTH = 8
+#: Apache vhost: the largest inflated body held in memory so that a Range over it gets a 206
+#: (larger ones are streamed and a Range gets the whole body, 200). A chunk is rarely above a
+#: few MiB; 128^3 uint64 is 16 MiB.
+APACHE_INFLATE_BUFFER = 64 * 1024 * 1024
 #: The public app that opens a dataset link of the index page.
 NEUROGLANCER_APP = "https://neuroglancer-demo.appspot.com/"
 #: Other spellings of a coding a client may send (RFC 9110 §8.4.1.3: x-gzip is gzip).
@@ -128,22 +132,38 @@ def _common(site: Site) -> dict[str, Any]:
         "default_type": media_types.OCTET_STREAM,
         "symlink_depth": SYMLINK_DEPTH,
         "all_encodings": [{"name": e.name, "suffix": e.suffix} for e in ENCODINGS.values()],
-        "served_encodings": _encodings(site),
     }
 
 
-def _encodings(site: Site) -> list[dict[str, str]]:
-    """The content encodings ``site`` sends, in :data:`ENCODINGS` order (the tie order)."""
+def served_encodings(site: Site, server: Literal["nginx", "apache"]) -> tuple[str, ...]:
+    """The content codings ``server`` sends for ``site``, in :data:`ENCODINGS` order.
+
+    Apache sends ``.br`` siblings with core directives; nginx needs the brotli_static module,
+    so it sends them only when ``site.brotli`` says the module is there.
+    """
+    return tuple(
+        e.name for e in ENCODINGS.values() if server == "apache" or site.brotli or e is not BROTLI
+    )
+
+
+def _encodings(site: Site, server: Literal["nginx", "apache"]) -> list[dict[str, str]]:
+    """Template context for the content codings ``server`` sends (the tie order)."""
+    names = served_encodings(site, server)
     return [
         {"name": e.name, "suffix": e.suffix, "accept_regex": accept_regex(e.name)}
         for e in ENCODINGS.values()
-        if site.brotli or e is not BROTLI
+        if e.name in names
     ]
 
 
 def render_nginx(site: Site) -> str:
     """``nginx.conf``: a snippet for inside ``server {}``, or a server block with ``listen``."""
-    return render_template("nginx.conf.j2", **_common(site), internal=NGINX_INTERNAL)
+    return render_template(
+        "nginx.conf.j2",
+        **_common(site),
+        served_encodings=_encodings(site, "nginx"),
+        internal=NGINX_INTERNAL,
+    )
 
 
 def _with_sibling_suffix(regex: str) -> str:
@@ -161,12 +181,16 @@ def render_apache(site: Site, form: Literal["vhost", "htaccess"] = "vhost") -> s
     filter does not run after a per-directory (``.htaccess``) rewrite.
     """
     context = _common(site)
-    context["served_encodings"] = _encodings(replace(site, brotli=True))
+    context["served_encodings"] = _encodings(site, "apache")
     context["type_rules"] = [
         (_with_sibling_suffix(rx), media) for rx, media in context["type_rules"]
     ]
     return render_template(
-        f"apache-{form}.conf.j2", **context, inflate=form == "vhost", gzip_suffix=GZIP.suffix
+        f"apache-{form}.conf.j2",
+        **context,
+        inflate=form == "vhost",
+        inflate_buffer=APACHE_INFLATE_BUFFER,
+        gzip_suffix=GZIP.suffix,
     )
 
 

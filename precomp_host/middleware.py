@@ -197,6 +197,9 @@ class PrecomputedMiddleware:
         like nginx's ``open_file_cache_valid``: a rewritten file is seen within that time.
     :param decode_in_memory_limit: siblings up to this size are decoded in memory for identity
         clients (with a Content-Length); larger ones are streamed.
+    :param encodings: the content codings to send (tokens of
+        :data:`~precomp_host.encodings.ENCODINGS`; default all). Siblings of other codings are
+        not looked at, as an nginx without the brotli module ignores ``.br`` files.
     """
 
     def __init__(
@@ -210,7 +213,11 @@ class PrecomputedMiddleware:
         cache_size: int = 0,
         cache_ttl: float | None = None,
         decode_in_memory_limit: int = DECODE_IN_MEMORY_LIMIT,
+        encodings: Iterable[str] | None = None,
     ) -> None:
+        served = set(ENCODINGS if encodings is None else encodings)
+        if unknown := served - set(ENCODINGS):
+            raise ValueError(f"unknown content encodings: {', '.join(sorted(unknown))}")
         self.app = app
         self.root = os.path.realpath(root)
         self.layout = layout
@@ -223,7 +230,11 @@ class PrecomputedMiddleware:
         self._lock = Lock()
         self._root_prefix = self.root.rstrip(os.sep) + os.sep
         self._real_dir = functools.lru_cache(maxsize=4096)(os.path.realpath)
-        self._suffixes = (("", None), *((s, e.name) for s, e in BY_SUFFIX.items()))
+        self.encodings = frozenset(served)
+        self._suffixes = (
+            ("", None),
+            *((s, e.name) for s, e in BY_SUFFIX.items() if e.name in served),
+        )
         self._cors_headers = cors_headers() if cors else {}
 
     # -- resolution ------------------------------------------------------------------------
@@ -486,6 +497,7 @@ def make_app(
     cache_control: str | None = None,
     cache_size: int = 65536,
     cache_ttl: float | None = 1.0,
+    encodings: Iterable[str] | None = None,
 ) -> PrecomputedMiddleware:
     """A standalone WSGI application serving ``root``, for gunicorn, waitress or mod_wsgi.
 
@@ -499,6 +511,8 @@ def make_app(
         saves the stat calls of repeated requests (Neuroglancer asks for the same chunks again
         and again) while a rebuilt file is served fresh within a second, like nginx's
         ``open_file_cache`` with ``open_file_cache_valid 1s``.
+    :param encodings: the content codings to send (default all, see
+        :class:`PrecomputedMiddleware`).
     """
     if root is None:
         root = os.environ.get("PRECOMP_HOST_ROOT")
@@ -514,4 +528,5 @@ def make_app(
         cache_control=cache_control,
         cache_size=cache_size,
         cache_ttl=cache_ttl,
+        encodings=encodings,
     )

@@ -13,6 +13,7 @@ the chunks, :meth:`SegmentationExtras.write_metadata` writes the manifests, ``me
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import threading
@@ -53,6 +54,9 @@ log = logging.getLogger(__name__)
 
 #: Folder of the legacy meshes, the value of ``info["mesh"]``.
 MESH_DIR = "mesh"
+#: Journal of meshed regions, for ``--resume``: one record per region, written after its last
+#: fragment, naming the segments it has fragments for. Removed when the build is committed.
+MESH_JOURNAL_DIR = ".precomp-mesh-regions"
 
 
 class LabelError(ValueError):
@@ -118,6 +122,9 @@ class SegmentationExtras:
         task there hands its region to one of ``workers`` processes and writes the result.
     :param read_slice: reads slice ``z`` (from 0) of the volume as ``[1, y, x, 1]`` labels:
         a slab's regions reach one slice into the next slab.
+    :param resume: skip the regions an interrupted build recorded as meshed (meshing is most
+        of a segmentation build's time; a region's result depends only on its labels and the
+        settings, which ``--resume`` checks are unchanged).
     """
 
     def __init__(
@@ -128,8 +135,10 @@ class SegmentationExtras:
         submit: Callable[[Callable[[], int]], None],
         workers: int = 1,
         read_slice: Callable[[int], np.ndarray] | None = None,
+        resume: bool = False,
     ) -> None:
         self.read_slice = read_slice
+        self.resume = resume
         self.scale, self.options, self.writer, self.submit = scale, options, writer, submit
         # spawn, not fork: the build process runs threads, and a forked child could inherit a
         # lock held by one of them.
@@ -180,6 +189,13 @@ class SegmentationExtras:
                 a: tuple[int, int, int] = a,
                 b: tuple[int, int, int] = b,
             ) -> int:
+                record = self.writer.root / _journal_record(core)
+                if self.resume and record.exists():
+                    segments = json.loads(record.read_text())["segments"]
+                    with self._lock:
+                        for segment in segments:
+                            self.fragments[segment].append(fragment_name(segment, *core))
+                    return 0
                 xs, ys = slice(a[0] - ox, b[0] - ox), slice(a[1] - oy, b[1] - oy)
                 block = slab[:, ys, xs, 0]
                 if b[2] > z0 + slab.shape[0]:
@@ -202,6 +218,8 @@ class SegmentationExtras:
                     written += self.writer.put(f"{MESH_DIR}/{name}", data)
                     with self._lock:
                         self.fragments[segment].append(name)
+                # Last: a region with a record has all its fragments on disk.
+                self.writer.put_json(_journal_record(core), {"segments": sorted(frags)})
                 return written
 
             self.submit(task)
@@ -224,6 +242,11 @@ class SegmentationExtras:
             log.info("meshes: %d segments", len(self.fragments))
         doc = properties_info(self.options.names, self.counter.counts)
         self.writer.put_json(f"{SEGMENT_PROPERTIES_DIR}/info", doc)
+
+
+def _journal_record(core: tuple[tuple[int, int, int], tuple[int, int, int]]) -> str:
+    bounds = "_".join(f"{a}-{b}" for a, b in zip(*core, strict=True))
+    return f"{MESH_JOURNAL_DIR}/{bounds}.json"
 
 
 def parse_segments(values: Sequence[str]) -> tuple[int, ...]:

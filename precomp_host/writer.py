@@ -7,8 +7,8 @@ loadable, and a watcher can take a new ``info`` as "this build is complete".
 
 Which files a chunk gets (the "variants") follows one rule, shared with the servers:
 
-* a ``.br`` / ``.gz`` sibling for each requested content encoding that saves >= 5 %
-  (``encodings.is_effective``);
+* a ``.br`` / ``.gz`` sibling for each requested content encoding that saves >= 5 %, a ``.br``
+  only when smaller than the ``.gz`` (``encodings.worth_storing``);
 * the plain (identity) file only when asked (``keep_identity``) or when there is no ``.gz``:
   every server we configure can then answer any client, decompressing ``.gz`` when needed;
 * files read with HTTP Range (shards, multi-resolution mesh data) are stored plain only.
@@ -28,7 +28,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .encodings import ENCODINGS, GZIP, is_effective
+from .encodings import ENCODINGS, GZIP, worth_storing
 from .layout import PARTIAL_SUFFIX, TMP_DIR
 
 if TYPE_CHECKING:
@@ -133,11 +133,12 @@ class DatasetWriter:
         written = 0
         has_gzip = False
         if precompress:
+            packed = {enc.name: enc.compress(data) for enc in self.encodings}
+            kept = worth_storing(len(data), {name: len(p) for name, p in packed.items()})
             for enc in self.encodings:
-                packed = enc.compress(data)
-                if is_effective(len(data), len(packed)):
-                    self._write_atomic(final.with_name(final.name + enc.suffix), packed)
-                    written += len(packed)
+                if enc.name in kept:
+                    self._write_atomic(final.with_name(final.name + enc.suffix), packed[enc.name])
+                    written += len(packed[enc.name])
                     has_gzip = has_gzip or enc is GZIP
         if self.keep_identity or not has_gzip:
             self._write_atomic(final, data)

@@ -23,7 +23,8 @@ APACHE = shutil.which("apache2") or "/usr/sbin/apache2"
 APACHE_MODULES = Path("/usr/lib/apache2/modules")
 #: Modules our Apache configs use (mpm and authz for any server at all).
 APACHE_MODULE_NAMES = (
-    "mpm_event", "authz_core", "mime", "rewrite", "headers", "deflate", "filter", "dir", "alias",
+    "mpm_event", "authz_core", "mime", "rewrite", "headers", "deflate", "buffer", "filter", "dir",
+    "alias",
 )  # fmt: skip
 
 

@@ -6,6 +6,7 @@ import gzip
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 from precomp_host.build import BuildError, BuildOptions, build_dataset
 from precomp_host.meshes import merge_fragments, parse_fragment
 from precomp_host.segment_properties import SegmentRow, validate
-from precomp_host.segmentation import SegmentationOptions
+from precomp_host.segmentation import MESH_JOURNAL_DIR, SegmentationOptions
 from precomp_host.sources import volume_from_array
 
 from .precomputed_reader import assert_all_chunks_present, flat_copy, read_scale
@@ -274,3 +275,60 @@ def test_mesh_simplification_option(tmp_path: Path, capsys: pytest.CaptureFixtur
         triangles[how] = len(merge_fragments(frags)[1])
     assert triangles["quadric"] < triangles["none"]
     assert triangles["fqmr"] < triangles["none"]
+
+
+class _Cut(Exception):
+    """Stands for a build interrupted mid-way (the process killed, the machine down)."""
+
+
+def test_resume_reuses_the_meshed_regions(tmp_path: Path) -> None:
+    labels = make_labels("uint32")
+    volume = volume_from_array(np.ascontiguousarray(labels.transpose(2, 1, 0)), "ZYX")
+    seg = SegmentationOptions(mesh=True, region_size=(32, 32))
+    options = BuildOptions(resolution=RES, volume_type="segmentation", chunk_size=(16, 16, 16),
+                           voxel_offset=OFFSET, segmentation=seg, workers=2)  # fmt: skip
+    build_dataset(volume, tmp_path / "ref", options)
+
+    out = tmp_path / "cut"
+    journal = out / MESH_JOURNAL_DIR
+
+    def cut_after_two_regions(_: object) -> None:
+        if len(list(journal.glob("*.json"))) >= 2:
+            raise _Cut
+
+    with pytest.raises(_Cut):
+        build_dataset(volume, out, options, progress=cut_after_two_regions)
+    assert not (out / "info").exists()
+    # A region's record names its segments; their fragments were written before it.
+    done: dict[Path, int] = {}
+    for record in journal.glob("*.json"):
+        bounds = record.name.removesuffix(".json")
+        for segment in json.loads(record.read_text())["segments"]:
+            fragment = out / "mesh" / f"{segment}:0:{bounds}"
+            fragment = fragment if fragment.exists() else fragment.with_name(fragment.name + ".gz")
+            done[fragment] = fragment.stat().st_mtime_ns
+    assert done, "the interrupted build recorded no finished region"
+
+    build_dataset(volume, out, replace(options, resume=True))
+    assert {f: f.stat().st_mtime_ns for f in done} == done, "a recorded region was meshed again"
+    assert not journal.exists()
+    ref = {p.relative_to(tmp_path / "ref"): p.read_bytes() for p in (tmp_path / "ref").rglob("*")
+           if p.is_file()}  # fmt: skip
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == ref
+
+
+def test_resume_refuses_other_mesh_settings(tmp_path: Path) -> None:
+    labels = make_labels("uint32")
+    volume = volume_from_array(np.ascontiguousarray(labels.transpose(2, 1, 0)), "ZYX")
+    seg = SegmentationOptions(mesh=True, region_size=(32, 32))
+    options = BuildOptions(resolution=RES, volume_type="segmentation", chunk_size=(16, 16, 16),
+                           segmentation=seg)  # fmt: skip
+    with pytest.raises(_Cut):
+        build_dataset(volume, tmp_path / "ds", options, progress=lambda _: _raise(_Cut()))
+    other = replace(seg, region_size=(64, 64))
+    with pytest.raises(BuildError, match="other settings"):
+        build_dataset(volume, tmp_path / "ds", replace(options, segmentation=other, resume=True))
+
+
+def _raise(e: Exception) -> None:
+    raise e

@@ -20,6 +20,7 @@ from precomp_host.encodings import (
     gzip_compress,
     is_effective,
     parse_accept_encoding,
+    worth_storing,
 )
 
 if TYPE_CHECKING:
@@ -110,6 +111,38 @@ def test_is_effective_boundary() -> None:
 def test_is_effective_saves_at_least_five_percent(original: int, compressed: int) -> None:
     # Exact integer arithmetic as the reference: 5 % saved means compressed/original <= 95/100.
     assert is_effective(original, compressed) == (compressed * 100 <= original * 95)
+
+
+# --- worth_storing -------------------------------------------------------------------------
+
+
+def test_worth_storing_examples() -> None:
+    assert worth_storing(1000, {"gzip": 500, "br": 450}) == {"gzip", "br"}
+    assert worth_storing(1000, {"gzip": 500, "br": 500}) == {"gzip"}  # a tie: br is waste
+    assert worth_storing(1000, {"gzip": 500, "br": 520}) == {"gzip"}
+    assert worth_storing(1000, {"gzip": 960, "br": 900}) == {"br"}  # gzip saves < 5 %
+    assert worth_storing(1000, {"br": 990}) == frozenset()
+    assert worth_storing(1000, {"br": 700}) == {"br"}
+
+
+@given(
+    st.integers(1, 10**9),
+    st.dictionaries(st.sampled_from(sorted(ENCODINGS)), st.integers(0, 2 * 10**9)),
+)
+def test_worth_storing_rule(original: int, compressed: dict[str, int]) -> None:
+    kept = worth_storing(original, compressed)
+    assert kept <= compressed.keys()
+    for name in compressed:
+        effective = is_effective(original, compressed[name])
+        beats_gzip = name == "gzip" or "gzip" not in kept or compressed[name] < compressed["gzip"]
+        assert (name in kept) == (effective and beats_gzip), (name, kept)
+    # Whatever is kept, a client taking gzip and br is sent the smallest stored variant.
+    if kept:
+        sizes: dict[str | None, float] = {n: compressed[n] for n in kept}
+        sizes[None] = original
+        best = choose("gzip, br", sizes)
+        assert best is not None
+        assert sizes[best] == min(sizes.values())
 
 
 # --- Accept-Encoding and choose ------------------------------------------------------------

@@ -84,6 +84,25 @@ class TestContractCachedStreaming(ContractSuite):
             yield ContractServer(url, contract_root, name="middleware-cached-streaming")
 
 
+class TestContractGzipOnly(ContractSuite):
+    """Configured to send gzip only, as the nginx config is without the brotli module: the
+    same contract over the plain files and ``.gz`` siblings (``.br`` files are not looked at)."""
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def contract_server(cls, contract_root: Path) -> Iterator[ContractServer]:
+        app = PrecomputedMiddleware(None, contract_root, encodings=["gzip"])
+        with running(app) as url:
+            yield ContractServer(
+                url, contract_root, name="middleware-gzip", encodings=frozenset({"gzip"})
+            )
+
+
+def test_unknown_encoding_is_refused(contract_root: Path) -> None:
+    with pytest.raises(ValueError, match="zstd"):
+        PrecomputedMiddleware(None, contract_root, encodings=["gzip", "zstd"])
+
+
 def test_contract_under_url_prefix(contract_root: Path) -> None:
     """Mounted under /data with DispatcherMiddleware, as a deployment under a prefix is."""
     from werkzeug.middleware.dispatcher import DispatcherMiddleware

@@ -31,7 +31,7 @@ PY
   echo "ServerName 127.0.0.1"
   echo "TypesConfig /etc/mime.types"
   echo "Listen 127.0.0.1:$port"
-  for m in mpm_event authz_core mime rewrite headers deflate filter dir alias; do
+  for m in mpm_event authz_core mime rewrite headers deflate buffer filter dir alias; do
     echo "LoadModule ${m}_module $modules/mod_${m}.so"
   done
   echo "User www-data"

@@ -22,9 +22,13 @@ path sent byte for byte) and every body is compared with the exact bytes on disk
 ``<case>`` part, e.g. ``variant:img-gz-br:browser``). A server that knowingly misses part of the
 contract says so on its :class:`ContractServer`, never by editing this file:
 
-* capability flags (``supports_brotli``, ``supports_identity_decompression``,
-  ``supports_brotli_decompression``): a check whose ideal answer needs a missing capability is
-  an expected failure (strict: if it passes, the flag is wrong);
+* ``encodings``: the content codings the server is *configured* to send (an nginx without the
+  brotli module sends no ``br``). This is configuration, not a failure: the expected answer is
+  the smallest acceptable variant among those codings, exactly what the middleware gives with
+  the same ``encodings=``; a URL whose only files are siblings of other codings is a 404;
+* capability flags (``supports_identity_decompression``, ``supports_brotli_decompression``):
+  a check whose answer needs a missing capability is an expected failure (strict: if it
+  passes, the flag is wrong);
 * ``expected_failures``: ``{fnmatch pattern on check ids: reason}``, for the rest.
 
 Check id prefixes: ``variant`` (choice, bytes, Vary, types, CORS; ``<resource>:<accept>``),
@@ -48,7 +52,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from precomp_host.encodings import choose, parse_accept_encoding
+from precomp_host.encodings import ENCODINGS, choose, parse_accept_encoding
 
 from .fixtures import MTIME, SECRET, Resource, build_tree, outside_dir
 
@@ -57,7 +61,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 #: Capability names, as used in xfail reasons.
-BROTLI = "brotli"  # sends .br siblings to clients that accept br
 GUNZIP = "identity-decompression"  # decodes a gz-only file for clients without gzip
 UNBROTLI = "brotli-decompression"  # decodes a br-only file for clients without br
 
@@ -68,6 +71,7 @@ class ContractServer:
 
     :param base_url: ``http://host:port`` plus an optional path prefix (``/data``).
     :param root: the served folder.
+    :param encodings: the content codings the server is configured to send.
     :param cache_control: the exact ``Cache-Control`` expected on 200s, None to not check.
     :param expected_failures: fnmatch pattern on check ids -> reason (strict xfail).
     """
@@ -75,7 +79,7 @@ class ContractServer:
     base_url: str
     root: Path
     name: str = "server"
-    supports_brotli: bool = True
+    encodings: frozenset[str] = frozenset(ENCODINGS)
     supports_identity_decompression: bool = True
     supports_brotli_decompression: bool = True
     cache_control: str | None = None
@@ -83,7 +87,6 @@ class ContractServer:
 
     def capabilities(self) -> frozenset[str]:
         flags = {
-            BROTLI: self.supports_brotli,
             GUNZIP: self.supports_identity_decompression,
             UNBROTLI: self.supports_brotli_decompression,
         }
@@ -173,30 +176,63 @@ ACCEPTS: dict[str, str | None] = {
 }
 
 
-def expected_encoding(res: Resource, accept: str | None) -> str | None:
-    """The ideal server's choice: the smallest acceptable representation (encodings.choose)."""
-    return choose(accept, res.sizes())
+def stored_for(server: ContractServer, res: Resource) -> dict[str | None, bytes]:
+    """The files of ``res`` that ``server`` looks at: the plain one and its codings' siblings."""
+    return {k: v for k, v in res.stored.items() if k is None or k in server.encodings}
 
 
-def needs_for(res: Resource, encoding: str | None) -> frozenset[str]:
-    """Capabilities a server needs to send ``res`` as ``encoding``."""
-    if encoding == "br":
-        return frozenset({BROTLI})
-    if encoding is None and None not in res.stored:
-        return frozenset({GUNZIP} if "gzip" in res.stored else {UNBROTLI})
+def is_absent(server: ContractServer, res: Resource) -> bool:
+    """Only siblings of codings ``server`` does not send: the URL names no file for it."""
+    return not stored_for(server, res)
+
+
+def _sizes(server: ContractServer, res: Resource) -> dict[str | None, float]:
+    out: dict[str | None, float] = {k: len(v) for k, v in stored_for(server, res).items()}
+    out.setdefault(None, len(res.identity))
+    return out
+
+
+def expected_encoding(server: ContractServer, res: Resource, accept: str | None) -> str | None:
+    """The contract's choice: the smallest acceptable representation (encodings.choose)
+    among the plain file, the siblings of the codings ``server`` sends, and decoded identity."""
+    return choose(accept, _sizes(server, res))
+
+
+def needs_for(server: ContractServer, res: Resource, encoding: str | None) -> frozenset[str]:
+    """Capabilities ``server`` needs to send ``res`` as ``encoding``: decoding, for identity
+    bytes with no plain file."""
+    stored = stored_for(server, res)
+    if encoding is None and stored and None not in stored:
+        return frozenset({GUNZIP} if "gzip" in stored else {UNBROTLI})
     return frozenset()
 
 
 def servable_encoding(server: ContractServer, res: Resource, accept: str | None) -> str | None:
-    """The best choice among what ``server`` can send (the ideal one minus missing capabilities).
+    """The best choice among what ``server`` can send (the contract's one minus missing
+    decoding capabilities).
 
-    Checks of consistency (HEAD, 304s) expect this, so a server without brotli is held to its
-    gzip answer instead of being marked as failing a check it passes; test_variant keeps
-    holding every server to the ideal choice.
+    Checks of consistency (HEAD, 304s) expect this, so a server that cannot decode is held to
+    its coded answer instead of being marked as failing a check it passes; test_variant keeps
+    holding every server to the contract's choice.
     """
     can = server.capabilities()
-    sizes = {enc: n for enc, n in res.sizes().items() if not needs_for(res, enc) - can}
-    return choose(accept, sizes) if sizes else expected_encoding(res, accept)
+    sizes = {
+        enc: n for enc, n in _sizes(server, res).items() if not needs_for(server, res, enc) - can
+    }
+    return choose(accept, sizes) if sizes else expected_encoding(server, res, accept)
+
+
+def answered_absent(server: ContractServer, res: Resource) -> bool:
+    """When ``res`` names no file for ``server``, check its 404 (with CORS, never a redirect,
+    GET and HEAD) and return True: the calling check has nothing else to look at."""
+    if not is_absent(server, res):
+        return False
+    for method in ("GET", "HEAD"):
+        reply = fetch(server, method, res.url, {"Accept-Encoding": "gzip, deflate, br"})
+        assert reply.status == 404, (method, res.url, reply.status)
+        assert reply.header("Location") is None
+        assert_cors(reply)
+    return True
 
 
 def enter(
@@ -342,9 +378,11 @@ class ContractSuite:
         accept: str | None,
     ) -> None:
         """Smallest acceptable variant, exact bytes, q=0 never chosen, Vary, types, CORS."""
-        encoding = expected_encoding(res, accept)
+        if answered_absent(contract_server, res):
+            return
+        encoding = expected_encoding(contract_server, res, accept)
         cid = f"variant:{request.node.callspec.id}"
-        enter(request, contract_server, cid, needs_for(res, encoding))
+        enter(request, contract_server, cid, needs_for(contract_server, res, encoding))
         reply = fetch(contract_server, "GET", res.url, {"Accept-Encoding": accept})
         assert_representation(contract_server, res, reply, encoding)
 
@@ -369,11 +407,13 @@ class ContractSuite:
         res: Resource,
         accept: str | None,
     ) -> None:
+        if answered_absent(contract_server, res):
+            return
         enter(
             request,
             contract_server,
             f"head:{request.node.callspec.id}",
-            needs_for(res, servable_encoding(contract_server, res, accept)),
+            needs_for(contract_server, res, servable_encoding(contract_server, res, accept)),
         )
         get = fetch(contract_server, "GET", res.url, {"Accept-Encoding": accept})
         head = fetch(contract_server, "HEAD", res.url, {"Accept-Encoding": accept})
@@ -398,8 +438,9 @@ class ContractSuite:
             st.lists(st.tuples(codings, qs), max_size=5, unique_by=lambda t: t[0].lower())
         )
         header = data.draw(st.sampled_from([", ", ",", " ,  "])).join(c + q for c, q in items)
-        encoding = expected_encoding(res, header)
-        assume(not needs_for(res, encoding) - contract_server.capabilities())
+        assume(not is_absent(contract_server, res))
+        encoding = expected_encoding(contract_server, res, header)
+        assume(not needs_for(contract_server, res, encoding) - contract_server.capabilities())
         reply = fetch(contract_server, "GET", res.url, {"Accept-Encoding": header})
         sent = reply.header("Content-Encoding")
         if sent is not None:
@@ -420,11 +461,13 @@ class ContractSuite:
         accept: str | None,
     ) -> None:
         """If-None-Match with the variant's own ETag (alone or in a list) gives a bare 304."""
+        if answered_absent(contract_server, res):
+            return
         enter(
             request,
             contract_server,
             f"etag-304:{request.node.callspec.id}",
-            needs_for(res, servable_encoding(contract_server, res, accept)),
+            needs_for(contract_server, res, servable_encoding(contract_server, res, accept)),
         )
         first = fetch(contract_server, "GET", res.url, {"Accept-Encoding": accept})
         etag = first.header("ETag")
@@ -454,8 +497,11 @@ class ContractSuite:
         self, request: pytest.FixtureRequest, contract_server: ContractServer, res: Resource
     ) -> None:
         """Each representation has its own ETag; one variant's tag never validates another."""
-        encodings: list[str | None] = [None, *(k for k in res.stored if k is not None)]
-        needs = frozenset().union(*(needs_for(res, e) for e in encodings))
+        if answered_absent(contract_server, res):
+            return
+        stored = stored_for(contract_server, res)
+        encodings: list[str | None] = [None, *(k for k in stored if k is not None)]
+        needs = frozenset().union(*(needs_for(contract_server, res, e) for e in encodings))
         enter(request, contract_server, f"etag-per-variant:{res.name}", needs)
         tags: dict[str | None, str] = {}
         for enc in encodings:
@@ -493,13 +539,15 @@ class ContractSuite:
         res: Resource,
         ims: tuple[str, int],
     ) -> None:
+        if answered_absent(contract_server, res):
+            return
         accept = "gzip, deflate, br"
         encoding = servable_encoding(contract_server, res, accept)
         enter(
             request,
             contract_server,
             f"if-modified-since:{request.node.callspec.id}",
-            needs_for(res, encoding),
+            needs_for(contract_server, res, encoding),
         )
         value, status = ims
         reply = fetch(
@@ -542,7 +590,14 @@ class ContractSuite:
         accept: str | None,
     ) -> None:
         """A Range is answered from identity bytes, whatever Accept-Encoding says."""
-        enter(request, contract_server, f"range:{request.node.callspec.id}", needs_for(res, None))
+        if answered_absent(contract_server, res):
+            return
+        enter(
+            request,
+            contract_server,
+            f"range:{request.node.callspec.id}",
+            needs_for(contract_server, res, None),
+        )
         header, first, last = rng
         n = len(res.identity)
         if first < 0:
@@ -566,8 +621,13 @@ class ContractSuite:
         res: Resource,
         rng: str,
     ) -> None:
+        if answered_absent(contract_server, res):
+            return
         enter(
-            request, contract_server, f"range-416:{request.node.callspec.id}", needs_for(res, None)
+            request,
+            contract_server,
+            f"range-416:{request.node.callspec.id}",
+            needs_for(contract_server, res, None),
         )
         n = len(res.identity)
         ask = {"Accept-Encoding": "identity", "Range": rng.format(n=n, m=n + 10)}
@@ -584,7 +644,8 @@ class ContractSuite:
         """Random ``bytes=s-e`` / ``bytes=s-`` / ``bytes=-k``: body == identity[s:e+1] or 416."""
         enter(request, contract_server, "range-random")
         res = data.draw(st.sampled_from(sorted(RANGE_RES.values(), key=lambda r: r.name)))
-        assume(not needs_for(res, None) - contract_server.capabilities())
+        assume(not is_absent(contract_server, res))
+        assume(not needs_for(contract_server, res, None) - contract_server.capabilities())
         n = len(res.identity)
         kind = data.draw(st.sampled_from(["closed", "open", "suffix"]))
         s = data.draw(st.integers(0, n + 5))
@@ -602,7 +663,12 @@ class ContractSuite:
         if first >= n:
             # The same check as test_range_unsatisfiable, under its id (a server that misses
             # it there misses it here, whenever the draw asks for it).
-            enter(request, contract_server, f"range-416:{res.name}:random", needs_for(res, None))
+            enter(
+                request,
+                contract_server,
+                f"range-416:{res.name}:random",
+                needs_for(contract_server, res, None),
+            )
             assert reply.status == 416
             assert reply.header("Content-Range") == f"bytes */{n}"
             return
