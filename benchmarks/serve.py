@@ -17,7 +17,8 @@ Two URLs: a small gzip-compressible chunk (sent as gzip where the server can) an
 incompressible chunk (sent plain). With ``--million``, a dataset of 1,000,000 (empty) chunk files
 is generated and the time from process start to the first response is measured for ours and
 for whitenoise (which scans the tree at start-up). Prints a Markdown table; ``--json`` writes
-the figures.
+the figures. ``benchmarks/serve_inprocess.py`` measures the per-request Python cost of ours and
+whitenoise without sockets.
 """
 
 from __future__ import annotations

@@ -21,12 +21,12 @@ from werkzeug.wrappers import Response
 
 from precomp_host.encodings import GZIP, stream_decoder
 from precomp_host.layout import FLAT, mesh_manifest_fallbacks
-from precomp_host.middleware import PrecomputedMiddleware, make_app
+from precomp_host.middleware import READ_LIMIT, PrecomputedMiddleware, make_app
 from tests.contract.fixtures import write_contract_tree
 from tests.contract.suite import ContractServer, ContractSuite, fetch
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterable, Iterator
     from pathlib import Path
     from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
@@ -290,3 +290,59 @@ def test_symlinks_inside_the_root_are_followed(tmp_path: Path) -> None:
     app.invalidate()
     with Client(app).get("/alias/info") as r:
         assert r.status_code == 404
+
+
+def _call(
+    app: WSGIApplication, path: str, **extra: Any
+) -> tuple[list[tuple[str, str]], Iterable[bytes], bytes]:
+    """(headers, body iterable, body bytes) of ``app`` for a GET, the body closed."""
+    environ: dict[str, Any] = {"REQUEST_METHOD": "GET", "PATH_INFO": path, **extra}
+    got: list[tuple[str, str]] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc: Any = None) -> Any:
+        got.extend(headers)
+        headers.append(("X-Added-By-Server", "1"))  # as wsgiref adds Date and Server
+
+    body = app(environ, start_response)
+    try:
+        data = b"".join(body)
+    finally:
+        getattr(body, "close", lambda: None)()
+    return got, body, data
+
+
+@pytest.mark.parametrize("with_file_wrapper", [True, False])
+def test_small_files_are_read_larger_ones_wrapped(tmp_path: Path, with_file_wrapper: bool) -> None:
+    """Both ways of sending a whole file give its exact bytes and close it: a small file is
+    read (``READ_LIMIT``), a larger one goes to ``wsgi.file_wrapper`` (or werkzeug's reader)."""
+    from werkzeug.wsgi import FileWrapper
+
+    app = make_app(tmp_path)
+    sizes = {"at-limit": READ_LIMIT, "above": READ_LIMIT + 1}
+    wrapped: list[object] = []
+
+    def file_wrapper(file: Any, block_size: int = 8192) -> FileWrapper:
+        wrapped.append(file)
+        return FileWrapper(file, block_size)
+
+    extra = {"wsgi.file_wrapper": file_wrapper} if with_file_wrapper else {}
+    for name, size in sizes.items():
+        data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+        (tmp_path / name).write_bytes(data)
+        headers, body, sent = _call(app, f"/{name}", **extra)
+        assert sent == data
+        assert dict(headers)["Content-Length"] == str(size)
+        assert isinstance(body, list) == (size <= READ_LIMIT)
+    assert len(wrapped) == (1 if with_file_wrapper else 0)
+
+
+def test_remembered_headers_are_not_shared_with_the_server(contract_root: Path) -> None:
+    """A cached resolution's header lists are copied for each response: a server that adds
+    to the list it gets must not change the next response."""
+    app = make_app(contract_root)
+    url = "/img/8_8_8/32-48_0-16_0-16"
+    for accept in ("gzip", "identity"):
+        first = _call(app, url, HTTP_ACCEPT_ENCODING=accept)[0]
+        again = _call(app, url, HTTP_ACCEPT_ENCODING=accept)[0]
+        assert first == again
+        assert ("X-Added-By-Server", "1") not in again
