@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import re
@@ -222,6 +223,17 @@ class Started:
     seconds: float
     pid: int
 
+    def tree_cpu_s(self) -> float:
+        """CPU seconds (user + system) the server and its workers have used so far."""
+        import psutil
+
+        root = psutil.Process(self.pid)
+        total = 0.0
+        for p in [root, *root.children(recursive=True)]:
+            t = p.cpu_times()
+            total += t.user + t.system
+        return total
+
     def tree_rss_mib(self) -> float:
         """Resident memory of the server and its workers (an upper bound: shared pages count
         once per process)."""
@@ -323,14 +335,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         ]
         with ExitStack() as stack:
             ports: dict[str, int] = {}
+            procs: dict[str, Started] = {}
             for server in chosen:
                 port = ports[server.name] = free_port()
-                started = stack.enter_context(running(server.argv(port), port))
+                started = procs[server.name] = stack.enter_context(running(server.argv(port), port))
                 results[server.name] = {"note": server.note, "start_s": round(started.seconds, 3)}
                 for label, path in (("small", SMALL), ("large", LARGE)):
                     url = f"http://127.0.0.1:{port}{path}"
                     results[server.name][f"{label}_encoding"] = encoding_sent(url)
                     results[server.name][f"{label}_rps"] = 0
+                    results[server.name][f"{label}_cpu_us"] = math.inf
             # All servers run at once and take turns, in alternating order, and the best of
             # the rounds counts: on a shared machine other load only ever slows a run down,
             # and interleaving spreads it over every server alike.
@@ -339,7 +353,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     row = results[server.name]
                     for label, path in (("small", SMALL), ("large", LARGE)):
                         url = f"http://127.0.0.1:{ports[server.name]}{path}"
+                        cpu_before = procs[server.name].tree_cpu_s()
                         rps, transfer = wrk(url, args.duration, args.connections)
+                        # Server CPU a request: steadier than requests/s on a small machine,
+                        # where wrk itself competes with the server for the cores.
+                        cpu = procs[server.name].tree_cpu_s() - cpu_before
+                        if rps > 0:
+                            cpu_us = round(cpu / (rps * args.duration) * 1e6, 1)
+                            row[f"{label}_cpu_us"] = min(float(str(row[f"{label}_cpu_us"])), cpu_us)
                         if rps > float(str(row[f"{label}_rps"])):
                             row[f"{label}_rps"], row[f"{label}_transfer"] = round(rps), transfer
                 print(f"round {round_ + 1}/{args.repeat} done", file=sys.stderr)
@@ -369,15 +390,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def table(results: dict[str, dict[str, object]]) -> str:
     lines = [
-        "| server | small chunk req/s (sent as) | 256 KiB chunk req/s | start s | setup |",
-        "|---|---|---|---|---|",
+        "| server | small chunk req/s (sent as) | 256 KiB chunk req/s "
+        "| server CPU us/req small / large | start s | setup |",
+        "|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
         if name == "million":
             continue
         lines.append(
             f"| {name} | {r['small_rps']} ({r['small_encoding']}) | {r['large_rps']} "
-            f"| {r['start_s']} | {r['note']} |"
+            f"| {r['small_cpu_us']} / {r['large_cpu_us']} | {r['start_s']} | {r['note']} |"
         )
     for mine_name in ("precomp_host", "precomp_host-nocache"):
         ours = results.get(mine_name, {})
@@ -389,6 +411,10 @@ def table(results: dict[str, dict[str, object]]) -> str:
                     assert isinstance(mine, int)
                     assert isinstance(theirs, int)
                     ratios.append(f"{label} {mine / max(1, theirs):.2f}x")
+                    cpu_mine, cpu_theirs = ours[f"{label}_cpu_us"], results[peer][f"{label}_cpu_us"]
+                    assert isinstance(cpu_mine, float)
+                    assert isinstance(cpu_theirs, float)
+                    ratios.append(f"server CPU a request {cpu_theirs / cpu_mine:.2f}x less")
                 lines.append(f"\n{mine_name} / {peer}: {', '.join(ratios)}")
     if "million" in results:
         lines.append(f"\n1,000,000 files: {asdict_str(results['million'])}")
