@@ -19,11 +19,6 @@ is generated and the time from process start to the first response is measured f
 for whitenoise (which scans the tree at start-up). Prints a Markdown table; ``--json`` writes
 the figures. ``benchmarks/serve_inprocess.py`` measures the per-request Python cost of ours and
 whitenoise without sockets.
-
-With ``taskset`` and two or more CPUs, servers run on all CPUs but the last and ``wrk`` on the
-last one (``--no-pin`` to share them all): on a 2-core machine, wrk and the server otherwise
-compete for the same cores and requests/s moved by +-20 % from run to run (0.87x-1.27x between
-the same two servers); pinned, repeated runs agree within a few percent.
 """
 
 from __future__ import annotations
@@ -121,15 +116,6 @@ def make_million(root: Path) -> float:
 
 
 # -- servers ---------------------------------------------------------------------------------
-
-
-#: (server CPUs, load generator CPUs) for taskset, or None to share every CPU.
-PIN: tuple[str, str] | None = None
-
-
-def pinned(argv: Sequence[str], which: int) -> list[str]:
-    """``argv`` under ``taskset`` on the server (0) or load generator (1) CPUs of :data:`PIN`."""
-    return list(argv) if PIN is None else ["taskset", "-c", PIN[which], *argv]
 
 
 def free_port() -> int:
@@ -267,7 +253,7 @@ def running(argv: Sequence[str], port: int, timeout: float = 120) -> Iterator[St
     }
     start = time.perf_counter()
     proc = subprocess.Popen(
-        pinned(argv, 0), env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        argv, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         deadline = start + timeout
@@ -293,9 +279,23 @@ def running(argv: Sequence[str], port: int, timeout: float = 120) -> Iterator[St
 
 def wrk(url: str, seconds: int, connections: int) -> tuple[float, str]:
     """(requests/s, transfer/s) from ``wrk``; 0 if any response was not 2xx."""
-    argv = ["wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds}s",
-            "-H", f"Accept-Encoding: {ACCEPT}", url]  # fmt: skip
-    out = subprocess.run(pinned(argv, 1), capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t",
+            "2",
+            "-c",
+            str(connections),
+            "-d",
+            f"{seconds}s",
+            "-H",
+            f"Accept-Encoding: {ACCEPT}",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     if "Non-2xx" in out:
         return 0.0, "errors"
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
@@ -320,14 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--million", action="store_true", help="also the 1M-file start-up")
     parser.add_argument("--only", nargs="*", default=None, help="server names to run ([] none)")
     parser.add_argument("--json", type=Path, help="write the figures here")
-    parser.add_argument(
-        "--no-pin", action="store_true", help="servers and wrk share every CPU (no taskset)"
-    )
     args = parser.parse_args(argv)
-    global PIN
-    cpus = sorted(os.sched_getaffinity(0))
-    if not args.no_pin and len(cpus) >= 2 and shutil.which("taskset"):
-        PIN = (",".join(map(str, cpus[:-1])), str(cpus[-1]))
     if shutil.which("wrk") is None:
         parser.error("wrk is missing: apt-get install wrk")
     results: dict[str, dict[str, object]] = {}
@@ -390,10 +383,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     results["million"][f"{name}_rss_mib"] = round(started.tree_rss_mib())
             print("million", results["million"], file=sys.stderr)
     print(table(results))
-    print(f"\nservers on CPUs {PIN[0]}, wrk on CPU {PIN[1]}" if PIN else "\nno CPU pinning")
     if args.json:
-        pin = {"servers_cpus": PIN[0], "wrk_cpus": PIN[1]} if PIN else None
-        args.json.write_text(json.dumps({**results, "taskset": pin}, indent=2) + "\n")
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
 
