@@ -34,7 +34,6 @@ def nginx_limits() -> dict[str, str]:
     for name in GZ_ONLY:
         limits[f"range:{name}:*"] = gunzip_range
         limits[f"range-416:{name}:*"] = gunzip_range
-    limits["range-random"] = gunzip_range + " (the draw includes gz-only files)"
     return limits
 
 

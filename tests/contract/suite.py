@@ -659,6 +659,13 @@ class ContractSuite:
             assert reply.status == 416
             assert reply.header("Content-Range") == f"bytes */{n}"
             return
+        # Likewise test_range's check, under its id.
+        enter(
+            request,
+            contract_server,
+            f"range:{res.name}:random",
+            needs_for(contract_server, res, None),
+        )
         assert reply.status == 206
         assert reply.header("Content-Encoding") is None
         assert reply.header("Content-Range") == f"bytes {first}-{last}/{n}"
