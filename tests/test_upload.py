@@ -73,18 +73,18 @@ def raw_get(endpoint: str, key: str, **hdrs: str) -> http.client.HTTPResponse:
 @pytest.mark.slow
 def test_upload_to_s3_api(tree: Path, moto_endpoint: str) -> None:
     client = moto_client(moto_endpoint)
-    client.create_bucket(Bucket=BUCKET)  # type: ignore[attr-defined]
+    client.create_bucket(Bucket=BUCKET)
     report = upload.upload_s3(tree, BUCKET, PREFIX, client=client, public_policy=True)
     planned = list(upload.plan_objects(tree))
     assert report.uploaded == len(planned)
     assert report.skipped == 0
 
     # Every object, listed with its metadata.
-    listed = client.list_objects_v2(Bucket=BUCKET, Prefix=PREFIX + "/")  # type: ignore[attr-defined]
+    listed = client.list_objects_v2(Bucket=BUCKET, Prefix=PREFIX + "/")
     keys = {item["Key"] for item in listed["Contents"]}
     assert keys == {f"{PREFIX}/{o.key}" for o in planned}
     for obj in planned:
-        meta = client.head_object(Bucket=BUCKET, Key=f"{PREFIX}/{obj.key}")  # type: ignore[attr-defined]
+        meta = client.head_object(Bucket=BUCKET, Key=f"{PREFIX}/{obj.key}")
         assert meta["ContentType"] == obj.content_type, obj.key
         assert meta.get("ContentEncoding") == obj.content_encoding, obj.key
         assert meta["CacheControl"] == headers.DEPLOY_CACHE_CONTROL
@@ -111,13 +111,13 @@ def test_upload_to_s3_api(tree: Path, moto_endpoint: str) -> None:
         resp.close()
 
     # CORS rules and the public-read policy are set.
-    cors = client.get_bucket_cors(Bucket=BUCKET)  # type: ignore[attr-defined]
+    cors = client.get_bucket_cors(Bucket=BUCKET)
     rule = cors["CORSRules"][0]
     assert rule["AllowedOrigins"] == ["*"]
     assert set(rule["AllowedMethods"]) == {"GET", "HEAD"}
     assert {h.lower() for h in rule["AllowedHeaders"]} >= {"range"}
     assert set(rule["ExposeHeaders"]) >= {"Content-Range", "Content-Encoding", "ETag"}
-    assert '"s3:GetObject"' in client.get_bucket_policy(Bucket=BUCKET)["Policy"]  # type: ignore[attr-defined]
+    assert '"s3:GetObject"' in client.get_bucket_policy(Bucket=BUCKET)["Policy"]
 
     # Resumable: nothing is sent again; a changed file is.
     again = upload.upload_s3(tree, BUCKET, PREFIX, client=client)
