@@ -163,6 +163,7 @@ def render_nginx(site: Site) -> str:
         **_common(site),
         served_encodings=_encodings(site, "nginx"),
         internal=NGINX_INTERNAL,
+        gzip_suffix=GZIP.suffix,
     )
 
 

@@ -32,11 +32,11 @@ contract says so on its :class:`ContractServer`, never by editing this file:
 * ``expected_failures``: ``{fnmatch pattern on check ids: reason}``, for the rest.
 
 Check id prefixes: ``variant`` (choice, bytes, Vary, types, CORS; ``<resource>:<accept>``),
-``nested-direct``, ``head``, ``accept-random``, ``etag-304``, ``etag-per-variant``,
-``if-modified-since``, ``inm-precedence``, ``range`` (``<resource>:<range>:<accept>``),
-``range-416``, ``range-random``, ``cors:<status>``, ``preflight``, ``method-405``, ``missing``,
-``traversal``. Resource names are the keys of ``build_tree().resources`` (``img-gz-br``,
-``ngs-gz``, ``mesh-bare``, ...).
+``nested-direct``, ``head``, ``accept-random``, ``identity-coded-only``, ``etag-304``,
+``etag-per-variant``, ``if-modified-since``, ``inm-precedence``, ``range``
+(``<resource>:<range>:<accept>``), ``range-416``, ``range-random``, ``cors:<status>``,
+``preflight``, ``method-405``, ``missing``, ``traversal``. Resource names are the keys of
+``build_tree().resources`` (``img-gz-br``, ``ngs-gz``, ``mesh-bare``, ...).
 """
 
 from __future__ import annotations
@@ -457,6 +457,39 @@ class ContractSuite:
             q = parse_accept_encoding(header)
             assert q.get(sent, q.get("*", 0.0)) > 0, f"sent {sent} for {header!r}"
         assert_representation(contract_server, res, reply, encoding)
+
+    @pytest.mark.parametrize(
+        ("res", "ask"),
+        product(
+            {k: v for k, v in RES.items() if None not in v.stored},
+            {
+                "none": {},
+                "identity": {"Accept-Encoding": "identity"},
+                "range": {"Range": "bytes=0-9"},
+            },
+        ),
+    )
+    def test_identity_of_a_coded_only_file(
+        self,
+        request: pytest.FixtureRequest,
+        contract_server: ContractServer,
+        res: Resource,
+        ask: dict[str, str],
+    ) -> None:
+        """Identity asked of a file stored only coded: identity bytes from a server that can
+        decode it; otherwise 406 with CORS, never a 404 (viewers draw a 404 chunk as empty
+        data, silently) and never the coded bytes."""
+        if answered_absent(contract_server, res):
+            return
+        enter(request, contract_server, f"identity-coded-only:{request.node.callspec.id}")
+        reply = fetch(contract_server, "GET", res.url, ask)
+        assert_cors(reply)
+        assert reply.header("Content-Encoding") is None, reply.headers
+        if needs_for(contract_server, res, None) - contract_server.capabilities():
+            assert reply.status == 406, reply.status
+        else:
+            assert reply.status in (200, 206), reply.status
+            assert reply.body in (res.identity, res.identity[:10])
 
     # -- validators ------------------------------------------------------------------------
 
