@@ -181,11 +181,11 @@ def _ngs(c: Context) -> list[list[str]]:
     ]
 
 
-def _cv_igneous(c: Context, script: str = "cloudvolume_igneous.py") -> list[list[str]]:
+def _cv_igneous(c: Context, layer_type: str = "image") -> list[list[str]]:
     return [
         [
             str(c.peers.python),
-            str(PEERS_DIR / script),
+            str(PEERS_DIR / "cloudvolume_igneous.py"),
             str(c.stack),
             str(c.out),
             "--resolution",
@@ -196,6 +196,8 @@ def _cv_igneous(c: Context, script: str = "cloudvolume_igneous.py") -> list[list
             ";".join(",".join(map(str, f)) for f in c.factors),
             "--cores",
             str(c.cores),
+            "--layer-type",
+            layer_type,
         ]
     ]
 
@@ -242,13 +244,13 @@ LABEL_TOOLS: tuple[Tool, ...] = (
         False,
         _precomp_host_labels,
     ),
-    # 128: it cannot build a z-only top level (see cloudvolume_igneous_labels.py).
+    # 128: it cannot build a z-only top level (see peers/cloudvolume_igneous.py).
     Tool(
         "cloud-volume+igneous",
         "cseg, mode pyramid, meshes, gzip, flat",
         128,
         True,
-        lambda c: _cv_igneous(c, "cloudvolume_igneous_labels.py"),
+        lambda c: _cv_igneous(c, "segmentation"),
     ),
     # Like for like: our build with igneous' own simplifier and defaults (quadric, 40 nm).
     Tool(
