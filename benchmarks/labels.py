@@ -12,20 +12,17 @@ recomputes a chunk, and the expected bounding box of a segment, without the whol
 from __future__ import annotations
 
 import itertools
-import logging
-import shutil
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
-import tifffile
+
+from .volume import write_stack
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from numpy.typing import NDArray
-
-log = logging.getLogger(__name__)
 
 _SEED = 20261123
 #: Grid cell edge in voxels: one seed (one segment, or background) per cell.
@@ -155,17 +152,4 @@ class LabelVolume:
 
     def ensure_stack(self, cache_dir: Path) -> Path:
         """Write the TIFF stack under ``cache_dir`` unless a complete one is there; return it."""
-        stack = cache_dir / self.name
-        marker = cache_dir / f"{self.name}.complete"
-        if marker.exists():
-            return stack
-        if stack.exists():
-            shutil.rmtree(stack)
-        stack.mkdir(parents=True)
-        nz = self.shape[2]
-        log.info("writing %d label slices to %s (once)", nz, stack)
-        width = max(4, len(str(nz - 1)))
-        for z in range(nz):
-            tifffile.imwrite(stack / f"z{z:0{width}d}.tif", self.slice(z))
-        marker.write_text("complete\n")
-        return stack
+        return write_stack(cache_dir, self.name, self.shape[2], self.slice)

@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 import shutil
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import tifffile
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from numpy.typing import NDArray
@@ -81,23 +82,29 @@ class Volume:
         return np.stack(slabs, axis=2)
 
     def ensure_stack(self, cache_dir: Path) -> Path:
-        """Write the TIFF stack under ``cache_dir`` unless a complete one is there; return it.
+        """Write the TIFF stack under ``cache_dir`` unless a complete one is there; return it."""
+        return write_stack(cache_dir, self.name, self.shape[2], self.slice)
 
-        The folder holds only the slices (neuroglancer-scripts reads every file in it); a marker
-        beside it says the stack is complete, so an interrupted write is redone.
-        """
-        stack = cache_dir / self.name
-        marker = cache_dir / f"{self.name}.complete"
-        if marker.exists():
-            return stack
-        if stack.exists():
-            shutil.rmtree(stack)
-        stack.mkdir(parents=True)
-        nz = self.shape[2]
-        log.info("writing %d slices to %s", nz, stack)
-        width = max(4, len(str(nz - 1)))
-        for z in range(nz):
-            # Zero-padded names: lexicographic order (neuroglancer-scripts) = natural order.
-            tifffile.imwrite(stack / f"z{z:0{width}d}.tif", self.slice(z))
-        marker.write_text("complete\n")
+
+def write_stack(
+    cache_dir: Path, name: str, depth: int, slice_of: Callable[[int], NDArray[Any]]
+) -> Path:
+    """``cache_dir/name/z0000.tif...``: slices ``slice_of(z)`` for ``z < depth``, once.
+
+    The folder holds only the slices (neuroglancer-scripts reads every file in it); a marker
+    beside it says the stack is complete, so an interrupted write is redone.
+    """
+    stack = cache_dir / name
+    marker = cache_dir / f"{name}.complete"
+    if marker.exists():
         return stack
+    if stack.exists():
+        shutil.rmtree(stack)
+    stack.mkdir(parents=True)
+    log.info("writing %d slices to %s (once)", depth, stack)
+    width = max(4, len(str(depth - 1)))
+    for z in range(depth):
+        # Zero-padded names: lexicographic order (neuroglancer-scripts) = natural order.
+        tifffile.imwrite(stack / f"z{z:0{width}d}.tif", slice_of(z))
+    marker.write_text("complete\n")
+    return stack
