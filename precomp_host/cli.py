@@ -516,6 +516,11 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise CommandError(str(e)) from None
     log.debug("deploy %s wrote %d files", args.target, len(paths))
+    steps = deploy.next_steps(
+        args.target, args.out, args.root, args.url_prefix, args.listen, args.brotli
+    )
+    if steps:
+        print("Next:\n" + "\n".join(f"  {step}" for step in steps))
     if args.target == "s3" and args.bucket:
         try:
             from .upload import s3_client, upload_s3

@@ -40,6 +40,9 @@ TARGETS: tuple[Target, ...] = ("nginx", "apache", "s3", "gcs")
 NGINX_INTERNAL = "/.precomp"
 #: How many leading path levels the Apache configs check for symlinks (404 when one is).
 SYMLINK_DEPTH = 8
+#: Apache modules each form needs (``a2enmod``): the templates' headers and ``next_steps``.
+APACHE_VHOST_MODULES = ("rewrite", "headers", "deflate", "buffer", "mime")
+APACHE_HTACCESS_MODULES = ("rewrite", "headers", "mime")
 #: Apache vhost: the largest inflated body held in memory so that a Range over it gets a 206
 #: (larger ones are streamed and a Range gets the whole body, 200). A chunk is rarely above a
 #: few MiB; 128^3 uint64 is 16 MiB.
@@ -191,6 +194,7 @@ def render_apache(site: Site, form: Literal["vhost", "htaccess"] = "vhost") -> s
         **context,
         inflate=form == "vhost",
         inflate_buffer=APACHE_INFLATE_BUFFER,
+        modules=APACHE_VHOST_MODULES if form == "vhost" else APACHE_HTACCESS_MODULES,
         gzip_suffix=GZIP.suffix,
     )
 
@@ -338,6 +342,46 @@ def write_files(
     for path in written:
         log.info("wrote %s", path)
     return written
+
+
+def next_steps(
+    target: Target,
+    out: str | Path,
+    site_root: str | Path,
+    url_prefix: str = "",
+    listen: str | None = None,
+    brotli: bool = False,
+) -> list[str]:
+    """What to run after :func:`write_files` to have a working site (the README's commands)."""
+    out, root = Path(out), Path(site_root)
+    port = (listen or "").rsplit(":", 1)[-1]
+    host = "<this host>" + (f":{port}" if port not in ("", "80") else "")
+    index = f"then open http://{host}{Site.make(root, url_prefix).url_prefix}/ (the index)"
+    if target == "nginx":
+        conf = out / "nginx.conf"
+        reload = "sudo nginx -t && sudo systemctl reload nginx"
+        steps = []
+        if brotli:
+            steps.append("sudo apt-get install libnginx-mod-http-brotli-static  # for --brotli")
+        if listen:
+            steps.append(f"sudo cp {conf} /etc/nginx/conf.d/precomputed.conf && {reload}")
+        else:
+            steps.append(f"add 'include {conf.resolve()};' inside your server {{ }} block, then:")
+            steps.append(reload)
+        return [*steps, index]
+    if target == "apache":
+        return [
+            f"sudo cp {out / 'apache.conf'} /etc/apache2/sites-available/precomputed.conf"
+            f" && sudo a2enmod {' '.join(APACHE_VHOST_MODULES)} && sudo a2ensite precomputed"
+            " && sudo apache2ctl configtest && sudo systemctl reload apache2",
+            f"or, on a shared host: cp {out / '.htaccess'} {root}/ (needs a2enmod"
+            f" {' '.join(APACHE_HTACCESS_MODULES)}, AllowOverride FileInfo,"
+            " Options FollowSymLinks)",
+            index,
+        ]
+    if target == "gcs":
+        return [f"sh {out / 'gcloud-upload.sh'}"]
+    return []
 
 
 #: The site the examples in the repository's ``deploy/`` folder are rendered for.

@@ -625,7 +625,9 @@ def test_progress_view_logs_periodically_without_a_tty(caplog: pytest.LogCapture
     assert "done in 0:10" in messages[-1]
 
 
-def test_deploy_command_writes_the_config(tmp_path: Path) -> None:
+def test_deploy_command_writes_the_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     root = tmp_path / "root"
     (root / "ds").mkdir(parents=True)
     (root / "ds" / "info").write_text(
@@ -638,6 +640,10 @@ def test_deploy_command_writes_the_config(tmp_path: Path) -> None:
     conf = (tmp_path / "out" / "nginx.conf").read_text()
     assert str(root) in conf
     assert (root / "index.html").exists()
+    # What to do next: a snippet goes inside an existing server block.
+    out = capsys.readouterr().out
+    assert f"include {(tmp_path / 'out' / 'nginx.conf').resolve()};" in out
+    assert "sudo nginx -t && sudo systemctl reload nginx" in out
 
 
 @pytest.mark.slow

@@ -298,3 +298,19 @@ def test_examples_pass_the_server_check(tmp_path: Path, rel: str) -> None:
     server.emitted.write_text(text)
     checked = server.check()
     assert checked.returncode == 0, checked.stderr
+
+
+def test_next_steps_name_what_the_configs_need(tmp_path: Path) -> None:
+    server = deploy.next_steps("nginx", tmp_path / "out", tmp_path, "/data", "127.0.0.1:8080", True)
+    assert any("libnginx-mod-http-brotli-static" in step for step in server)
+    assert any(f"sudo cp {tmp_path / 'out' / 'nginx.conf'} /etc/nginx/conf.d/" in s for s in server)
+    assert server[-1] == "then open http://<this host>:8080/data/ (the index)"
+    apache = deploy.next_steps("apache", tmp_path / "out", tmp_path, "data", "*:80")
+    assert "a2enmod rewrite headers deflate buffer mime " in apache[0]
+    assert apache[-1] == "then open http://<this host>/data/ (the index)"
+    # The modules named are the ones each rendered form says it needs.
+    site = deploy.Site.make(tmp_path, "/data")
+    for form, modules in (("vhost", deploy.APACHE_VHOST_MODULES),
+                          ("htaccess", deploy.APACHE_HTACCESS_MODULES)):  # fmt: skip
+        assert f"a2enmod {' '.join(modules)}" in deploy.render_apache(site, form)  # type: ignore[arg-type]
+    assert deploy.next_steps("s3", tmp_path, tmp_path) == []
