@@ -322,7 +322,7 @@ def make_parser() -> argparse.ArgumentParser:
     _add_segmentation_options(b)
     b.add_argument(
         "--voxel-offset",
-        type=_non_negative_int,
+        type=int,
         nargs=3,
         default=[0, 0, 0],
         metavar=("X", "Y", "Z"),

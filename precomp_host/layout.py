@@ -18,17 +18,23 @@ from .model import ChunkKey
 
 #: A flat chunk name, alone as the last path segment. It never matches mesh names (``1:0``,
 #: ``1052:0:0-512_0-512_0-512``), annotation cells (``1_2_3``), ``*.shard`` or ``*.index``.
-CHUNK_NAME_PATTERN = r"^\d+-\d+_\d+-\d+_\d+-\d+$"
+#: One axis of a chunk name, ``<begin>-<end>``: voxel coordinates, negative where the scale's
+#: ``voxel_offset`` is (volume.md allows any integer offset; Neuroglancer then asks for
+#: ``-64-0_...``).
+RANGE_PATTERN = r"-?\d+--?\d+"
+CHUNK_NAME_PATTERN = rf"^{RANGE_PATTERN}_{RANGE_PATTERN}_{RANGE_PATTERN}$"
 
 #: The URL rewrite, as PCRE for nginx ``rewrite`` and Apache ``RewriteRule`` (both use ``$n``):
 #: group 1 is everything up to the last ``/``, groups 2-4 the x, y and z ranges.
-URL_PATTERN = r"^(.*)/(\d+-\d+)_(\d+-\d+)_(\d+-\d+)$"
+URL_PATTERN = rf"^(.*)/({RANGE_PATTERN})_({RANGE_PATTERN})_({RANGE_PATTERN})$"
 URL_REPLACEMENT = "$1/$2/$3/$4"
 
 # re.ASCII: \d as PCRE reads it (ASCII digits only), so Python and the servers agree.
 _URL_RE = re.compile(URL_PATTERN, re.ASCII)
 _PY_REPLACEMENT = re.sub(r"\$(\d)", r"\\\1", URL_REPLACEMENT)
-_NESTED_TAIL = re.compile(r"(?:^|/)(\d+-\d+)/(\d+-\d+)/(\d+-\d+)\Z", re.ASCII)
+_NESTED_TAIL = re.compile(
+    rf"(?:^|/)({RANGE_PATTERN})/({RANGE_PATTERN})/({RANGE_PATTERN})\Z", re.ASCII
+)
 
 
 def nested_url(url_path: str) -> str:

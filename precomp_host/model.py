@@ -24,7 +24,7 @@ DATA_TYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "
 
 # ASCII and fullmatch: Python's \d also accepts other scripts' digits and its $ matches before a
 # trailing newline; neither names a chunk (PCRE in nginx/Apache reads \d as ASCII too).
-_CHUNK_NAME = re.compile(r"(\d+)-(\d+)_(\d+)-(\d+)_(\d+)-(\d+)", re.ASCII)
+_CHUNK_NAME = re.compile(r"(-?\d+)-(-?\d+)_(-?\d+)-(-?\d+)_(-?\d+)-(-?\d+)", re.ASCII)
 
 
 class InvalidInfoError(ValueError):

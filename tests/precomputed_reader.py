@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     import numpy as np
 
-_NESTED = re.compile(r"^(\d+-\d+)/(\d+-\d+)/(\d+-\d+)$")
+_NESTED = re.compile(r"^(-?\d+--?\d+)/(-?\d+--?\d+)/(-?\d+--?\d+)$")
 
 
 def flat_copy(src: Path, dst: Path) -> Path:

@@ -82,8 +82,9 @@ def scales(draw: st.DrawFn, max_grid: int = 4, max_chunk: int = 40) -> Scale:
     grid = draw(vec3s(1, max_grid))
     rest = tuple(draw(st.integers(1, c)) for c in chunk)
     size = tuple((n - 1) * c + r for n, c, r in zip(grid, chunk, rest, strict=True))
-    # Mostly non-zero offsets, including ones that are not multiples of the chunk size.
-    offset = draw(vec3s(0, 500))
+    # Mostly non-zero offsets, including negative ones and ones that are not multiples of the
+    # chunk size.
+    offset = draw(vec3s(-500, 500))
     return Scale(
         key=draw(scale_keys()),
         size=(size[0], size[1], size[2]),
@@ -108,8 +109,8 @@ def chunk_keys(draw: st.DrawFn, scale: Scale | None = None) -> ChunkKey:
 
 @st.composite
 def any_chunk_keys(draw: st.DrawFn) -> ChunkKey:
-    """Any non-empty box with non-negative coordinates, as a layout must store it."""
-    start = draw(vec3s(0, 10**9))
+    """Any non-empty box, negative coordinates included (a negative voxel_offset)."""
+    start = draw(vec3s(-(10**9), 10**9))
     shape = draw(vec3s(1, 10**4))
     stop = (start[0] + shape[0], start[1] + shape[1], start[2] + shape[2])
     return ChunkKey(draw(scale_keys()), start, stop)
@@ -124,7 +125,7 @@ def scale_jsons(draw: st.DrawFn, key: str) -> dict[str, Any]:
         "size": list(draw(vec3s(1, 10**6))),
         "resolution": list(draw(resolutions())),
         "chunk_sizes": [list(draw(vec3s(1, 512))), *(list(c) for c in others)],
-        "voxel_offset": list(draw(vec3s(0, 10**6))),
+        "voxel_offset": list(draw(vec3s(-(10**6), 10**6))),
         "encoding": draw(st.sampled_from(["raw", "jpeg", "png", "compressed_segmentation"])),
         **draw(extra_members(SCALE_MEMBERS)),
     }

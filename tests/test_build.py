@@ -72,9 +72,8 @@ def make_volume(dtype: str, channels: int = 1, shape: tuple[int, int, int] = SHA
 
 
 def build(vol_xyzc: np.ndarray, out: Path, **kw: Any) -> dict[str, Any]:
-    options = BuildOptions(
-        resolution=(4.0, 4.0, 6.0), chunk_size=(16, 16, 16), voxel_offset=OFFSET, **kw
-    )
+    kw.setdefault("voxel_offset", OFFSET)
+    options = BuildOptions(resolution=(4.0, 4.0, 6.0), chunk_size=(16, 16, 16), **kw)
     volume = volume_from_array(np.ascontiguousarray(vol_xyzc.transpose(2, 1, 0, 3)), "ZYXC")
     build_dataset(volume, out, options)
     info: dict[str, Any] = json.loads((out / "info").read_text())
@@ -113,6 +112,23 @@ def test_every_scale_reads_back_exactly(
             np.testing.assert_allclose(g, want, rtol=1e-6, err_msg=f"scale {i}")
         else:
             np.testing.assert_array_equal(g, want, err_msg=f"scale {i}")
+
+
+@pytest.mark.parametrize("offset", [(-37, -5, -70), (-32, 0, -16)])
+def test_negative_voxel_offset_reads_back_exactly(
+    tmp_path: Path, offset: tuple[int, int, int]
+) -> None:
+    """volume.md allows any integer voxel_offset: chunk names then hold negative numbers
+    (``-37--21_...``), which tensorstore reads and the nested layout stores."""
+    vol = make_volume("uint16")
+    info = build(vol, tmp_path / "ds", voxel_offset=offset)
+    assert info["scales"][0]["voxel_offset"] == list(offset)
+    first = tmp_path / "ds" / info["scales"][0]["key"] / f"{offset[0]}-{offset[0] + 16}"
+    assert first.is_dir(), "nested folders named with negative coordinates"
+    got = read_all(tmp_path / "ds", tmp_path)
+    for i, (g, want) in enumerate(zip(got, reference_pyramid(vol, info), strict=True)):
+        assert np.any(g != 0), f"scale {i} read as zeros"
+        np.testing.assert_array_equal(g, want, err_msg=f"scale {i}")
 
 
 def test_variants_follow_the_storage_rule(tmp_path: Path) -> None:

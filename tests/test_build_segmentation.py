@@ -46,11 +46,11 @@ def make_labels(dtype: str, shape: tuple[int, int, int] = SHAPE) -> np.ndarray:
 
 def build(labels_xyz: np.ndarray, out: Path, **kw: Any) -> dict[str, Any]:
     kw.setdefault("encoding", "compressed_segmentation")
+    kw.setdefault("voxel_offset", OFFSET)
     options = BuildOptions(
         resolution=RES,
         volume_type="segmentation",
         chunk_size=(16, 16, 16),
-        voxel_offset=OFFSET,
         **kw,
     )
     volume = volume_from_array(np.ascontiguousarray(labels_xyz.transpose(2, 1, 0)), "ZYX")
@@ -129,7 +129,8 @@ def test_stride_downsampling(tmp_path: Path) -> None:
     np.testing.assert_array_equal(got, labels[np.ix_(*index)])
 
 
-def test_meshes_and_names(tmp_path: Path) -> None:
+@pytest.mark.parametrize("offset", [OFFSET, (-37, -9, -20)], ids=["offset", "negative-offset"])
+def test_meshes_and_names(tmp_path: Path, offset: tuple[int, int, int]) -> None:
     labels = np.zeros(SHAPE, np.uint32)
     x, y, z = np.meshgrid(*(np.arange(n) for n in SHAPE), indexing="ij")
     labels[((x - 30) / 25.0) ** 2 + ((y - 22) / 15.0) ** 2 + ((z - 16) / 12.0) ** 2 < 1] = 5
@@ -140,8 +141,12 @@ def test_meshes_and_names(tmp_path: Path) -> None:
         tmp_path / "ds",
         segmentation=SegmentationOptions(mesh=True, names=names, region_size=(32, 32)),
         compress=("gzip", "br"),
+        voxel_offset=offset,
     )
     assert info["mesh"] == "mesh"
+    np.testing.assert_array_equal(
+        read_scale(flat_copy(tmp_path / "ds", tmp_path / "f0"), 0)[..., 0], labels
+    )
     flat = flat_copy(tmp_path / "ds", tmp_path / "flat")
     assert json.loads((flat / "mesh" / "info").read_text()) == {"@type": "neuroglancer_legacy_mesh"}
     res = np.array(RES)
@@ -152,7 +157,7 @@ def test_meshes_and_names(tmp_path: Path) -> None:
             assert len(frags) > 4, "the ball spans several regions and slabs"
         verts = np.concatenate([parse_fragment(f)[0] for f in frags])
         xyz = np.argwhere(labels == seg)
-        lo, hi = (xyz.min(0) + OFFSET) * res, (xyz.max(0) + 1 + OFFSET) * res
+        lo, hi = (xyz.min(0) + offset) * res, (xyz.max(0) + 1 + offset) * res
         assert (verts >= lo - res).all()
         assert (verts <= hi + res).all()
         _, faces = merge_fragments(frags)

@@ -8,6 +8,7 @@ a subprocess, so stderr is exactly what a terminal or a CI log would show.
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import resource
@@ -224,6 +225,9 @@ BAD_INPUT = {
 BAD_OPTIONS = {
     "zero resolution": _option_case("--resolution", "0", "4", "40", mention="--resolution"),
     "negative resolution": _option_case("--resolution", "4", "-4", "40", mention="--resolution"),
+    "non-integer voxel offset": _option_case(
+        "--voxel-offset", "1.5", "0", "0", mention="--voxel-offset"
+    ),
     "nan resolution": _option_case("--resolution", "nan", "4", "40", mention="--resolution"),
     "inf resolution": _option_case("--resolution", "4", "4", "inf", mention="--resolution"),
     "text resolution": _option_case("--resolution", "4", "four", "40", mention="--resolution"),
@@ -623,6 +627,16 @@ def test_progress_view_logs_periodically_without_a_tty(caplog: pytest.LogCapture
     assert "ETA 0:09" in messages[0]
     assert messages[-1].startswith("img: 100/100 chunks (100%)")
     assert "done in 0:10" in messages[-1]
+
+
+def test_negative_voxel_offset_is_accepted(tmp_path: Path) -> None:
+    src = _npy(tmp_path / "vol.npy", (4, 8, 8))
+    args = ["build", str(src), str(tmp_path / "ds"), "--resolution", "1", "1", "1",
+            "--voxel-offset", "-8", "0", "-2", "-q"]  # fmt: skip
+    assert main(args) == 0
+    info = json.loads((tmp_path / "ds" / "info").read_text())
+    assert info["scales"][0]["voxel_offset"] == [-8, 0, -2]
+    assert list((tmp_path / "ds" / info["scales"][0]["key"]).glob("-8-0/0-8/-2-2*"))
 
 
 def test_deploy_command_writes_the_config(

@@ -40,7 +40,7 @@ def test_templates_type_nothing_twice(name: str) -> None:
     """Patterns, suffixes, media types and headers come from the core, never the template."""
     text = (templates_dir() / name).read_text()
     typed = [
-        layout.URL_PATTERN, layout.MESH_MANIFEST_PATTERN, r"\d+-\d+",
+        layout.URL_PATTERN, layout.MESH_MANIFEST_PATTERN, layout.RANGE_PATTERN, r"\d+-\d+",
         *(e.suffix for e in encodings.ENCODINGS.values()),
         media_types.JSON, media_types.OCTET_STREAM,
         *headers.cors_headers(), *headers.preflight_headers(), ", ".join(headers.EXPOSE_HEADERS),

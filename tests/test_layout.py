@@ -219,8 +219,18 @@ def test_replacement_expands_like_pcre() -> None:
 
 
 def test_chunk_name_pattern_is_the_last_segment_of_url_pattern() -> None:
-    assert CHUNK_NAME_PATTERN == r"^\d+-\d+_\d+-\d+_\d+-\d+$"
-    assert URL_PATTERN.endswith(r"/(\d+-\d+)_(\d+-\d+)_(\d+-\d+)$")
+    assert CHUNK_NAME_PATTERN == r"^-?\d+--?\d+_-?\d+--?\d+_-?\d+--?\d+$"
+    assert URL_PATTERN.endswith(r"/(-?\d+--?\d+)_(-?\d+--?\d+)_(-?\d+--?\d+)$")
+
+
+def test_negative_coordinates_rewrite_and_round_trip() -> None:
+    # A scale with a negative voxel_offset (volume.md allows it): Neuroglancer asks for these.
+    assert nested_url("/ds/8_8_40/-64-0_0-64_-128--64") == "/ds/8_8_40/-64-0/0-64/-128--64"
+    key = ChunkKey.parse("8_8_40", "-64-0_0-64_-128--64")
+    assert key.start == (-64, 0, -128)
+    assert key.stop == (0, 64, -64)
+    assert NESTED.key_for(NESTED.path_for(key)) == key
+    assert FLAT.key_for(FLAT.path_for(key)) == key
 
 
 #: Near misses: chunk-like pieces glued with the characters that occur in real names.

@@ -6,6 +6,7 @@ that the server then serves as its root. The tree holds
 
 * ``img/``: a nested-layout image dataset whose six chunks cover every combination of stored
   variants (plain only, ``.gz`` only, ``.gz`` + ``.br``, plain + ``.gz``, ``.br`` only, all three);
+* ``neg/``: a nested dataset whose ``voxel_offset`` is negative (chunk ``-16-0_0-16_-32--16``);
 * ``flat/``: a flat-layout dataset, its ``info`` with a ``.gz`` sibling;
 * ``ngs/``: a gz-only flat tree as neuroglancer-scripts and cloud-volume write it (``X.gz`` and
   no ``X``), one 256 KiB chunk;
@@ -176,6 +177,28 @@ def build_tree() -> ContractTree:
             OCTET_STREAM,
             disk=f"img/8_8_8/{x}/{y}/{z}",
         )
+
+    # neg: a scale with a negative voxel_offset (volume.md allows it): chunk names hold
+    # negative numbers, nested folders too.
+    add(
+        "neg-info",
+        "neg/info",
+        _info(
+            "image",
+            "uint8",
+            [_scale("8_8_8", [16, 16, 16], [16, 16, 16], voxel_offset=[-16, 0, -32])],
+        ),  # fmt: skip
+        (None,),
+        JSON,
+    )
+    add(
+        "neg-gz-br",
+        "neg/8_8_8/-16-0_0-16_-32--16",
+        _pattern_bytes(30, 4096),
+        ("gzip", "br"),
+        OCTET_STREAM,
+        disk="neg/8_8_8/-16-0/0-16/-32--16",
+    )
 
     # flat: flat layout, info with a gzip sibling.
     add(

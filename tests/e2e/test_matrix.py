@@ -233,3 +233,36 @@ def test_sample_segmentation_renders_meshes(
     result = view(state, origin_of(data_url))
     problems = check_view(result, min_chunks=MIN_CHUNKS, meshes=True)
     expect(request, problems, result.summary())
+
+
+@pytest.mark.parametrize("server", ["serve", "nginx"])
+def test_negative_voxel_offset_renders(view: View, tmp_path: Path, server: str) -> None:
+    """A build with a negative voxel_offset: Neuroglancer asks for ``-64-0_...`` chunk names,
+    which the dev server and nginx's emitted rewrite map to the nested files."""
+    import numpy as np
+
+    base = Path(tempfile.mkdtemp(prefix="precomp-e2e-neg-"))
+    os.chmod(base, 0o755)
+    try:
+        x, y, z = np.meshgrid(np.arange(160), np.arange(160), np.arange(40), indexing="ij")
+        vol = (128 + 100 * np.sin(x / 9.0) * np.cos(y / 7.0) + z % 3).astype(np.uint8)
+        np.save(base / "vol.npy", np.ascontiguousarray(vol.transpose(2, 1, 0)))
+        offset = (-100, -64, -20)
+        subprocess.run(
+            [sys.executable, "-m", "precomp_host", "build", str(base / "vol.npy"),
+             str(base / "root" / "neg"), "--resolution", "8", "8", "8", "--chunk-size", "64",
+             "--voxel-offset", *map(str, offset), "-q"],
+            check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120,
+        )  # fmt: skip
+        assert (base / "root" / "neg" / "8_8_8" / "-100--36").is_dir()
+        serving = (
+            devserver(base / "root") if server == "serve" else real_server(server, base / "root")
+        )
+        with serving as url:
+            state = image_state(f"precomputed://{url}/neg", [160, 160, 40], [8, 8, 8],
+                                offset=offset)  # fmt: skip
+            result = view(state, origin_of(url))
+        assert check_view(result, min_chunks=MIN_CHUNKS) == [], result.summary()
+        assert any("/-100--36_" in r.path for r in result.requests), result.summary()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

@@ -188,14 +188,17 @@ def neuroglancer_url(client_origin: str, token: str, state: dict[str, Any]) -> s
 
 
 def _view_settings(
-    shape: Sequence[int], resolution: Sequence[float], layout: str
+    shape: Sequence[int],
+    resolution: Sequence[float],
+    layout: str,
+    offset: Sequence[int] = (0, 0, 0),
 ) -> dict[str, Any]:
     # With "dimensions" given, crossSectionScale is in those units (voxels) per screen pixel;
     # without it Neuroglancer reads the zoom in metres per pixel and the view is blank (issue #6).
     extent = max(shape[0], shape[1])
     return {
         "dimensions": {axis: [r * 1e-9, "m"] for axis, r in zip("xyz", resolution, strict=True)},
-        "position": [s / 2 for s in shape],
+        "position": [o + s / 2 for o, s in zip(offset, shape, strict=True)],
         "crossSectionScale": extent / 420,
         "projectionScale": extent * 2.5,
         "layout": layout,
@@ -215,9 +218,11 @@ def image_state(
     shape: Sequence[int],
     resolution: Sequence[float] = (1.0, 1.0, 1.0),
     layout: str = "xy",
+    offset: Sequence[int] = (0, 0, 0),
 ) -> dict[str, Any]:
-    """A one-layer image view of ``source`` (``precomputed://http://...``), zoomed to fit."""
-    state = _view_settings(shape, resolution, layout)
+    """A one-layer image view of ``source`` (``precomputed://http://...``), zoomed to fit the
+    volume that starts at voxel ``offset``."""
+    state = _view_settings(shape, resolution, layout, offset)
     state["layers"] = [{"type": "image", "source": source, "name": "image"}]
     return state
 
