@@ -29,6 +29,7 @@ import numpy as np
 from .chunk_codecs import ChunkCodec, make_codec
 from .layout import LAYOUTS
 from .plan import plan_dataset
+from .progress import Progress
 from .pyramid import DOWNSAMPLERS, Downsampler
 from .segmentation import (
     MESH_JOURNAL_DIR,
@@ -56,16 +57,6 @@ _STATE_FILE = ".precomp-build.json"
 
 class BuildError(Exception):
     """A build that cannot proceed; the message is one line naming the problem."""
-
-
-@dataclass(frozen=True)
-class Progress:
-    """What a running build has done; ``done == total`` at the end."""
-
-    done: int  # chunks written (or found complete when resuming)
-    total: int
-    bytes_written: int
-    elapsed: float
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from .build import BuildOptions, Progress
+    from .build import BuildOptions
+    from .progress import Progress
 
 log = logging.getLogger("precomp_host")
 EXIT_BAD_INPUT = 2

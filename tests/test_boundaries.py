@@ -21,7 +21,9 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent / PACKAGE
 
 #: Where each module (or subpackage) of precomp_host belongs. Absent modules are fine.
 LAYERS: dict[str, str] = {
-    **dict.fromkeys(["model", "layout", "encodings", "media_types", "headers", "plan"], "core"),
+    **dict.fromkeys(
+        ["model", "layout", "encodings", "media_types", "headers", "plan", "progress"], "core"
+    ),
     **dict.fromkeys(
         [
             "sources",

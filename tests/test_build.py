@@ -11,17 +11,20 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
 import tifffile
 
-from precomp_host.build import BuildOptions, Progress, build_dataset
+from precomp_host.build import BuildOptions, build_dataset
 from precomp_host.encodings import BROTLI, GZIP
 from precomp_host.sources import volume_from_array
 
 from .precomputed_reader import assert_all_chunks_present, flat_copy, read_scale
+
+if TYPE_CHECKING:
+    from precomp_host.progress import Progress
 
 REPO = Path(__file__).resolve().parent.parent
 SHAPE = (70, 45, 33)  # x, y, z: odd, so edge chunks are clipped at every scale

@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from precomp_host.build import Progress
 from precomp_host.cli import ProgressView, main
+from precomp_host.progress import Progress
 
 if TYPE_CHECKING:
     from collections.abc import Callable
