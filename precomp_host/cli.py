@@ -48,10 +48,13 @@ def _fmt_time(seconds: float) -> str:
 
 
 class ProgressView:
-    """Draws build progress: a bar with rate and ETA on a terminal, else periodic log lines."""
+    """Draws progress (a build's chunks, an upload's objects): a bar with rate and ETA on a
+    terminal, else periodic log lines."""
 
-    def __init__(self, stream: TextIO, label: str, *, tty: bool | None = None) -> None:
-        self.stream, self.label = stream, label
+    def __init__(
+        self, stream: TextIO, label: str, *, tty: bool | None = None, unit: str = "chunks"
+    ) -> None:
+        self.stream, self.label, self.unit = stream, label, unit
         self.tty = stream.isatty() if tty is None else tty
         self._last_draw = 0.0
         self._last_logged_tenth = -1
@@ -70,7 +73,7 @@ class ProgressView:
             width = 30
             bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
             line = (
-                f"\r{self.label} [{bar}] {p.done}/{p.total} chunks {frac:4.0%} "
+                f"\r{self.label} [{bar}] {p.done}/{p.total} {self.unit} {frac:4.0%} "
                 f"{rate:,.0f}/s {_fmt_bytes(p.bytes_written)} "
                 f"{'in ' + _fmt_time(p.elapsed) if finished else 'ETA ' + _fmt_time(eta)}"
             )
@@ -83,12 +86,14 @@ class ProgressView:
                 return
             self._last_logged_tenth, self._last_log = tenth, now
             log.info(
-                "%s: %d/%d chunks (%.0f%%), %.0f chunks/s, %s written, %s %s",
+                "%s: %d/%d %s (%.0f%%), %.0f %s/s, %s written, %s %s",
                 self.label,
                 p.done,
                 p.total,
+                self.unit,
                 frac * 100,
                 rate,
+                self.unit,
                 _fmt_bytes(p.bytes_written),
                 "done in" if finished else "ETA",
                 _fmt_time(p.elapsed if finished else eta),
@@ -534,6 +539,7 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
             client=s3_client(args.endpoint_url),
             cache_control=cache_control,
             public_policy=args.public,
+            progress=None if args.quiet else ProgressView(sys.stderr, "upload", unit="objects"),
         )
         print(
             f"uploaded {report.uploaded} objects ({_fmt_bytes(report.bytes_sent)}), "

@@ -18,12 +18,15 @@ import json
 import logging
 import os
 import shlex
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import layout, media_types
 from .encodings import BY_SUFFIX, ENCODINGS, GZIP
+from .progress import Progress
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -180,13 +183,16 @@ def upload_s3(
     cache_control: str | None = None,
     set_cors: bool = True,
     public_policy: bool = False,
-    progress: Callable[[StoreObject, bool], None] | None = None,
+    workers: int = 8,
+    progress: Callable[[Progress], None] | None = None,
 ) -> UploadReport:
     """Upload ``root`` under ``s3://bucket/prefix/``; resumable (same size and MD5: skipped).
 
     Also sets the bucket CORS rules (:func:`precomp_host.deploy.cors_rule`) unless told not to,
-    and with ``public_policy`` the public-read bucket policy. ``progress(obj, sent)`` is called
-    for each object (``sent`` False when it was already there).
+    and with ``public_policy`` the public-read bucket policy. Objects go up on ``workers``
+    threads (a boto3 client is thread-safe, and each request mostly waits on the network);
+    ``info`` files only after every other object, since they announce a complete dataset.
+    ``progress`` is called from this thread with a :class:`Progress` as objects finish.
     """
     from . import deploy, headers
 
@@ -198,29 +204,52 @@ def upload_s3(
     if public_policy:
         client.put_bucket_policy(Bucket=bucket, Policy=deploy.render_s3_policy(bucket, prefix))
     existing = _existing(client, bucket, base)
-    report = UploadReport()
     site_index = Path(root) / "index.html"
-    objects = list(plan_objects(root))
-    for obj in objects:
+
+    def put(obj: StoreObject) -> int:
+        """Upload one object; its size, or -1 when it is there already."""
         data = obj.body()
         key = base + obj.key
         # A single-part upload's ETag is the MD5 of the bytes (S3 API reference, "ETag").
         digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
         if existing.get(key) == (len(data), digest):
-            report.skipped += 1
-            if progress:
-                progress(obj, False)
-            continue
+            return -1
         extra: dict[str, str] = {"ContentType": obj.content_type, "CacheControl": cache_control}
         if obj.content_encoding is not None:
             extra["ContentEncoding"] = obj.content_encoding
         if obj.path == site_index:
             extra["CacheControl"] = "no-cache"
         client.put_object(Bucket=bucket, Key=key, Body=data, **extra)
-        report.uploaded += 1
-        report.bytes_sent += len(data)
-        if progress:
-            progress(obj, True)
+        return len(data)
+
+    objects = list(plan_objects(root))
+    infos = [o for o in objects if Path(o.key).name == "info"]
+    report = UploadReport()
+    start = time.monotonic()
+
+    def finished(sent: int) -> None:
+        if sent < 0:
+            report.skipped += 1
+        else:
+            report.uploaded += 1
+            report.bytes_sent += sent
+        if progress is not None:
+            done = report.uploaded + report.skipped
+            progress(Progress(done, len(objects), report.bytes_sent, time.monotonic() - start))
+
+    with ThreadPoolExecutor(max(1, workers), thread_name_prefix="precomp-upload") as pool:
+        # A bounded window of objects in flight: each holds its file's bytes while it runs.
+        window: set[Future[int]] = set()
+        for obj in (o for o in objects if Path(o.key).name != "info"):
+            if len(window) >= 4 * max(1, workers):
+                done, window = wait(window, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    finished(fut.result())
+            window.add(pool.submit(put, obj))
+        for fut in as_completed(window):
+            finished(fut.result())
+    for obj in infos:
+        finished(put(obj))
     log.info("s3://%s/%s: %d uploaded, %d already there", bucket, base, report.uploaded,
              report.skipped)  # fmt: skip
     return report

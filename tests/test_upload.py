@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import http.client
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -15,6 +15,8 @@ from tests.realservers import moto_client, moto_server
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
+
+    from precomp_host.progress import Progress
 
 RES = build_tree().resources
 BUCKET = "precomp"
@@ -74,10 +76,27 @@ def raw_get(endpoint: str, key: str, **hdrs: str) -> http.client.HTTPResponse:
 def test_upload_to_s3_api(tree: Path, moto_endpoint: str) -> None:
     client = moto_client(moto_endpoint)
     client.create_bucket(Bucket=BUCKET)
-    report = upload.upload_s3(tree, BUCKET, PREFIX, client=client, public_policy=True)
+    put_order: list[str] = []
+    put_object = client.put_object
+
+    def recording_put(**kw: Any) -> Any:
+        put_order.append(kw["Key"])
+        return put_object(**kw)
+
+    client.put_object = recording_put
+    reports: list[Progress] = []
+    report = upload.upload_s3(tree, BUCKET, PREFIX, client=client, public_policy=True,
+                              workers=4, progress=reports.append)  # fmt: skip
     planned = list(upload.plan_objects(tree))
     assert report.uploaded == len(planned)
     assert report.skipped == 0
+    # In parallel, but every info after every other object: a dataset is announced complete.
+    infos = [i for i, k in enumerate(put_order) if k.rsplit("/", 1)[-1] == "info"]
+    assert infos
+    assert min(infos) == len(put_order) - len(infos), put_order
+    assert [r.done for r in reports] == list(range(1, len(planned) + 1))
+    assert reports[-1].total == len(planned)
+    assert reports[-1].bytes_written == report.bytes_sent > 0
 
     # Every object, listed with its metadata.
     listed = client.list_objects_v2(Bucket=BUCKET, Prefix=PREFIX + "/")
