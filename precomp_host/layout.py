@@ -14,14 +14,10 @@ import re
 from dataclasses import dataclass
 from typing import ClassVar
 
-from .model import ChunkKey
+from .model import RANGE_PATTERN, ChunkKey
 
 #: A flat chunk name, alone as the last path segment. It never matches mesh names (``1:0``,
 #: ``1052:0:0-512_0-512_0-512``), annotation cells (``1_2_3``), ``*.shard`` or ``*.index``.
-#: One axis of a chunk name, ``<begin>-<end>``: voxel coordinates, negative where the scale's
-#: ``voxel_offset`` is (volume.md allows any integer offset; Neuroglancer then asks for
-#: ``-64-0_...``).
-RANGE_PATTERN = r"-?\d+--?\d+"
 CHUNK_NAME_PATTERN = rf"^{RANGE_PATTERN}_{RANGE_PATTERN}_{RANGE_PATTERN}$"
 
 #: The URL rewrite, as PCRE for nginx ``rewrite`` and Apache ``RewriteRule`` (both use ``$n``):
@@ -88,8 +84,8 @@ class NestedLayout(Layout):
     name: ClassVar[str] = "nested"
 
     def path_for(self, key: ChunkKey) -> str:
-        x, y, z = (f"{a}-{b}" for a, b in zip(key.start, key.stop, strict=True))
-        return f"{key.scale}/{x}/{y}/{z}"
+        # The flat name's three ranges, one folder level each.
+        return f"{key.scale}/{key.name.replace('_', '/')}"
 
     def key_for(self, path: str) -> ChunkKey | None:
         m = _NESTED_TAIL.search(path)

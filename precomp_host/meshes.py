@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .model import box_name
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
 
@@ -120,8 +122,7 @@ def data_box(core_start: Vec3, core_stop: Vec3, volume_stop: Vec3) -> tuple[Vec3
 
 
 def fragment_name(segment: int, core_start: Vec3, core_stop: Vec3) -> str:
-    bounds = "_".join(f"{a}-{b}" for a, b in zip(core_start, core_stop, strict=True))
-    return f"{segment}:0:{bounds}"
+    return f"{segment}:0:{box_name(core_start, core_stop)}"
 
 
 def manifest_name(segment: int) -> str:

@@ -22,9 +22,23 @@ VolumeType = Literal["image", "segmentation"]
 #: Data types the spec allows for ``data_type``.
 DATA_TYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "float32")
 
+#: A voxel coordinate in a chunk name: negative where the scale's ``voxel_offset`` is (volume.md
+#: allows any integer offset; Neuroglancer then asks for ``-64-0_...``).
+_COORDINATE = r"-?\d+"
+#: One axis of a chunk name, ``<begin>-<end>`` (PCRE and Python alike).
+RANGE_PATTERN = rf"{_COORDINATE}-{_COORDINATE}"
 # ASCII and fullmatch: Python's \d also accepts other scripts' digits and its $ matches before a
 # trailing newline; neither names a chunk (PCRE in nginx/Apache reads \d as ASCII too).
-_CHUNK_NAME = re.compile(r"(-?\d+)-(-?\d+)_(-?\d+)-(-?\d+)_(-?\d+)-(-?\d+)", re.ASCII)
+_CHUNK_NAME = re.compile(
+    "_".join([rf"({_COORDINATE})-({_COORDINATE})"] * 3),
+    re.ASCII,
+)
+
+
+def box_name(start: Vec3, stop: Vec3) -> str:
+    """``<x0>-<x1>_<y0>-<y1>_<z0>-<z1>``: the spec's name for the voxel box ``[start, stop)``
+    (chunks; mesh fragments and meshed regions are named after their box the same way)."""
+    return "_".join(f"{a}-{b}" for a, b in zip(start, stop, strict=True))
 
 
 class InvalidInfoError(ValueError):
@@ -45,7 +59,7 @@ class ChunkKey:
 
     @property
     def name(self) -> str:
-        return "_".join(f"{a}-{b}" for a, b in zip(self.start, self.stop, strict=True))
+        return box_name(self.start, self.stop)
 
     @property
     def shape(self) -> Vec3:

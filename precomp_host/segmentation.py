@@ -35,6 +35,7 @@ from .meshes import (
     manifest_name,
     mesh_region,
 )
+from .model import box_name
 from .segment_properties import (
     SEGMENT_PROPERTIES_DIR,
     SegmentRow,
@@ -245,8 +246,7 @@ class SegmentationExtras:
 
 
 def _journal_record(core: tuple[tuple[int, int, int], tuple[int, int, int]]) -> str:
-    bounds = "_".join(f"{a}-{b}" for a, b in zip(*core, strict=True))
-    return f"{MESH_JOURNAL_DIR}/{bounds}.json"
+    return f"{MESH_JOURNAL_DIR}/{box_name(*core)}.json"
 
 
 def parse_segments(values: Sequence[str]) -> tuple[int, ...]:

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from precomp_host import deploy, encodings, headers, layout, media_types
+from precomp_host import deploy, encodings, headers, layout, media_types, model
 from precomp_host.templates_loader import templates_dir
 from tests.contract.fixtures import write_contract_tree
 from tests.realservers import APACHE, NGINX, RealServer, free_port, require
@@ -40,7 +40,7 @@ def test_templates_type_nothing_twice(name: str) -> None:
     """Patterns, suffixes, media types and headers come from the core, never the template."""
     text = (templates_dir() / name).read_text()
     typed = [
-        layout.URL_PATTERN, layout.MESH_MANIFEST_PATTERN, layout.RANGE_PATTERN, r"\d+-\d+",
+        layout.URL_PATTERN, layout.MESH_MANIFEST_PATTERN, model.RANGE_PATTERN, r"\d+-\d+",
         *(e.suffix for e in encodings.ENCODINGS.values()),
         media_types.JSON, media_types.OCTET_STREAM,
         *headers.cors_headers(), *headers.preflight_headers(), ", ".join(headers.EXPOSE_HEADERS),
