@@ -48,6 +48,43 @@ def require(path: str | Path, what: str) -> None:
     pytest.skip(f"!!! SKIPPED: {message}")
 
 
+def wait_for_port(port: int, proc: subprocess.Popen[Any], timeout: float = 20.0) -> None:
+    """Block until ``proc`` accepts TCP connections on loopback ``port``; fail if it exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
+    """SIGTERM (nginx, apache2, gunicorn and our dev server all stop their workers on it),
+    then SIGKILL if the process is still there after ``timeout`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@contextlib.contextmanager
+def running_process(
+    argv: list[str], port: int, *, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``argv`` started (output discarded), once it listens on ``port``; stopped afterwards."""
+    proc = subprocess.Popen(argv, env={**os.environ, **(env or {})}, cwd=cwd,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_for_port(port, proc)
+        yield proc
+    finally:
+        stop_process(proc)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -137,19 +174,14 @@ class RealServer:
         extra = () if self.kind == "nginx" else ("-DFOREGROUND",)
         self.proc = subprocess.Popen(self.command(*extra), stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE)  # fmt: skip
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-                raise RuntimeError(f"{self.kind} exited: {err}{self.error_log()}")
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2),
-            ):
-                return self
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"{self.kind} did not listen on {self.listen}")
+        try:
+            wait_for_port(self.port, self.proc, timeout)
+        except (RuntimeError, TimeoutError) as e:
+            exited = self.proc.poll() is not None
+            err = self.proc.stderr.read().decode() if exited and self.proc.stderr else ""
+            self.stop()
+            raise RuntimeError(f"{self.kind}: {e}\n{err}{self.error_log()}") from None
+        return self
 
     def error_log(self) -> str:
         path = self.workdir / "error.log"
@@ -158,13 +190,7 @@ class RealServer:
     def stop(self) -> None:
         if self.proc is None:
             return
-        # nginx and apache2 both stop their workers on SIGTERM to the master.
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
         if self.proc.stderr:
             self.proc.stderr.close()
         self.proc = None
@@ -181,21 +207,8 @@ def moto_server() -> Iterator[str]:
     """An S3 API server on a loopback port; yields its endpoint URL."""
     require(MOTO, "moto[server] (moto_server)")
     port = free_port()
-    proc = subprocess.Popen([str(MOTO), "-H", "127.0.0.1", "-p", str(port)],
-                            env={**os.environ, **MOTO_ENV},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                break
-            time.sleep(0.1)
-        else:
-            pytest.fail("moto_server did not start")
+    with running_process([str(MOTO), "-H", "127.0.0.1", "-p", str(port)], port, env=MOTO_ENV):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def moto_client(endpoint: str) -> Any:

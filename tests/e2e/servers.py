@@ -13,7 +13,6 @@ from __future__ import annotations
 import http.server
 import posixpath
 import threading
-import time
 from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import unquote, urlsplit
 
@@ -188,19 +187,3 @@ class StaticDataHandler(_QuietHandler):
             self.send_body(200, packed.read_bytes(), self._headers(media))
         else:
             self.send_body(404, b"not found", self._headers({}))
-
-
-def wait_for_port(origin: str, timeout: float = 10.0) -> None:
-    """Block until something accepts TCP connections at ``origin`` (a started subprocess)."""
-    import socket
-
-    host, _, port = urlsplit(origin).netloc.partition(":")
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection((host, int(port)), timeout=0.5):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)

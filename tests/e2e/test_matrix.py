@@ -32,10 +32,11 @@ from tests.realservers import (
     moto_client,
     moto_server,
     require,
+    running_process,
 )
 from tests.test_deploy_apache import htaccess_host
 
-from .servers import LoopbackServer, StaticDataHandler, wait_for_port
+from .servers import LoopbackServer, StaticDataHandler
 from .viewer import check_view, image_state, is_chunk_path, segmentation_state
 
 if TYPE_CHECKING:
@@ -76,23 +77,9 @@ def sample() -> Iterator[Path]:
 @contextmanager
 def devserver(root: Path) -> Iterator[str]:
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "precomp_host", "serve", str(root), "--port", str(port)],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(f"http://127.0.0.1:{port}", timeout=20)
+    argv = [sys.executable, "-m", "precomp_host", "serve", str(root), "--port", str(port)]
+    with running_process(argv, port, env={"PYTHONPATH": str(REPO)}, cwd=REPO):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @contextmanager
