@@ -102,7 +102,7 @@ class Tool:
         return self.name.replace("+", "_")
 
 
-def _precomp_host(c: Context) -> list[list[str]]:
+def _precomp_host(c: Context, *extra: str) -> list[list[str]]:
     return [
         [
             sys.executable,
@@ -113,6 +113,7 @@ def _precomp_host(c: Context) -> list[list[str]]:
             str(c.out),
             "--resolution",
             *c.res_args(),
+            *extra,
             "--compress",
             "gzip",
             "--workers",
@@ -122,27 +123,9 @@ def _precomp_host(c: Context) -> list[list[str]]:
 
 
 def _precomp_host_labels(c: Context, simplification: str = "fqmr") -> list[list[str]]:
-    return [
-        [
-            sys.executable,
-            "-m",
-            "precomp_host",
-            "build",
-            str(c.stack),
-            str(c.out),
-            "--resolution",
-            *c.res_args(),
-            "--type",
-            "segmentation",
-            "--mesh",
-            "--mesh-simplification",
-            simplification,
-            "--compress",
-            "gzip",
-            "--workers",
-            str(c.cores),
-        ]
-    ]
+    return _precomp_host(
+        c, "--type", "segmentation", "--mesh", "--mesh-simplification", simplification
+    )
 
 
 def _ngs_prepare(c: Context) -> None:
