@@ -53,6 +53,12 @@ class StoreObject:
     content_encoding: str | None  # "gzip" or None
     recode: str | None = None  # the coding of ``path`` to undo first (br-only, ranged gz)
 
+    @property
+    def is_info(self) -> bool:
+        """An ``info`` file: it announces a complete dataset (or mesh or property set), so it
+        is stored after everything else."""
+        return self.key.rpartition("/")[2] == "info"
+
     def body(self) -> bytes:
         data = self.path.read_bytes()
         if self.recode is None:
@@ -133,7 +139,7 @@ def plan_objects(root: str | Path) -> Iterator[StoreObject]:
         for base, stored in sorted(bases.items()):
             rel = (here / base).relative_to(root).as_posix()
             obj = _choose(here / base, _object_key(rel, mesh_type, names), stored, mesh_type)
-            if base == "info":
+            if obj.is_info:
                 infos.append(obj)
             else:
                 yield obj
@@ -222,8 +228,9 @@ def upload_s3(
         client.put_object(Bucket=bucket, Key=key, Body=data, **extra)
         return len(data)
 
-    objects = list(plan_objects(root))
-    infos = [o for o in objects if Path(o.key).name == "info"]
+    # A first walk only counts, for the progress total: a million-file dataset is then never a
+    # million objects in memory, and walking twice is nothing next to uploading.
+    total = sum(1 for _ in plan_objects(root))
     report = UploadReport()
     start = time.monotonic()
 
@@ -235,12 +242,19 @@ def upload_s3(
             report.bytes_sent += sent
         if progress is not None:
             done = report.uploaded + report.skipped
-            progress(Progress(done, len(objects), report.bytes_sent, time.monotonic() - start))
+            progress(Progress(done, total, report.bytes_sent, time.monotonic() - start))
 
     with ThreadPoolExecutor(max(1, workers), thread_name_prefix="precomp-upload") as pool:
         # A bounded window of objects in flight: each holds its file's bytes while it runs.
         window: set[Future[int]] = set()
-        for obj in (o for o in objects if Path(o.key).name != "info"):
+        for obj in plan_objects(root):
+            if obj.is_info:
+                # plan_objects yields the info files last: everything else must be up first.
+                for fut in as_completed(window):
+                    finished(fut.result())
+                window.clear()
+                finished(put(obj))
+                continue
             if len(window) >= 4 * max(1, workers):
                 done, window = wait(window, return_when=FIRST_COMPLETED)
                 for fut in done:
@@ -248,8 +262,6 @@ def upload_s3(
             window.add(pool.submit(put, obj))
         for fut in as_completed(window):
             finished(fut.result())
-    for obj in infos:
-        finished(put(obj))
     log.info("s3://%s/%s: %d uploaded, %d already there", bucket, base, report.uploaded,
              report.skipped)  # fmt: skip
     return report
