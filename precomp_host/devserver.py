@@ -35,9 +35,8 @@ from werkzeug.serving import ThreadedWSGIServer
 from werkzeug.utils import send_from_directory
 from werkzeug.wrappers import Request, Response
 
-from .encodings import BY_SUFFIX
 from .headers import DEV_CACHE_CONTROL
-from .layout import LAYOUTS
+from .layout import FLAT
 from .media_types import HTML, JSON
 from .middleware import PrecomputedMiddleware
 from .model import Dataset, InvalidInfoError
@@ -120,13 +119,10 @@ def summarize(root: str | os.PathLike[str], rel: str) -> DatasetSummary:
     stored: tuple[str, ...] = ()
     first = ds.scales[0] if ds.scales else None
     if first is not None and "sharding" not in first.extra:
-        key = first.chunk_key((0, 0, 0))
-        for layout in LAYOUTS.values():
-            base = folder / layout.path_for(key)
-            suffixes = {"identity": ""} | {e.name: s for s, e in BY_SUFFIX.items()}
-            stored = tuple(n for n, suffix in suffixes.items() if Path(f"{base}{suffix}").is_file())
-            if stored:
-                break
+        # Resolved as a request for the chunk would be: flat or nested, plain and siblings.
+        found = PrecomputedMiddleware(None, folder).find(FLAT.path_for(first.chunk_key((0, 0, 0))))
+        if found is not None:
+            stored = tuple("identity" if e is None else e for e in found.files)
     return DatasetSummary(
         rel,
         name,
