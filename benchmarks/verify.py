@@ -45,6 +45,39 @@ class Verification:
         return not self.problems
 
 
+def open_dataset(
+    root: Path, result: Verification, shape: Vec3, data_type: str, top_size: int | None
+) -> Dataset | None:
+    """``root/info`` when it describes a pyramid of ``shape`` / ``data_type`` down to at most
+    ``top_size`` voxels an axis (None: scale 0 only); else None, with ``result``'s problems
+    saying why. Fills ``result.scales`` and ``result.top_chunks``."""
+    try:
+        dataset = Dataset.from_json(json.loads((root / "info").read_text()))
+    except (OSError, ValueError, InvalidInfoError) as e:
+        result.problems.append(f"info unreadable: {e}")
+        return None
+    result.scales = len(dataset.scales)
+    result.top_chunks = dataset.scales[-1].num_chunks()
+    base = dataset.scales[0]
+    if base.size != shape or dataset.data_type != data_type:
+        result.problems.append(f"scale 0 is {base.size} {dataset.data_type}, not {shape}")
+        return None
+    top = dataset.scales[-1].size
+    if top_size is not None and max(top) > top_size:
+        result.problems.append(f"coarsest scale is {top} voxels, more than {top_size} per axis")
+    return dataset
+
+
+def read_decoded(base: Path) -> bytes | None:
+    """``base`` or its encoded sibling, decoded; None if neither exists."""
+    for suffix in ("", *BY_SUFFIX):
+        path = base.with_name(base.name + suffix)
+        if path.is_file():
+            data = path.read_bytes()
+            return BY_SUFFIX[suffix].decompress(data) if suffix else data
+    return None
+
+
 def find_chunk(root: Path, key: ChunkKey) -> tuple[Path, str, str] | None:
     """(file, layout name, suffix) of ``key``'s chunk, whichever way the tool stored it."""
     for layout in (NESTED, FLAT):
@@ -124,19 +157,10 @@ def verify(root: Path, volume: Volume, *, top_size: int | None) -> Verification:
         voxels along each axis; None when it writes scale 0 only.
     """
     result = Verification()
-    try:
-        dataset = Dataset.from_json(json.loads((root / "info").read_text()))
-    except (OSError, ValueError, InvalidInfoError) as e:
-        result.problems.append(f"info unreadable: {e}")
+    dataset = open_dataset(root, result, volume.shape, "uint8", top_size)
+    if dataset is None:
         return result
-    result.scales = len(dataset.scales)
-    result.top_chunks = dataset.scales[-1].num_chunks()
     base = dataset.scales[0]
-    if base.size != volume.shape or dataset.data_type != "uint8":
-        result.problems.append(f"scale 0 is {base.size} {dataset.data_type}, not {volume.shape}")
-    top = dataset.scales[-1].size
-    if top_size is not None and max(top) > top_size:
-        result.problems.append(f"coarsest scale is {top} voxels, more than {top_size} per axis")
     dtype = np.dtype(dataset.data_type)
     layouts: set[str] = set()
     for index, scale in enumerate(dataset.scales):

@@ -21,14 +21,15 @@ import compressed_segmentation as cseg
 import numpy as np
 
 from precomp_host.encodings import BY_SUFFIX
-from precomp_host.model import ChunkKey, Dataset, InvalidInfoError, Scale
 
-from .verify import Verification, find_chunk
+from .verify import Verification, find_chunk, open_dataset, read_decoded
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from numpy.typing import NDArray
+
+    from precomp_host.model import ChunkKey, Scale
 
     from .labels import LabelVolume
 
@@ -45,16 +46,6 @@ class LabelVerification(Verification):
     triangles: int = 0
     fragments: int = 0
     mesh_problems: list[str] = field(default_factory=list)
-
-
-def _read(base: Path) -> bytes | None:
-    """``base`` or its encoded sibling, decoded; None if neither exists."""
-    for suffix in ("", *BY_SUFFIX):
-        path = base.with_name(base.name + suffix)
-        if path.is_file():
-            data = path.read_bytes()
-            return BY_SUFFIX[suffix].decompress(data) if suffix else data
-    return None
 
 
 def _decode(root: Path, scale: Scale, key: ChunkKey) -> NDArray[np.uint32] | None:
@@ -90,13 +81,13 @@ def _is_mode(chunk: NDArray[np.uint32], region: NDArray[np.uint32], f: list[int]
 def _check_meshes(
     root: Path, labels: LabelVolume, res: NDArray[np.float64], v: LabelVerification
 ) -> None:
-    if _read(root / "mesh" / "info") is None:
+    if read_decoded(root / "mesh" / "info") is None:
         v.problems.append("mesh/info missing")
         return
     ids = labels.segment_ids()
     picks = ids[np.linspace(0, len(ids) - 1, MESH_SAMPLES).astype(int)]
     for segment in (int(s) for s in picks):
-        manifest = _read(root / "mesh" / f"{segment}:0")
+        manifest = read_decoded(root / "mesh" / f"{segment}:0")
         if manifest is None:
             v.problems.append(f"mesh manifest {segment}:0 missing")
             continue
@@ -106,7 +97,7 @@ def _check_meshes(
         hi_nm = (np.array(hi) + 1) * res
         v.segments += 1
         for name in names:
-            data = _read(root / "mesh" / name)
+            data = read_decoded(root / "mesh" / name)
             if data is None:
                 v.problems.append(f"mesh fragment {name} missing")
                 continue
@@ -126,19 +117,10 @@ def _check_meshes(
 def verify_labels(root: Path, labels: LabelVolume, *, top_size: int | None) -> LabelVerification:
     """Check the segmentation dataset at ``root`` against ``labels``."""
     v = LabelVerification()
-    try:
-        dataset = Dataset.from_json(json.loads((root / "info").read_text()))
-    except (OSError, ValueError, InvalidInfoError) as e:
-        v.problems.append(f"info unreadable: {e}")
+    dataset = open_dataset(root, v, labels.shape, "uint32", top_size)
+    if dataset is None:
         return v
-    v.scales = len(dataset.scales)
-    v.top_chunks = dataset.scales[-1].num_chunks()
     base = dataset.scales[0]
-    if base.size != labels.shape or dataset.data_type != "uint32":
-        v.problems.append(f"scale 0 is {base.size} {dataset.data_type}, not {labels.shape}")
-        return v
-    if top_size is not None and max(dataset.scales[-1].size) > top_size:
-        v.problems.append(f"coarsest scale {dataset.scales[-1].size} exceeds {top_size} voxels")
     for index, scale in enumerate(dataset.scales):
         if scale.encoding != "compressed_segmentation":
             v.problems.append(f"scale {scale.key}: encoding {scale.encoding}")
