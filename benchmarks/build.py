@@ -44,7 +44,7 @@ from benchmarks.peers_env import DEFAULT_DIR, PeersEnv
 from benchmarks.verify import Verification, verify
 from benchmarks.verify_labels import LabelVerification, verify_labels
 from benchmarks.volume import Volume
-from precomp_host.plan import plan_dataset
+from precomp_host.build.plan import plan_dataset
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence

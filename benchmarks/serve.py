@@ -78,8 +78,8 @@ def shared_data_app(root: str) -> WSGIApplication:
 def make_trees(base: Path) -> tuple[Path, Path]:
     """(nested gz-only tree as the generator writes it, flat tree with identity + .gz)."""
     sys.path.insert(0, str(REPO))
-    from precomp_host.encodings import GZIP
-    from precomp_host.layout import nested_url
+    from precomp_host.core.encodings import GZIP
+    from precomp_host.core.layout import nested_url
 
     rng = random.Random(0)
     runs = bytearray()

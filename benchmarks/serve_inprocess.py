@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.serve import ACCEPT, LARGE, SMALL, make_trees, whitenoise_app  # noqa: E402
-from precomp_host.middleware import make_app  # noqa: E402
+from precomp_host.host.middleware import make_app  # noqa: E402
 
 
 class FileWrapper:

@@ -3,8 +3,8 @@
 A peer that fails quietly (writes nothing, a wrong layout, zeros) must not look fast. The
 checker reads the output as a viewer would, independently of the tool that wrote it: ``info``
 through the core model; every chunk of every scale must exist under the nested or the flat
-layout (``precomp_host.layout``), plain or with a content-encoding suffix
-(``precomp_host.encodings``); sampled chunks are decoded as ``raw`` and must have the scale's
+layout (``precomp_host.core.layout``), plain or with a content-encoding suffix
+(``precomp_host.core.encodings``); sampled chunks are decoded as ``raw`` and must have the scale's
 clipped chunk shape; sampled scale-0 chunks must equal the generated volume exactly, and the
 lower scales must not be blank where the volume has tissue.
 """
@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from precomp_host.encodings import BY_SUFFIX
-from precomp_host.layout import FLAT, NESTED
-from precomp_host.model import ChunkKey, Dataset, InvalidInfoError, Scale, Vec3
+from precomp_host.core.encodings import BY_SUFFIX
+from precomp_host.core.layout import FLAT, NESTED
+from precomp_host.core.model import ChunkKey, Dataset, InvalidInfoError, Scale, Vec3
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import compressed_segmentation as cseg
 import numpy as np
 
-from precomp_host.encodings import BY_SUFFIX
+from precomp_host.core.encodings import BY_SUFFIX
 
 from .verify import Verification, find_chunk, open_dataset, read_decoded
 
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from numpy.typing import NDArray
 
-    from precomp_host.model import ChunkKey, Scale
+    from precomp_host.core.model import ChunkKey, Scale
 
     from .labels import LabelVolume
 

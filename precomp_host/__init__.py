@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .layout import FLAT, LAYOUTS, NESTED, Layout
-from .model import ChunkKey, Dataset, InvalidInfoError, Scale
+from .core.layout import FLAT, LAYOUTS, NESTED, Layout
+from .core.model import ChunkKey, Dataset, InvalidInfoError, Scale
 
 __all__ = [
     "FLAT",

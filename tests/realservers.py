@@ -2,7 +2,7 @@
 
 :class:`RealServer` starts Debian's ``nginx`` or ``apache2`` in the foreground with a main config
 written under a temporary folder (pid, logs and temp paths there) that includes the file emitted
-by :mod:`precomp_host.deploy`. Also used by ``deploy/*/run.sh`` through ``python -m``.
+by :mod:`precomp_host.deploy.site`. Also used by ``deploy/*/run.sh`` through ``python -m``.
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ class RealServer:
 
     kind: str  # "nginx" | "apache"
     workdir: Path
-    emitted: Path  # the file precomp_host.deploy wrote
+    emitted: Path  # the file precomp_host.deploy.site wrote
     listen_in_emitted: bool = False  # the emitted file holds its own server/VirtualHost
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
@@ -212,8 +212,8 @@ def moto_server() -> Iterator[str]:
 
 
 def moto_client(endpoint: str) -> Any:
-    """Our boto3 client (``precomp_host.upload.s3_client``) for a :func:`moto_server`."""
-    from precomp_host import upload
+    """Our boto3 client (:func:`~precomp_host.deploy.objectstores.s3_client`) for a moto server."""
+    from precomp_host.deploy import objectstores as upload
 
     return upload.s3_client(
         endpoint,

@@ -16,7 +16,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from precomp_host.model import DATA_TYPES, ChunkKey, Scale, Vec3
+from precomp_host.core.model import DATA_TYPES, ChunkKey, Scale, Vec3
 
 #: Characters of scale keys: what real keys use (``8_8_40``, ``s0``, ``4.5_4.5_40``) plus a few
 #: punctuation marks. No ``/`` (a key is one path segment) and no control characters.

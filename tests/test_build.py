@@ -17,14 +17,14 @@ import numpy as np
 import pytest
 import tifffile
 
-from precomp_host.build import BuildOptions, build_dataset
-from precomp_host.encodings import BROTLI, GZIP
-from precomp_host.sources import volume_from_array
+from precomp_host.build.builder import BuildOptions, build_dataset
+from precomp_host.build.sources import volume_from_array
+from precomp_host.core.encodings import BROTLI, GZIP
 
 from .precomputed_reader import assert_all_chunks_present, flat_copy, read_scale
 
 if TYPE_CHECKING:
-    from precomp_host.progress import Progress
+    from precomp_host.core.progress import Progress
 
 REPO = Path(__file__).resolve().parent.parent
 SHAPE = (70, 45, 33)  # x, y, z: odd, so edge chunks are clipped at every scale
@@ -351,7 +351,7 @@ def test_progress_reports_reach_the_total(tmp_path: Path) -> None:
 def _peak_rss_of_build(src: Path, out: Path) -> int:
     code = (
         "import sys\n"
-        "from precomp_host.cli import main\n"
+        "from precomp_host.cli.commands import main\n"
         f"rc = main(['build', {str(src)!r}, {str(out)!r}, '--resolution', '8', '8', '8',"
         " '--chunk-size', '32', '--compress', 'gzip', '--workers', '2', '-q'])\n"
         "assert rc == 0\n"
@@ -382,8 +382,8 @@ def test_memory_does_not_grow_with_depth(tmp_path: Path) -> None:
 def test_band_parallel_downsampling_equals_whole_block(bands: int, origin_y: int) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from precomp_host.build import _in_bands
-    from precomp_host.pyramid import downsample_mean
+    from precomp_host.build.builder import _in_bands
+    from precomp_host.build.pyramid import downsample_mean
 
     arr = make_volume("uint16", 2, (21, 37, 9)).transpose(2, 1, 0, 3).copy()
     with ThreadPoolExecutor(2) as ex:

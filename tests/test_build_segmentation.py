@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from precomp_host.build import BuildError, BuildOptions, build_dataset
-from precomp_host.meshes import merge_fragments, parse_fragment
-from precomp_host.segment_properties import SegmentRow, validate
-from precomp_host.segmentation import MESH_JOURNAL_DIR, SegmentationOptions
-from precomp_host.sources import volume_from_array
+from precomp_host.build.builder import BuildError, BuildOptions, build_dataset
+from precomp_host.build.meshes import merge_fragments, parse_fragment
+from precomp_host.build.segment_properties import SegmentRow, validate
+from precomp_host.build.segmentation import MESH_JOURNAL_DIR, SegmentationOptions
+from precomp_host.build.sources import volume_from_array
 
 from .precomputed_reader import assert_all_chunks_present, flat_copy, read_scale
 from .test_pyramid_mode import reference_mode
@@ -260,7 +260,7 @@ def _read_plain_or_gz(path: Path) -> bytes:
 
 
 def test_mesh_simplification_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from precomp_host.cli import main
+    from precomp_host.cli.commands import main
 
     labels = np.zeros((12, 16, 16), np.uint32)  # [z, y, x]
     labels[2:10, 3:13, 4:12] = 5

@@ -1,4 +1,4 @@
-"""Tests of :mod:`precomp_host.chunk_codecs`: the spec's byte order, image layout, round trips.
+"""Tests of :mod:`precomp_host.build.chunk_codecs`: byte order, image layout, round trips.
 
 The byte order is checked against expressions written from the spec (volume.md, "raw chunk
 encoding": little-endian ``[x, y, z, channel]`` in Fortran order), not against the module.
@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
-from precomp_host.chunk_codecs import RAW, make_codec
+from precomp_host.build.chunk_codecs import RAW, make_codec
 
 RAW_DTYPES = ["uint8", "uint16", "uint32", "uint64", "float32"]
 

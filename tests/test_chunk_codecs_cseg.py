@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from precomp_host.chunk_codecs import CODECS, make_codec
+from precomp_host.build.chunk_codecs import CODECS, make_codec
 
 if TYPE_CHECKING:
     from pathlib import Path

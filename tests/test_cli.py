@@ -1,4 +1,4 @@
-"""Tests of :mod:`precomp_host.cli`: bad input, ``--help`` and progress, as a user sees them.
+"""Tests of :mod:`precomp_host.cli.commands`: bad input, ``--help``, progress, as a user sees them.
 
 Bad input (issue #2) must end with exit code 2, exactly one line on stderr naming the problem
 (no traceback, no log lines) and nothing at a final name in OUT. These run the real command in
@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from precomp_host.cli import ProgressView, main
-from precomp_host.progress import Progress
+from precomp_host.cli.commands import ProgressView, main
+from precomp_host.core.progress import Progress
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -474,7 +474,7 @@ def test_after_a_full_disk_a_rerun_succeeds(tmp_path: Path) -> None:
 def test_help_does_not_import_numpy(argv: list[str]) -> None:
     code = (
         "import sys\n"
-        "from precomp_host.cli import main\n"
+        "from precomp_host.cli.commands import main\n"
         "try:\n"
         f"    main({argv!r})\n"
         "except SystemExit as e:\n"
@@ -573,7 +573,7 @@ def test_progress_view_draws_a_bar_with_rate_and_eta_on_a_tty(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     clock = [1000.0]  # the redraw throttle reads time.monotonic(); make it deterministic
-    monkeypatch.setattr("precomp_host.cli.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("precomp_host.cli.commands.time.monotonic", lambda: clock[0])
     stream = io.StringIO()
     view = ProgressView(stream, "img", tty=True)
     view(Progress(done=5, total=10, bytes_written=2_500_000, elapsed=2.5))

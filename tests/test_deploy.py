@@ -17,8 +17,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from precomp_host import deploy, encodings, headers, layout, media_types, model
-from precomp_host.templates_loader import templates_dir
+from precomp_host.core import encodings, headers, layout, media_types, model
+from precomp_host.core.templates import templates_dir
+from precomp_host.deploy import site as deploy
 from tests.contract.fixtures import write_contract_tree
 from tests.realservers import APACHE, NGINX, RealServer, free_port, require
 
@@ -219,7 +220,7 @@ def test_built_dataset_through_real_servers(form: str) -> None:
     """Every chunk of a fresh build, by its flat URL, decodes to the bytes the build wrote."""
     import numpy as np
 
-    from precomp_host.model import Dataset
+    from precomp_host.core.model import Dataset
 
     kind = form.split("-")[0]
     require(NGINX if kind == "nginx" else APACHE, kind)

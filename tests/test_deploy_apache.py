@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from precomp_host import deploy
-from precomp_host.headers import DEPLOY_CACHE_CONTROL
+from precomp_host.core.headers import DEPLOY_CACHE_CONTROL
+from precomp_host.deploy import site as deploy
 from tests.contract.fixtures import write_contract_tree
 from tests.contract.suite import RES, ContractServer, ContractSuite
 from tests.realservers import APACHE, RealServer, require

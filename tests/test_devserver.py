@@ -1,4 +1,4 @@
-"""Tests of :mod:`precomp_host.devserver`: pages, event streams, and live reload in a real
+"""Tests of :mod:`precomp_host.host.devserver`: pages, event streams, and live reload in a real
 headless Chromium (Playwright driving Debian's chromium, never a downloaded browser)."""
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from precomp_host.devserver import DevServer, fragment, summarize
-from precomp_host.encodings import GZIP
-from precomp_host.templates_loader import environment, templates_dir
+from precomp_host.core.encodings import GZIP
+from precomp_host.core.templates import environment, templates_dir
+from precomp_host.host.devserver import DevServer, fragment, summarize
 from tests.contract.fixtures import write_contract_tree
 from tests.contract.suite import ContractServer, ContractSuite
 from tests.e2e.viewer import CHROMIUM, CHROMIUM_ARGS
@@ -267,7 +267,7 @@ def test_serve_runs_in_a_process_until_interrupted(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    code = f"from precomp_host.devserver import serve; serve({str(root)!r}, port={port})"
+    code = f"from precomp_host.host.devserver import serve; serve({str(root)!r}, port={port})"
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),

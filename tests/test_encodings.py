@@ -1,4 +1,4 @@
-"""Tests for :mod:`precomp_host.encodings`: the registry, its round trips, and :func:`choose`."""
+"""Tests for :mod:`precomp_host.core.encodings`: the registry, round trips, :func:`choose`."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from precomp_host import encodings
-from precomp_host.encodings import (
+from precomp_host.core import encodings
+from precomp_host.core.encodings import (
     BY_SUFFIX,
     ENCODINGS,
     MAX_RATIO,

@@ -1,11 +1,11 @@
-"""Tests for :mod:`precomp_host.headers`: the CORS and cache headers every server sends."""
+"""Tests for :mod:`precomp_host.core.headers`: the CORS and cache headers every server sends."""
 
 from __future__ import annotations
 
 import re
 
-from precomp_host import headers
-from precomp_host.headers import (
+from precomp_host.core import headers
+from precomp_host.core.headers import (
     ALLOW_HEADERS,
     ALLOW_METHODS,
     DEV_CACHE_CONTROL,

@@ -1,4 +1,4 @@
-"""Tests for :mod:`precomp_host.layout`: the contract every Layout keeps, and the URL rewrite.
+"""Tests for :mod:`precomp_host.core.layout`: the contract every Layout keeps, and the URL rewrite.
 
 ``LayoutContract`` is written once and run for ``FLAT`` and ``NESTED`` (zarr's ``StoreTests``).
 """
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from precomp_host.layout import (
+from precomp_host.core.layout import (
     CHUNK_NAME_PATTERN,
     FLAT,
     LAYOUTS,
@@ -22,7 +22,7 @@ from precomp_host.layout import (
     Layout,
     nested_url,
 )
-from precomp_host.model import ChunkKey
+from precomp_host.core.model import ChunkKey
 from tests.strategies import any_chunk_keys, chunk_keys
 
 #: The last path segment of a chunk URL, exactly (issue #2), for checking the regexes against.
@@ -297,7 +297,7 @@ def test_suffixed_chunk_names_are_not_rewritten(k: ChunkKey, suffix: str) -> Non
 
 @pytest.mark.parametrize("url", ["mesh/1:0", "a/b/mesh/1052:0", "7:0"])
 def test_mesh_manifest_url_inverts_the_fallbacks(url: str) -> None:
-    from precomp_host.layout import mesh_manifest_fallbacks, mesh_manifest_url
+    from precomp_host.core.layout import mesh_manifest_fallbacks, mesh_manifest_url
 
     fallbacks = mesh_manifest_fallbacks(url)
     assert fallbacks
@@ -317,6 +317,6 @@ def test_mesh_manifest_url_inverts_the_fallbacks(url: str) -> None:
     ],
 )
 def test_mesh_manifest_url_ignores_other_files(path: str) -> None:
-    from precomp_host.layout import mesh_manifest_url
+    from precomp_host.core.layout import mesh_manifest_url
 
     assert mesh_manifest_url(path) is None

@@ -1,4 +1,4 @@
-"""Tests for :mod:`precomp_host.media_types`: the Content-Type of every kind of file."""
+"""Tests for :mod:`precomp_host.core.media_types`: the Content-Type of every kind of file."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from precomp_host.media_types import HTML, JSON, OCTET_STREAM, RULES, media_type_for
+from precomp_host.core.media_types import HTML, JSON, OCTET_STREAM, RULES, media_type_for
 
 
 @pytest.mark.parametrize(

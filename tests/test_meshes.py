@@ -9,7 +9,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from precomp_host.meshes import (
+from precomp_host.build.meshes import (
     MESH_INFO,
     NO_SIMPLIFICATION,
     Simplification,

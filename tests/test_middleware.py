@@ -1,4 +1,4 @@
-"""Tests of :class:`precomp_host.middleware.PrecomputedMiddleware`.
+"""Tests of :class:`precomp_host.host.middleware.PrecomputedMiddleware`.
 
 The HTTP contract suite (``tests/contract``) runs against the middleware on a real threaded
 werkzeug server on a loopback port, in two configurations; the rest are unit tests of what the
@@ -19,9 +19,9 @@ from werkzeug.serving import ThreadedWSGIServer
 from werkzeug.test import Client
 from werkzeug.wrappers import Response
 
-from precomp_host.encodings import GZIP, stream_decoder
-from precomp_host.layout import FLAT, mesh_manifest_fallbacks
-from precomp_host.middleware import READ_LIMIT, PrecomputedMiddleware, make_app
+from precomp_host.core.encodings import GZIP, stream_decoder
+from precomp_host.core.layout import FLAT, mesh_manifest_fallbacks
+from precomp_host.host.middleware import READ_LIMIT, PrecomputedMiddleware, make_app
 from tests.contract.fixtures import write_contract_tree
 from tests.contract.suite import ContractServer, ContractSuite, fetch
 
@@ -186,7 +186,7 @@ def test_cache_entries_expire_after_their_ttl(tmp_path: Path) -> None:
     (tmp_path / "ds").mkdir()
     clock = [1000.0]
     app = PrecomputedMiddleware(None, tmp_path, cache_size=8, cache_ttl=1.0)
-    with mock.patch("precomp_host.middleware.time.monotonic", side_effect=lambda: clock[0]):
+    with mock.patch("precomp_host.host.middleware.time.monotonic", side_effect=lambda: clock[0]):
         assert app.find("/ds/info") is None
         (tmp_path / "ds" / "info").write_text("{}")
         clock[0] += 0.5

@@ -1,4 +1,4 @@
-"""Tests for :mod:`precomp_host.model`: the ``info`` round trip and the chunk-grid arithmetic."""
+"""Tests for :mod:`precomp_host.core.model`: ``info`` round trip, chunk-grid arithmetic."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from precomp_host.model import ChunkKey, Dataset, InvalidInfoError, Scale, scale_key_for
+from precomp_host.core.model import ChunkKey, Dataset, InvalidInfoError, Scale, scale_key_for
 from tests.strategies import chunk_keys, dataset_jsons, scales
 
 # The example of neuroglancer's volume.md, with one member of our own at each level.

@@ -1,4 +1,4 @@
-"""Tests for :mod:`precomp_host.plan`: which scales a new dataset gets, and how big they are."""
+"""Tests for :mod:`precomp_host.build.plan`: which scales a dataset gets, how big."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from precomp_host.model import Dataset, Vec3
-from precomp_host.plan import downsample_factors, downsampled_box, plan_dataset
+from precomp_host.build.plan import downsample_factors, downsampled_box, plan_dataset
+from precomp_host.core.model import Dataset, Vec3
 from tests.strategies import resolutions, vec3s
 
 

@@ -1,4 +1,4 @@
-"""Tests of :mod:`precomp_host.pyramid` against slow, obviously correct references.
+"""Tests of :mod:`precomp_host.build.pyramid` against slow, obviously correct references.
 
 The references loop over the downsampled voxels in Python: block ``b`` along an axis with
 factor ``f`` covers the absolute voxels ``[b * f, (b + 1) * f)`` (blocks aligned to voxel 0),
@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from precomp_host.pyramid import DOWNSAMPLERS, downsample_mean, downsample_stride
+from precomp_host.build.pyramid import DOWNSAMPLERS, downsample_mean, downsample_stride
 
 Vec3 = tuple[int, int, int]
 INT_DTYPES = ["uint8", "uint16", "uint32", "int8", "int16", "int32"]

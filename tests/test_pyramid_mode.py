@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from precomp_host.plan import downsampled_box
-from precomp_host.pyramid import DOWNSAMPLERS, downsample_mode, downsample_mode_sparse
+from precomp_host.build.plan import downsampled_box
+from precomp_host.build.pyramid import DOWNSAMPLERS, downsample_mode, downsample_mode_sparse
 
 Vec3 = tuple[int, int, int]
 
@@ -102,7 +102,7 @@ def test_large_labels_are_not_truncated() -> None:
 
 
 def test_large_input_is_cut_in_pieces_at_block_boundaries(monkeypatch: pytest.MonkeyPatch) -> None:
-    import precomp_host.pyramid as pyramid
+    import precomp_host.build.pyramid as pyramid
 
     rng = np.random.default_rng(5)
     arr = rng.integers(0, 4, size=(23, 5, 6, 1)).astype(np.uint32)

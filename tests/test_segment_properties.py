@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from precomp_host.segment_properties import (
+from precomp_host.build.segment_properties import (
     NamesError,
     SegmentRow,
     VoxelCounter,

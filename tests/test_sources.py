@@ -1,4 +1,4 @@
-"""Tests of :mod:`precomp_host.sources`: every kind of input read back exactly, bad input named.
+"""Tests of :mod:`precomp_host.build.sources`: every input read back exactly, bad input named.
 
 Expected arrays are built independently of the module under test: the test writes a known
 ``[z, y, x(, c)]`` array with tifffile or numpy and compares ``Volume.read`` with slices of it.
@@ -19,7 +19,7 @@ import tifffile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from precomp_host.sources import (
+from precomp_host.build.sources import (
     PagedTiff,
     SliceStack,
     SourceError,

@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from precomp_host import deploy, headers, upload
+from precomp_host.core import headers
+from precomp_host.deploy import objectstores as upload
+from precomp_host.deploy import site as deploy
 from tests.contract.fixtures import build_tree, write_contract_tree
 from tests.realservers import moto_client, moto_server
 
@@ -16,7 +18,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-    from precomp_host.progress import Progress
+    from precomp_host.core.progress import Progress
 
 RES = build_tree().resources
 BUCKET = "precomp"

@@ -1,4 +1,4 @@
-"""Tests of :mod:`precomp_host.watch`: synthetic watchdog events (no sleeping), then one real
+"""Tests of :mod:`precomp_host.host.watch`: synthetic watchdog events (no sleeping), then one real
 observer of each kind (slow)."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from watchdog.events import (
     FileOpenedEvent,
 )
 
-from precomp_host.watch import DataWatcher, Epoch, find_datasets
+from precomp_host.host.watch import DataWatcher, Epoch, find_datasets
 
 if TYPE_CHECKING:
     from pathlib import Path

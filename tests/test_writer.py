@@ -1,4 +1,4 @@
-"""Tests for :mod:`precomp_host.writer`: which variants a file gets, and atomic placement."""
+"""Tests for :mod:`precomp_host.build.writer`: which variants a file gets, and atomic placement."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from precomp_host.encodings import BROTLI, GZIP
-from precomp_host.layout import NESTED, TMP_DIR
-from precomp_host.writer import DatasetWriter
+from precomp_host.build.writer import DatasetWriter
+from precomp_host.core.encodings import BROTLI, GZIP
+from precomp_host.core.layout import NESTED, TMP_DIR
 
 if TYPE_CHECKING:
     from pathlib import Path

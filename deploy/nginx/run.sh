@@ -14,7 +14,7 @@ trap 'rm -rf "$work"' EXIT
 
 PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" "${PYTHON:-python3}" - "$data" "$work" "$port" <<'PY'
 import sys
-from precomp_host import deploy
+from precomp_host.deploy import site as deploy
 data, work, port = sys.argv[1:]
 deploy.write_files("nginx", data, work, url_prefix="/data", listen=f"127.0.0.1:{port}",
                    brotli=True)

@@ -29,8 +29,8 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from precomp_host.encodings import BROTLI, GZIP
-from precomp_host.media_types import JSON, OCTET_STREAM
+from precomp_host.core.encodings import BROTLI, GZIP
+from precomp_host.core.media_types import JSON, OCTET_STREAM
 
 #: 2023-11-14T22:13:20Z, set on every file (identity and siblings alike).
 MTIME = 1_700_000_000

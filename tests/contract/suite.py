@@ -52,7 +52,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from precomp_host.encodings import ENCODINGS, choose, parse_accept_encoding
+from precomp_host.core.encodings import ENCODINGS, choose, parse_accept_encoding
 
 from .fixtures import MTIME, SECRET, Resource, build_tree, outside_dir
 

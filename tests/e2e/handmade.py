@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from precomp_host.encodings import GZIP
-from precomp_host.layout import FLAT
-from precomp_host.model import Dataset
+from precomp_host.core.encodings import GZIP
+from precomp_host.core.layout import FLAT
+from precomp_host.core.model import Dataset
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -16,10 +16,10 @@ import threading
 from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import unquote, urlsplit
 
-from precomp_host.encodings import GZIP
-from precomp_host.headers import cors_headers, preflight_headers
-from precomp_host.layout import nested_url
-from precomp_host.media_types import media_type_for
+from precomp_host.core.encodings import GZIP
+from precomp_host.core.headers import cors_headers, preflight_headers
+from precomp_host.core.layout import nested_url
+from precomp_host.core.media_types import media_type_for
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -148,7 +148,7 @@ class StaticDataHandler(_QuietHandler):
     """A folder of datasets, served the simplest correct way, with knobs to break it.
 
     A URL names a file under ``root``, or a flat chunk URL names its nested file (the one
-    :func:`~precomp_host.layout.nested_url` rule); when only ``<file>.gz`` exists its bytes are
+    :func:`~precomp_host.core.layout.nested_url` rule); when only ``<file>.gz`` exists its bytes are
     sent with ``Content-Encoding: gzip`` (every browser accepts gzip). Settings: ``root`` (Path),
     ``cors`` (send :func:`cors_headers` on every response), ``content_encoding`` (label the gzip
     bytes as such).

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from precomp_host.devserver import DevServer, fragment
+from precomp_host.host.devserver import DevServer, fragment
 
 from .handmade import write_image
 from .viewer import check_view, image_state, missing

@@ -1,11 +1,11 @@
 """The matrix of issue #6: the embedded sample (image, and segmentation with meshes) built by
 ``precomp-host sample``, served by (1) ``precomp-host serve``, (2) real nginx with the config
-``precomp_host.deploy`` emits, (3) real Apache with the emitted ``<VirtualHost>`` and with the
-``.htaccess`` form, (4) an S3 API (moto) after ``precomp_host.upload``, each opened in the real
-Neuroglancer client on another origin, so CORS, the flat-to-nested rewrite, the ``.gz`` siblings
-without identity copies, the upload's object names and metadata, and the ``<id>:0`` mesh
-manifests are all exercised. (moto answers CORS for any origin by itself, so the S3 case proves
-names and metadata; the CORS rules we set are checked in ``tests/test_upload.py``.)
+``precomp_host.deploy.site`` emits, (3) real Apache with the emitted ``<VirtualHost>`` and with the
+``.htaccess`` form, (4) an S3 API (moto) after ``precomp_host.deploy.objectstores``, each opened
+in the real Neuroglancer client on another origin, so CORS, the flat-to-nested rewrite, the
+``.gz`` siblings without identity copies, the upload's object names and metadata, and the
+``<id>:0`` mesh manifests are all exercised. (moto answers CORS for any origin by itself, so the
+S3 case proves names and metadata; the CORS rules we set are checked in ``tests/test_upload.py``.)
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from precomp_host import deploy, upload
-from precomp_host.model import Dataset
+from precomp_host.core.model import Dataset
+from precomp_host.deploy import objectstores as upload
+from precomp_host.deploy import site as deploy
 from tests.realservers import (
     APACHE,
     NGINX,
@@ -140,7 +141,7 @@ TINY = {
 
 @contextmanager
 def s3_bucket(root: Path) -> Iterator[str]:
-    """``root`` uploaded by ``precomp_host.upload`` to an S3 API server; yields its URL."""
+    """``root`` uploaded by :mod:`precomp_host.deploy.objectstores` to an S3 API; yields its URL."""
     with moto_server() as endpoint:
         client = moto_client(endpoint)
         client.create_bucket(Bucket="precomp")

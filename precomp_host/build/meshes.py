@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .model import box_name
+from ..core.model import box_name
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence

@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .chunk_codecs import ChunkCodec, make_codec
-from .layout import LAYOUTS
+from ..core.layout import LAYOUTS
 from .plan import plan_dataset
-from .progress import Progress
+from ..core.progress import Progress
 from .pyramid import DOWNSAMPLERS, Downsampler
 from .segmentation import (
     MESH_JOURNAL_DIR,
@@ -45,7 +45,7 @@ from .writer import DatasetWriter, DiskFullError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from .model import Dataset, Res3, Scale, Vec3, VolumeType
+    from ..core.model import Dataset, Res3, Scale, Vec3, VolumeType
 
 log = logging.getLogger(__name__)
 

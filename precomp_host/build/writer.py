@@ -28,14 +28,14 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .encodings import ENCODINGS, GZIP, worth_storing
-from .layout import PARTIAL_SUFFIX, TMP_DIR
+from ..core.encodings import ENCODINGS, GZIP, worth_storing
+from ..core.layout import PARTIAL_SUFFIX, TMP_DIR
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from .layout import Layout
-    from .model import ChunkKey, Dataset
+    from ..core.layout import Layout
+    from ..core.model import ChunkKey, Dataset
 
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 

@@ -9,6 +9,8 @@ multi-resolution mesh data: "sharded data must be served without any Content-Enc
 Content-Type from :mod:`~precomp_host.media_types`. :func:`upload_s3` sends them with boto3
 (optional extra ``s3``), skipping objects already there with the same size and MD5 ETag, so an
 interrupted upload resumes; :func:`write_gcs_staging` lays them out for ``gcloud storage cp``.
+The bucket settings (CORS rules, public-read policy) are rendered here too, from
+:mod:`~precomp_host.core.headers`.
 """
 
 from __future__ import annotations
@@ -24,14 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import layout, media_types
-from .encodings import BY_SUFFIX, ENCODINGS, GZIP
-from .progress import Progress
+from ..core import headers, layout, media_types
+from ..core.encodings import BY_SUFFIX, ENCODINGS, GZIP
+from ..core.progress import Progress
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
-
-    from .deploy import Site
 
 log = logging.getLogger(__name__)
 
@@ -194,21 +194,19 @@ def upload_s3(
 ) -> UploadReport:
     """Upload ``root`` under ``s3://bucket/prefix/``; resumable (same size and MD5: skipped).
 
-    Also sets the bucket CORS rules (:func:`precomp_host.deploy.cors_rule`) unless told not to,
+    Also sets the bucket CORS rules (:func:`cors_rule`) unless told not to,
     and with ``public_policy`` the public-read bucket policy. Objects go up on ``workers``
     threads (a boto3 client is thread-safe, and each request mostly waits on the network);
     ``info`` files only after every other object, since they announce a complete dataset.
     ``progress`` is called from this thread with a :class:`Progress` as objects finish.
     """
-    from . import deploy, headers
-
     client = client if client is not None else s3_client()
     cache_control = cache_control or headers.DEPLOY_CACHE_CONTROL
     base = prefix.strip("/") + "/" if prefix.strip("/") else ""
     if set_cors:
-        client.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": [deploy.cors_rule()]})
+        client.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": [cors_rule()]})
     if public_policy:
-        client.put_bucket_policy(Bucket=bucket, Policy=deploy.render_s3_policy(bucket, prefix))
+        client.put_bucket_policy(Bucket=bucket, Policy=render_s3_policy(bucket, prefix))
     existing = _existing(client, bucket, base)
     site_index = Path(root) / "index.html"
 
@@ -267,7 +265,55 @@ def upload_s3(
     return report
 
 
-def write_gcs_staging(site: Site, out: Path, bucket: str) -> list[Path]:
+def render_s3_cors() -> str:
+    """The bucket CORS configuration (``aws s3api put-bucket-cors --cors-configuration``)."""
+    return json.dumps({"CORSRules": [cors_rule()]}, indent=2) + "\n"
+
+
+def cors_rule() -> dict[str, Any]:
+    """One S3 CORS rule granting what :mod:`~precomp_host.headers` grants everywhere."""
+    return {
+        "AllowedOrigins": [headers.cors_headers()["Access-Control-Allow-Origin"]],
+        "AllowedMethods": [m for m in headers.ALLOW_METHODS if m != "OPTIONS"],
+        "AllowedHeaders": list(headers.ALLOW_HEADERS),
+        "ExposeHeaders": list(headers.EXPOSE_HEADERS),
+        "MaxAgeSeconds": headers.PREFLIGHT_MAX_AGE,
+    }
+
+
+def render_s3_policy(bucket: str, prefix: str = "") -> str:
+    """A bucket policy that makes the objects under ``prefix`` publicly readable."""
+    resource = f"arn:aws:s3:::{bucket}/{prefix.strip('/') + '/' if prefix.strip('/') else ''}*"
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "PublicReadPrecomputed",
+                "Effect": "Allow",
+                "Principal": "*",
+                "Action": "s3:GetObject",
+                "Resource": resource,
+            }
+        ],
+    }
+    return json.dumps(policy, indent=2) + "\n"
+
+
+def render_gcs_cors() -> str:
+    """The bucket CORS configuration for ``gcloud storage buckets update --cors-file``."""
+    rule = cors_rule()
+    gcs = {
+        "origin": rule["AllowedOrigins"],
+        "method": rule["AllowedMethods"],
+        "responseHeader": sorted({*rule["AllowedHeaders"], *rule["ExposeHeaders"]}),
+        "maxAgeSeconds": rule["MaxAgeSeconds"],
+    }
+    return json.dumps([gcs], indent=2) + "\n"
+
+
+def write_gcs_staging(
+    root: Path, url_prefix: str, cache_control: str, out: Path, bucket: str
+) -> list[Path]:
     """A staging tree of links named as the objects, one folder per metadata set, and the
     ``gcloud storage`` commands that upload each folder with its metadata.
 
@@ -275,7 +321,7 @@ def write_gcs_staging(site: Site, out: Path, bucket: str) -> list[Path]:
     """
     stage = out / "gcs-stage"
     groups: dict[tuple[str, str | None], Path] = {}
-    for obj in plan_objects(site.root):
+    for obj in plan_objects(root):
         meta = (obj.content_type, obj.content_encoding)
         folder = groups.setdefault(meta, stage / f"group{len(groups)}")
         target = folder / obj.key
@@ -289,7 +335,7 @@ def write_gcs_staging(site: Site, out: Path, bucket: str) -> list[Path]:
             os.link(obj.path, target)
         except OSError:
             target.symlink_to(obj.path)
-    dest = f"gs://{bucket}{site.url_prefix}/"
+    dest = f"gs://{bucket}{url_prefix}/"
     lines = [
         "#!/bin/sh",
         "# Generated by `precomp-host deploy gcs`: upload with the metadata each URL needs.",
@@ -298,7 +344,7 @@ def write_gcs_staging(site: Site, out: Path, bucket: str) -> list[Path]:
         f"gcloud storage buckets update gs://{bucket} --cors-file=cors.json",
     ]
     for (media, coding), folder in groups.items():
-        flags = [f"--content-type={media}", f"--cache-control={site.cache_control}"]
+        flags = [f"--content-type={media}", f"--cache-control={cache_control}"]
         if coding is not None:
             flags.append(f"--content-encoding={coding}")
         lines.append(

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from .build import BuildOptions
-    from .progress import Progress
+    from ..build.builder import BuildOptions
+    from ..core.progress import Progress
 
 log = logging.getLogger("precomp_host")
 EXIT_BAD_INPUT = 2
@@ -135,7 +135,7 @@ def _non_negative_int(text: str) -> int:
 
 
 def _compress_list(text: str) -> tuple[str, ...]:
-    from .encodings import ENCODINGS
+    from ..core.encodings import ENCODINGS
 
     if text.strip().lower() in ("", "none"):
         return ()
@@ -234,9 +234,9 @@ def _add_segmentation_options(p: argparse.ArgumentParser) -> None:
 
 def _segmentation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """BuildOptions members for ``--type segmentation`` (an error if used on an image)."""
-    from .meshes import PRESETS
-    from .segment_properties import NamesError, read_names_csv
-    from .segmentation import SegmentationOptions, parse_segments
+    from ..build.meshes import PRESETS
+    from ..build.segment_properties import NamesError, read_names_csv
+    from ..build.segmentation import SegmentationOptions, parse_segments
 
     seg_only = [
         flag
@@ -423,7 +423,7 @@ def _chunk_size(values: Sequence[int], flag: str = "--chunk-size") -> tuple[int,
 
 
 def _build_options(args: argparse.Namespace, **kw: Any) -> BuildOptions:
-    from .build import BuildOptions
+    from ..build.builder import BuildOptions
 
     return BuildOptions(
         resolution=tuple(args.resolution),
@@ -440,7 +440,7 @@ def _build_options(args: argparse.Namespace, **kw: Any) -> BuildOptions:
 
 
 def _run_build(source: Any, out: str, options: BuildOptions, label: str, quiet: bool) -> None:
-    from .build import BuildError, build_dataset
+    from ..build.builder import BuildError, build_dataset
 
     view = None if quiet else ProgressView(sys.stderr, label)
     try:
@@ -467,9 +467,9 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    from .build import BuildOptions
-    from .sample import SAMPLE_RESOLUTION, sample_image, sample_labels, sample_labels_options
-    from .sources import volume_from_array
+    from ..build.builder import BuildOptions
+    from ..build.sample import SAMPLE_RESOLUTION, sample_image, sample_labels, sample_labels_options
+    from ..build.sources import volume_from_array
 
     image_out = os.path.join(args.out, "image")
     options = BuildOptions(resolution=SAMPLE_RESOLUTION, overwrite=args.overwrite)
@@ -489,7 +489,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from .devserver import serve
+    from ..host.devserver import serve
 
     if not os.path.isdir(args.root):
         raise CommandError(f"{args.root}: no such folder")
@@ -502,7 +502,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_deploy(args: argparse.Namespace) -> int:
-    from . import deploy, headers
+    from ..core import headers
+    from ..deploy import site as deploy
 
     if not os.path.isdir(args.root):
         raise CommandError(f"{args.root}: no such folder")
@@ -529,7 +530,7 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
         print("Next:\n" + "\n".join(f"  {step}" for step in steps))
     if args.target == "s3" and args.bucket:
         try:
-            from .upload import s3_client, upload_s3
+            from ..deploy.objectstores import s3_client, upload_s3
         except ImportError:
             raise CommandError("S3 upload needs boto3: pip install 'precomp-host[s3]'") from None
         report = upload_s3(

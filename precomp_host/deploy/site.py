@@ -23,10 +23,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from . import headers, layout, media_types
-from .encodings import BROTLI, ENCODINGS, GZIP
-from .model import Dataset, InvalidInfoError
-from .templates_loader import environment
+from ..core import headers
+
+from ..core import layout
+
+from ..core import media_types
+from ..core.encodings import BROTLI, ENCODINGS, GZIP
+from ..core.model import Dataset, InvalidInfoError
+from ..core.templates import environment
+from .objectstores import (
+    render_gcs_cors,
+    render_s3_cors,
+    render_s3_policy,
+    write_gcs_staging,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -199,52 +209,6 @@ def render_apache(site: Site, form: Literal["vhost", "htaccess"] = "vhost") -> s
     )
 
 
-def render_s3_cors() -> str:
-    """The bucket CORS configuration (``aws s3api put-bucket-cors --cors-configuration``)."""
-    return json.dumps({"CORSRules": [cors_rule()]}, indent=2) + "\n"
-
-
-def cors_rule() -> dict[str, Any]:
-    """One S3 CORS rule granting what :mod:`~precomp_host.headers` grants everywhere."""
-    return {
-        "AllowedOrigins": [headers.cors_headers()["Access-Control-Allow-Origin"]],
-        "AllowedMethods": [m for m in headers.ALLOW_METHODS if m != "OPTIONS"],
-        "AllowedHeaders": list(headers.ALLOW_HEADERS),
-        "ExposeHeaders": list(headers.EXPOSE_HEADERS),
-        "MaxAgeSeconds": headers.PREFLIGHT_MAX_AGE,
-    }
-
-
-def render_s3_policy(bucket: str, prefix: str = "") -> str:
-    """A bucket policy that makes the objects under ``prefix`` publicly readable."""
-    resource = f"arn:aws:s3:::{bucket}/{prefix.strip('/') + '/' if prefix.strip('/') else ''}*"
-    policy = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Sid": "PublicReadPrecomputed",
-                "Effect": "Allow",
-                "Principal": "*",
-                "Action": "s3:GetObject",
-                "Resource": resource,
-            }
-        ],
-    }
-    return json.dumps(policy, indent=2) + "\n"
-
-
-def render_gcs_cors() -> str:
-    """The bucket CORS configuration for ``gcloud storage buckets update --cors-file``."""
-    rule = cors_rule()
-    gcs = {
-        "origin": rule["AllowedOrigins"],
-        "method": rule["AllowedMethods"],
-        "responseHeader": sorted({*rule["AllowedHeaders"], *rule["ExposeHeaders"]}),
-        "maxAgeSeconds": rule["MaxAgeSeconds"],
-    }
-    return json.dumps([gcs], indent=2) + "\n"
-
-
 def find_datasets(root: Path) -> list[tuple[str, Dataset]]:
     """``(relative path, Dataset)`` for the root itself or each folder below it with an info.
 
@@ -329,9 +293,7 @@ def write_files(
         path.write_text(text)
         written.append(path)
     if target == "gcs":
-        from .upload import write_gcs_staging
-
-        written += write_gcs_staging(site, out, bucket)
+        written += write_gcs_staging(site.root, site.url_prefix, site.cache_control, out, bucket)
     if index:
         path = site.root / "index.html"
         try:
@@ -402,10 +364,3 @@ def example_files() -> dict[str, str]:
         "s3/cors.json": render_s3_cors(),
         "s3/bucket-policy.json": render_s3_policy("BUCKET", prefix),
     }
-
-
-def upload_s3(root: str | Path, bucket: str, prefix: str = "", **kwargs: Any) -> Any:
-    """Upload ``root`` to ``s3://bucket/prefix`` (see :func:`precomp_host.upload.upload_s3`)."""
-    from .upload import upload_s3 as upload
-
-    return upload(root, bucket, prefix, **kwargs)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from .build import BuildOptions
+    from .builder import BuildOptions
 
 #: Shape of the sample in (x, y, z) and its voxel size in nm.
 SAMPLE_SHAPE = (192, 160, 96)
@@ -71,7 +71,7 @@ SAMPLE_NAMES = {1: "small sphere", 2: "medium sphere", 3: "large sphere", 4: "ti
 
 def sample_labels_options(overwrite: bool = False) -> BuildOptions:
     """How the sample segmentation is built: compressed_segmentation, mode pyramid, meshes."""
-    from .build import BuildOptions
+    from .builder import BuildOptions
     from .segment_properties import SegmentRow
     from .segmentation import SegmentationOptions
 

@@ -31,7 +31,7 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 
-from .layout import PARTIAL_SUFFIX
+from ..core.layout import PARTIAL_SUFFIX
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable

@@ -35,7 +35,7 @@ from .meshes import (
     manifest_name,
     mesh_region,
 )
-from .model import box_name
+from ..core.model import box_name
 from .segment_properties import (
     SEGMENT_PROPERTIES_DIR,
     SegmentRow,
@@ -47,7 +47,7 @@ from .sources import SourceError
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from .model import Dataset, Scale
+    from ..core.model import Dataset, Scale
     from .sources import Volume
     from .writer import DatasetWriter
 

@@ -35,12 +35,12 @@ from werkzeug.serving import ThreadedWSGIServer
 from werkzeug.utils import send_from_directory
 from werkzeug.wrappers import Request, Response
 
-from .headers import DEV_CACHE_CONTROL
-from .layout import FLAT
-from .media_types import HTML, JSON
+from ..core.headers import DEV_CACHE_CONTROL
+from ..core.layout import FLAT
+from ..core.media_types import HTML, JSON
+from ..core.model import Dataset, InvalidInfoError
+from ..core.templates import environment
 from .middleware import PrecomputedMiddleware
-from .model import Dataset, InvalidInfoError
-from .templates_loader import environment
 from .watch import DataWatcher, Epoch, find_datasets
 
 if TYPE_CHECKING:

@@ -24,7 +24,7 @@ def templates_dir() -> Path:
     # __init__.py, and for a namespace package files() returns a MultiplexedPath, not a folder.
     if spec is not None and spec.submodule_search_locations:
         return Path(next(iter(spec.submodule_search_locations)))
-    return Path(__file__).resolve().parent.parent / "templates"
+    return Path(__file__).resolve().parents[2] / "templates"
 
 
 def environment() -> jinja2.Environment:

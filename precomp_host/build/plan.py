@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from .model import Dataset, Res3, Scale, Vec3, VolumeType, scale_key_for
+from ..core.model import Dataset, Res3, Scale, Vec3, VolumeType, scale_key_for
 
 #: Halve an axis when that brings its resolution closer to the finest axis' in log scale,
 #: i.e. when its resolution is at most sqrt(2) times the finest. 8x8x40 nm gets 2x2x1 until
