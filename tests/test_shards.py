@@ -20,6 +20,7 @@ import pytest
 import tensorstore as ts
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from werkzeug.test import Client
 
 from precomp_host.build.chunk_codecs import make_codec
 from precomp_host.build.shards import shard_path, write_shard
@@ -31,8 +32,11 @@ from precomp_host.core.sharding import (
     ShardingSpec,
     compressed_morton_code,
     morton_bits,
+    parse_minishard_index,
+    parse_shard_index,
     read_shard,
 )
+from precomp_host.middleware import make_app
 from tests.strategies import sharding_specs
 
 if TYPE_CHECKING:
@@ -231,3 +235,32 @@ def test_sharded_volume_reads_back_voxel_exact(
         assert got.shape == want.shape
         assert got.dtype == want.dtype
         np.testing.assert_array_equal(got, want)
+
+
+# --- served with Range, as Neuroglancer reads it ----------------------------------------------
+
+
+def test_middleware_serves_a_shard_by_range_without_content_encoding(tmp_path: Path) -> None:
+    """Neuroglancer reads a shard in three Range requests: the shard index, a minishard index,
+    a chunk. Each must be a 206 of the stored bytes with no Content-Encoding, even for a
+    browser that accepts gzip and br (sharded.md; neuroglancer-scripts' serving notes)."""
+    spec = ShardingSpec(1, 2, 1, minishard_index_encoding="gzip", data_encoding="gzip")
+    chunks = _members(spec, 1, list(range(64)))
+    write_shard(_writer(tmp_path), "s", spec, 1, chunks)
+    client = Client(make_app(tmp_path))
+    url = "/" + shard_path("s", spec, 1)
+    size = (tmp_path / shard_path("s", spec, 1)).stat().st_size
+
+    def fetch(start: int, stop: int) -> bytes:
+        headers = {"Range": f"bytes={start}-{stop - 1}", "Accept-Encoding": "gzip, deflate, br"}
+        with client.get(url, headers=headers) as r:
+            assert r.status_code == 206
+            assert "Content-Encoding" not in r.headers
+            assert r.headers["Content-Range"] == f"bytes {start}-{stop - 1}/{size}"
+            return r.get_data()
+
+    wanted = max(chunks)  # the last chunk: the largest offsets
+    ranges = parse_shard_index(spec, fetch(0, spec.shard_index_size))
+    entries = parse_minishard_index(spec, fetch(*ranges[spec.locate(wanted)[1]]))
+    entry = next(e for e in entries if e.chunk_id == wanted)
+    assert spec.decode_data(fetch(entry.start, entry.stop)) == chunks[wanted] != b""
