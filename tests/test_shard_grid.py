@@ -9,7 +9,7 @@ import itertools
 import math
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from precomp_host.core.shard_grid import (
@@ -52,9 +52,10 @@ def test_shards_are_not_boxes_when_hashed_or_short_of_bits() -> None:
     assert shard_shape_in_chunks(ShardingSpec(1, 2, 2), (2, 4, 7)) is None  # NotEnoughBits
 
 
-grids = st.tuples(*[st.integers(1, 12)] * 3)
+grids = st.tuples(*[st.integers(1, 9)] * 3)
 
 
+@settings(deadline=None)  # up to 729 chunks located one by one; time is not the property
 @given(grids, st.integers(0, 6), st.integers(0, 3))
 def test_shard_boxes_tile_the_grid_and_hold_their_own_chunks(
     grid: tuple[int, int, int], inner: int, minishard_bits: int
