@@ -113,12 +113,12 @@ def summarize(root: str | os.PathLike[str], rel: str) -> DatasetSummary:
     except (OSError, ValueError, InvalidInfoError) as e:
         return DatasetSummary(rel, name, error=str(e))
     scales = tuple(
-        ScaleSummary(s.key, s.size, s.resolution, s.chunk_size, s.encoding, "sharding" in s.extra)
+        ScaleSummary(s.key, s.size, s.resolution, s.chunk_size, s.encoding, s.is_sharded)
         for s in ds.scales
     )
     stored: tuple[str, ...] = ()
     first = ds.scales[0] if ds.scales else None
-    if first is not None and "sharding" not in first.extra:
+    if first is not None and not first.is_sharded:
         # Resolved as a request for the chunk would be: flat or nested, plain and siblings.
         found = PrecomputedMiddleware(None, folder).find(FLAT.path_for(first.chunk_key((0, 0, 0))))
         if found is not None:
