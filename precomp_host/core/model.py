@@ -19,6 +19,13 @@ Vec3 = tuple[int, int, int]
 Res3 = tuple[float, float, float]
 VolumeType = Literal["image", "segmentation"]
 
+#: The file that makes a folder a dataset (and a mesh or segment-property folder one of its
+#: parts); written last by the build, so its appearance means "complete".
+INFO_NAME = "info"
+#: ``@type`` of a mesh folder's ``info`` (neuroglancer ``src/datasource/precomputed/meshes.md``).
+LEGACY_MESH_TYPE = "neuroglancer_legacy_mesh"
+MULTILOD_MESH_TYPE = "neuroglancer_multilod_draco"
+
 #: Data types the spec allows for ``data_type``.
 DATA_TYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "float32")
 
