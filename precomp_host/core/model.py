@@ -13,11 +13,13 @@ import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 Vec3 = tuple[int, int, int]
 Res3 = tuple[float, float, float]
 VolumeType = Literal["image", "segmentation"]
+#: The ``type`` values of an ``info``, the default (``image``) first.
+VOLUME_TYPES: tuple[VolumeType, ...] = get_args(VolumeType)
 
 #: The file that makes a folder a dataset (and a mesh or segment-property folder one of its
 #: parts); written last by the build, so its appearance means "complete".
