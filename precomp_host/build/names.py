@@ -7,9 +7,8 @@ from __future__ import annotations
 
 #: Chunk ``encoding`` values we can write (``CODECS``).
 CODEC_NAMES = ("raw", "jpeg", "png", "compressed_segmentation")
-#: Downsamplers (``DOWNSAMPLERS``): mean for images, the others keep labels.
-DOWNSAMPLER_NAMES = ("mean", "stride", "mode", "mode_sparse")
-#: The label downsamplers a user names (``--downsample``); ``mode_sparse`` is ``--sparse``.
+#: The label downsamplers (``DOWNSAMPLERS``) a user names with ``--downsample``; ``mean`` is
+#: for images only and ``mode_sparse`` is ``--sparse``.
 LABEL_DOWNSAMPLER_NAMES = ("mode", "stride")
 #: Mesh simplification presets (``PRESETS``), the default first.
 PRESET_NAMES = ("fqmr", "quadric", "none")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 Vec3 = tuple[int, int, int]
@@ -301,6 +301,3 @@ class Dataset:
             out["segment_properties"] = self.segment_properties
         out.update((k, v) for k, v in self.extra.items() if k != "@type")
         return out
-
-    def with_scales(self, scales: Sequence[Scale]) -> Dataset:
-        return replace(self, scales=tuple(scales))

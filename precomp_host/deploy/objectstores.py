@@ -219,7 +219,7 @@ def upload_s3(
         if obj.content_encoding is not None:
             extra["ContentEncoding"] = obj.content_encoding
         if obj.path == site_index:
-            extra["CacheControl"] = "no-cache"
+            extra["CacheControl"] = headers.REVALIDATE
         client.put_object(Bucket=bucket, Key=key, Body=data, **extra)
         return len(data)
 

@@ -194,15 +194,15 @@ class DevServer:
         self._state_generation = 0
         self.routes = Map(
             [
-                Rule("/", endpoint="index"),
-                Rule("/viewer/", endpoint="viewer"),
-                Rule("/v/<token>/", endpoint="client", defaults={"name": "index.html"}),
-                Rule("/v/<token>/<path:name>", endpoint="client"),
-                Rule("/events/<token>", endpoint="ng_events"),
-                Rule("/state/<token>", endpoint="ng_state", methods=["POST"]),
-                Rule("/action/<token>", endpoint="ng_action", methods=["POST"]),
-                Rule(EVENTS_ROUTE, endpoint="events"),
-                Rule(EPOCH_ROUTE, endpoint="epoch"),
+                Rule("/", endpoint=self._page_index),
+                Rule("/viewer/", endpoint=self._page_viewer),
+                Rule("/v/<token>/", endpoint=self._page_client, defaults={"name": "index.html"}),
+                Rule("/v/<token>/<path:name>", endpoint=self._page_client),
+                Rule("/events/<token>", endpoint=self._page_ng_events),
+                Rule("/state/<token>", endpoint=self._page_ng_state, methods=["POST"]),
+                Rule("/action/<token>", endpoint=self._page_ng_action, methods=["POST"]),
+                Rule(EVENTS_ROUTE, endpoint=self._page_events),
+                Rule(EPOCH_ROUTE, endpoint=self._page_epoch),
             ]
         )
 
@@ -279,7 +279,7 @@ class DevServer:
         except HTTPException:  # NotFound, MethodNotAllowed, RequestRedirect: as a file would be
             return self.files.not_found(environ, start_response)
         request = Request(environ)
-        handler: Callable[..., Response] = getattr(self, f"_page_{endpoint}")
+        handler: Callable[..., Response] = endpoint  # a _page_* method (the Map's endpoints)
         try:
             response = handler(request, **args)
         except NotFound:
