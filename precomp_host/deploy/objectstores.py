@@ -1,12 +1,12 @@
 """Object stores (S3, GCS) for a folder of datasets: one :class:`StoreObject` per URL.
 
 An object store cannot negotiate or rewrite: each URL Neuroglancer asks for must be one object,
-under its flat name (:data:`~precomp_host.layout.FLAT`), stored as the bytes every browser can
+under its flat name (:data:`~precomp_host.core.layout.FLAT`), stored as the bytes every browser can
 take. :func:`plan_objects` decides them from the tree without reading data: the ``.gz`` sibling
 with ``Content-Encoding: gzip`` when there is one (every browser accepts gzip; br is not
 universal and S3 cannot choose), the plain file for files read with ``Range`` (shards,
 multi-resolution mesh data: "sharded data must be served without any Content-Encoding"),
-Content-Type from :mod:`~precomp_host.media_types`. :func:`upload_s3` sends them with boto3
+Content-Type from :mod:`~precomp_host.core.media_types`. :func:`upload_s3` sends them with boto3
 (optional extra ``s3``), skipping objects already there with the same size and MD5 ETag, so an
 interrupted upload resumes; :func:`write_gcs_staging` lays them out for ``gcloud storage cp``.
 The bucket settings (CORS rules, public-read policy) are rendered here too, from
@@ -268,7 +268,7 @@ def render_s3_cors() -> str:
 
 
 def cors_rule() -> dict[str, Any]:
-    """One S3 CORS rule granting what :mod:`~precomp_host.headers` grants everywhere."""
+    """One S3 CORS rule granting what :mod:`~precomp_host.core.headers` grants everywhere."""
     return {
         "AllowedOrigins": [headers.cors_headers()["Access-Control-Allow-Origin"]],
         "AllowedMethods": [m for m in headers.ALLOW_METHODS if m != "OPTIONS"],

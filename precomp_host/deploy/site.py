@@ -2,16 +2,19 @@
 
 The central function is :func:`render`, which turns a :class:`Site` (what is served where) into
 the text of one target's files (:func:`render_nginx`, :func:`render_apache`: one file each).
-Nothing in ``templates/`` is typed twice: the rewrite pattern (:mod:`~precomp_host.layout`),
-the sibling suffixes (:mod:`~precomp_host.encodings`), the media types
-(:mod:`~precomp_host.media_types`) and the CORS and cache headers (:mod:`~precomp_host.headers`)
-are passed in from here. :func:`write_files` writes a target's files into a folder (and the
-site's ``index.html`` into the root); uploads to S3 live in :mod:`precomp_host.upload`.
+Nothing in ``templates/`` is typed twice: the rewrite pattern
+(:mod:`~precomp_host.core.layout`), the sibling suffixes (:mod:`~precomp_host.core.encodings`),
+the media types (:mod:`~precomp_host.core.media_types`) and the CORS and cache headers
+(:mod:`~precomp_host.core.headers`) are passed in from here. :func:`write_files` writes a
+target's files into a folder, and :func:`render_index` the site's ``index.html`` into the root
+(the datasets of :func:`~precomp_host.core.datasets.find_datasets`, the links of
+:mod:`~precomp_host.core.viewer`); uploads to S3 and GCS live in
+:mod:`precomp_host.deploy.objectstores`.
 
 The servers choose the variant with patterns from :func:`accept_regex`, the same rule as
-:func:`precomp_host.encodings.choose` (q-values, the last entry wins), rather than with nginx's
-gzip_static/brotli_static: Debian's brotli_static misreads Accept-Encoding when ``br`` ends the
-last request header (measured: it falls back to gzip, or 404s a br-only file).
+:func:`precomp_host.core.encodings.choose` (q-values, the last entry wins), rather than with
+nginx's gzip_static/brotli_static: Debian's brotli_static misreads Accept-Encoding when ``br``
+ends the last request header (measured: it falls back to gzip, or 404s a br-only file).
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ def render_template(name: str, **context: Any) -> str:
 def accept_regex(coding: str) -> str:
     """A PCRE that matches an ``Accept-Encoding`` value accepting ``coding`` (case-blind use).
 
-    Mirrors :func:`precomp_host.encodings.parse_accept_encoding`: the coding (or an alias) is
+    Mirrors :func:`precomp_host.core.encodings.parse_accept_encoding`: the coding (or an alias) is
     listed with no q or a q above 0, and is not listed again later (the last entry wins).
     ``*`` is not matched: it never turns compression on while identity exists.
     """
@@ -168,7 +171,7 @@ def render_nginx(site: Site) -> str:
 
 
 def _with_sibling_suffix(regex: str) -> str:
-    """A :data:`~precomp_host.media_types.RULES` regex that also matches ``X.gz``/``X.br``."""
+    """A :data:`~precomp_host.core.media_types.RULES` regex that also matches ``X.gz``/``X.br``."""
     if not regex.endswith("$"):
         raise ValueError(f"media type rule not anchored at the end: {regex}")
     suffixes = "|".join(re.escape(e.suffix) for e in ENCODINGS.values())

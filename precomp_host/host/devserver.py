@@ -7,7 +7,7 @@ fetch revalidates with a cheap 304 and a rebuilt chunk shows at once), and adds
 * ``/``: an index of the datasets (type, data type, size, scales, encodings, mesh and segment
   properties) with "open in Neuroglancer" links;
 * ``/viewer/#!{state}``: a page that embeds Neuroglancer and reloads it, keeping its state (the
-  URL fragment), when the :class:`~precomp_host.watch.DataWatcher` reports a change;
+  URL fragment), when the :class:`~precomp_host.host.watch.DataWatcher` reports a change;
 * ``/v/<token>/``: when the ``neuroglancer`` package is installed, its built client, same-origin
   (it is the Python-integration build: it must live under ``/v/<token>/`` and it opens an event
   stream at ``/events/<token>``, answered here with keep-alives); otherwise links go to the
