@@ -18,7 +18,8 @@ from precomp_host.core.viewer import PAGE_BASE, PUBLIC_VIEWER
 from precomp_host.deploy import site as deploy
 from precomp_host.host.devserver import DevServer
 from tests.contract.fixtures import write_contract_tree
-from tests.test_devserver import get
+from tests.e2e.viewer import CHROMIUM, CHROMIUM_ARGS
+from tests.test_devserver import chromium_or_skip, get
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -76,6 +77,14 @@ def test_read_dataset_errors(root: Path) -> None:
         read_dataset(root / "not-a-dataset")
 
 
+def _dev_links(server: DevServer) -> dict[str, str]:
+    """Dataset path -> "open in Neuroglancer" link, from the dev server's index page."""
+    status, _, body = get(server.url, "/")
+    assert status == 200
+    row = r'<tr data-dataset="([^"]*)">.*?class="open" href="([^"]*)"'
+    return dict(re.findall(row, body.decode(), re.S))
+
+
 def _state(href: str) -> dict[str, Any]:
     app, _, frag = html.unescape(href).partition("#!")
     assert app == PUBLIC_VIEWER
@@ -92,15 +101,41 @@ def test_dev_and_deployed_index_list_the_same_datasets(tmp_path: Path) -> None:
     row = r'<tr data-path="([^"]*)">.*?class="neuroglancer" href="([^"]*)"'
     deployed_links = dict(re.findall(row, deployed, re.S))
     with DevServer(root, port=0, watch=False, client_dir=False) as server:
-        status, _, body = get(server.url, "/")
-        assert status == 200
-        page = body.decode()
-        dev_links = dict(
-            re.findall(r'<tr data-dataset="([^"]*)">.*?class="open" href="([^"]*)"', page, re.S)
-        )
+        dev_links = _dev_links(server)
         assert "g/h/c" in dev_links
         assert sorted(dev_links) == sorted(deployed_links) == find_datasets(root)
         # The same link: the deployed one once its page fills in the URL it is served at.
         for rel, href in deployed_links.items():
             served = href.replace(PAGE_BASE, urllib.parse.quote(server.url, safe=""))
             assert _state(served) == _state(dev_links[rel]), rel
+
+
+@pytest.mark.slow
+def test_deployed_index_links_open_the_dev_server_state(tmp_path: Path) -> None:
+    # The page fills in the URL it is served at in a real browser (the substitution is its only
+    # script), and then links to exactly the state the dev server's index links to.
+    chromium_or_skip()
+    from playwright.sync_api import sync_playwright
+
+    root = tmp_path / "root"
+    write_contract_tree(root)
+    shutil.copytree(root / "img", root / "g" / "h" / "c")
+    (root / "index.html").write_text(deploy.render_index(deploy.Site.make(root)))
+    with DevServer(root, port=0, watch=False, client_dir=False) as server:
+        dev_links = _dev_links(server)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_ARGS))
+            try:
+                page = browser.new_page()
+                page.goto(f"{server.url}/index.html")
+                links = page.eval_on_selector_all(
+                    "tr[data-path]",
+                    "rows => rows.map(r => [r.dataset.path,"
+                    " r.querySelector('a.neuroglancer').href])",
+                )
+            finally:
+                browser.close()
+    assert sorted(dict(links)) == sorted(dev_links)
+    for rel, href in links:
+        assert PAGE_BASE not in href
+        assert _state(href) == _state(dev_links[rel]), rel
