@@ -39,14 +39,18 @@ def add_root_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("root", metavar="ROOT", help="a dataset, or a folder of datasets")
 
 
-def positive_int(text: str) -> int:
+def _int_at_least(text: str, minimum: int, rule: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {value}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{rule}: {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _int_at_least(text, 1, "must be positive")
 
 
 def positive_float(text: str) -> float:
@@ -61,13 +65,7 @@ def positive_float(text: str) -> float:
 
 
 def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: {value}")
-    return value
+    return _int_at_least(text, 0, "must not be negative")
 
 
 def vec3(values: Sequence[int], flag: str) -> tuple[int, int, int]:
