@@ -13,14 +13,23 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
 
 from .sharding import InvalidShardingError, ShardingSpec
 
 Vec3 = tuple[int, int, int]
 Res3 = tuple[float, float, float]
 VolumeType = Literal["image", "segmentation"]
+#: The ``type`` values of an ``info``, the default (``image``) first.
+VOLUME_TYPES: tuple[VolumeType, ...] = get_args(VolumeType)
+
+#: The file that makes a folder a dataset (and a mesh or segment-property folder one of its
+#: parts); written last by the build, so its appearance means "complete".
+INFO_NAME = "info"
+#: ``@type`` of a mesh folder's ``info`` (neuroglancer ``src/datasource/precomputed/meshes.md``).
+LEGACY_MESH_TYPE = "neuroglancer_legacy_mesh"
+MULTILOD_MESH_TYPE = "neuroglancer_multilod_draco"
 
 #: Data types the spec allows for ``data_type``.
 DATA_TYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "float32")
@@ -311,6 +320,3 @@ class Dataset:
             out["segment_properties"] = self.segment_properties
         out.update((k, v) for k, v in self.extra.items() if k != "@type")
         return out
-
-    def with_scales(self, scales: Sequence[Scale]) -> Dataset:
-        return replace(self, scales=tuple(scales))

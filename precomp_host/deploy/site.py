@@ -2,49 +2,46 @@
 
 The central function is :func:`render`, which turns a :class:`Site` (what is served where) into
 the text of one target's files (:func:`render_nginx`, :func:`render_apache`: one file each).
-Nothing in ``templates/`` is typed twice: the rewrite pattern (:mod:`~precomp_host.layout`),
-the sibling suffixes (:mod:`~precomp_host.encodings`), the media types
-(:mod:`~precomp_host.media_types`) and the CORS and cache headers (:mod:`~precomp_host.headers`)
-are passed in from here. :func:`write_files` writes a target's files into a folder (and the
-site's ``index.html`` into the root); uploads to S3 live in :mod:`precomp_host.upload`.
+Nothing in ``templates/`` is typed twice: the rewrite pattern
+(:mod:`~precomp_host.core.layout`), the sibling suffixes (:mod:`~precomp_host.core.encodings`),
+the media types (:mod:`~precomp_host.core.media_types`) and the CORS and cache headers
+(:mod:`~precomp_host.core.headers`) are passed in from here. :func:`write_files` writes a
+target's files into a folder, and :func:`render_index` the site's ``index.html`` into the root
+(the datasets of :func:`~precomp_host.core.datasets.find_datasets`, the links of
+:mod:`~precomp_host.core.viewer`); uploads to S3 and GCS live in
+:mod:`precomp_host.deploy.objectstores`.
 
 The servers choose the variant with patterns from :func:`accept_regex`, the same rule as
-:func:`precomp_host.encodings.choose` (q-values, the last entry wins), rather than with nginx's
-gzip_static/brotli_static: Debian's brotli_static misreads Accept-Encoding when ``br`` ends the
-last request header (measured: it falls back to gzip, or 404s a br-only file).
+:func:`precomp_host.core.encodings.choose` (q-values, the last entry wins), rather than with
+nginx's gzip_static/brotli_static: Debian's brotli_static misreads Accept-Encoding when ``br``
+ends the last request header (measured: it falls back to gzip, or 404s a br-only file).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..core import headers
-
-from ..core import layout
-
-from ..core import media_types
+from ..core import headers, layout, media_types
+from ..core.datasets import dataset_name, find_datasets, read_dataset
 from ..core.encodings import BROTLI, ENCODINGS, GZIP
-from ..core.model import Dataset, InvalidInfoError
 from ..core.templates import environment
+from ..core.viewer import PAGE_BASE, page_relative_link
 from .objectstores import (
     render_gcs_cors,
     render_s3_cors,
     render_s3_policy,
     write_gcs_staging,
 )
+from .targets import Target
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 log = logging.getLogger(__name__)
-
-Target = Literal["nginx", "apache", "s3", "gcs"]
-TARGETS: tuple[Target, ...] = ("nginx", "apache", "s3", "gcs")
 
 #: Internal URL namespace of the nginx stages (never reachable from outside: ``internal``).
 NGINX_INTERNAL = "/.precomp"
@@ -57,14 +54,7 @@ APACHE_HTACCESS_MODULES = ("rewrite", "headers", "mime")
 #: (larger ones are streamed and a Range gets the whole body, 200). A chunk is rarely above a
 #: few MiB; 128^3 uint64 is 16 MiB.
 APACHE_INFLATE_BUFFER = 64 * 1024 * 1024
-#: The public app that opens a dataset link of the index page.
-NEUROGLANCER_APP = "https://neuroglancer-demo.appspot.com/"
-#: Other spellings of a coding a client may send (RFC 9110 §8.4.1.3: x-gzip is gzip).
-_ALIASES = {GZIP.name: ("x-gzip",)}
-
-# nginx's gunzip stage (gzip_static always) looks for this fixed suffix; the core must agree.
-if GZIP.suffix != ".gz":  # pragma: no cover - a core change the nginx template cannot follow
-    raise ImportError("nginx's gzip_static needs the gzip sibling suffix .gz")
+# nginx's gzip_static always looks for X.gz: GZIP.suffix must stay ".gz" (a test checks it).
 
 # Config templates are written with block tags on their own lines.
 _ENV = environment().overlay(trim_blocks=True, lstrip_blocks=True)
@@ -77,7 +67,7 @@ def render_template(name: str, **context: Any) -> str:
 def accept_regex(coding: str) -> str:
     """A PCRE that matches an ``Accept-Encoding`` value accepting ``coding`` (case-blind use).
 
-    Mirrors :func:`precomp_host.encodings.parse_accept_encoding`: the coding (or an alias) is
+    Mirrors :func:`precomp_host.core.encodings.parse_accept_encoding`: the coding (or an alias) is
     listed with no q or a q above 0, and is not listed again later (the last entry wins).
     ``*`` is not matched: it never turns compression on while identity exists.
     """
@@ -90,7 +80,7 @@ def accept_regex(coding: str) -> str:
         )
 
     name = re.escape(coding)
-    aliases = "|".join(re.escape(a) for a in _ALIASES.get(coding, ()))
+    aliases = "|".join(re.escape(a) for a in ENCODINGS[coding].aliases)
     if not aliases:
         return listed(name)
     # An alias counts only when the coding's own name is not listed at all.
@@ -181,7 +171,7 @@ def render_nginx(site: Site) -> str:
 
 
 def _with_sibling_suffix(regex: str) -> str:
-    """A :data:`~precomp_host.media_types.RULES` regex that also matches ``X.gz``/``X.br``."""
+    """A :data:`~precomp_host.core.media_types.RULES` regex that also matches ``X.gz``/``X.br``."""
     if not regex.endswith("$"):
         raise ValueError(f"media type rule not anchored at the end: {regex}")
     suffixes = "|".join(re.escape(e.suffix) for e in ENCODINGS.values())
@@ -209,35 +199,19 @@ def render_apache(site: Site, form: Literal["vhost", "htaccess"] = "vhost") -> s
     )
 
 
-def find_datasets(root: Path) -> list[tuple[str, Dataset]]:
-    """``(relative path, Dataset)`` for the root itself or each folder below it with an info.
-
-    Looks one and two levels down only (``root/ds/info``, ``root/group/ds/info``): listing
-    the datasets must not walk millions of chunk folders.
-    """
-    found: list[tuple[str, Dataset]] = []
-    candidates = [root, *sorted(p for p in root.iterdir() if p.is_dir())]
-    candidates += [q for p in candidates[1:] for q in sorted(p.iterdir()) if q.is_dir()]
-    for folder in candidates:
-        info = folder / "info"
-        if not info.is_file():
-            continue
-        if any(folder.is_relative_to(d) and folder != d for d in (root / r for r, _ in found)):
-            continue  # a dataset's own subfolder (mesh/, segment_properties/)
-        try:
-            dataset = Dataset.from_json(json.loads(info.read_text()))
-        except (ValueError, InvalidInfoError) as exc:
-            log.warning("skipping %s: %s", info, exc)
-            continue
-        rel = folder.relative_to(root).as_posix()
-        found.append(("" if rel == "." else rel, dataset))
-    return found
-
-
 def render_index(site: Site) -> str:
-    """The site's ``index.html``: each dataset with a link that opens it in Neuroglancer."""
+    """The site's ``index.html``: each dataset with a link that opens it in Neuroglancer.
+
+    The datasets are :func:`~precomp_host.core.datasets.find_datasets`' (the dev server lists
+    the same); a folder whose ``info`` cannot be read is left out with a warning.
+    """
     rows = []
-    for rel, ds in find_datasets(site.root):
+    for rel in find_datasets(site.root):
+        try:
+            ds = read_dataset(site.root / rel)
+        except (OSError, ValueError) as exc:
+            log.warning("skipping %s: %s", site.root / rel, exc)
+            continue
         scale = ds.scales[0]
         rows.append(
             {
@@ -249,9 +223,10 @@ def render_index(site: Site) -> str:
                 "resolution": " × ".join(f"{r:g}" for r in scale.resolution),
                 "scales": len(ds.scales),
                 "encoding": scale.encoding,
+                "link": page_relative_link(rel, ds.type, dataset_name(site.root, rel)),
             }
         )
-    return render_template("site-index.html.j2", datasets=rows, app=NEUROGLANCER_APP)
+    return render_template("site-index.html.j2", datasets=rows, page_base=PAGE_BASE)
 
 
 def render(target: Target, site: Site, bucket: str = "BUCKET") -> dict[str, str]:
