@@ -44,6 +44,17 @@ def downsampled_box(start: Vec3, stop: Vec3, factors: Vec3) -> tuple[Vec3, Vec3]
     return (a[0], a[1], a[2]), (b[0], b[1], b[2])
 
 
+def _check_inputs(size: Vec3, resolution: Res3, chunk_size: Vec3, max_scales: int | None) -> None:
+    if any(r <= 0 for r in resolution):
+        raise ValueError(f"resolution must be positive, got {resolution}")
+    if any(c <= 0 for c in chunk_size):
+        raise ValueError(f"chunk size must be positive, got {chunk_size}")
+    if any(n <= 0 for n in size):
+        raise ValueError(f"volume size must be positive, got {size}")
+    if max_scales is not None and max_scales < 1:
+        raise ValueError(f"number of scales must be at least 1, got {max_scales}")
+
+
 def plan_dataset(
     *,
     volume_type: VolumeType,
@@ -62,14 +73,7 @@ def plan_dataset(
     Scales are added until the volume fits in one chunk (or ``max_scales``). Each scale's chunk
     size is clipped to its size, so thin volumes get thin chunks rather than mostly empty ones.
     """
-    if any(r <= 0 for r in resolution):
-        raise ValueError(f"resolution must be positive, got {resolution}")
-    if any(c <= 0 for c in chunk_size):
-        raise ValueError(f"chunk size must be positive, got {chunk_size}")
-    if any(n <= 0 for n in size):
-        raise ValueError(f"volume size must be positive, got {size}")
-    if max_scales is not None and max_scales < 1:
-        raise ValueError(f"number of scales must be at least 1, got {max_scales}")
+    _check_inputs(size, resolution, chunk_size, max_scales)
     scales: list[Scale] = []
     factors: list[Vec3] = []
     start, stop, res = (

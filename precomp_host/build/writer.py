@@ -10,8 +10,10 @@ Which files a chunk gets (the "variants") follows one rule, shared with the serv
 * a ``.br`` / ``.gz`` sibling for each requested content encoding that saves >= 5 %, a ``.br``
   only when smaller than the ``.gz`` (``encodings.worth_storing``);
 * the plain (identity) file only when asked (``keep_identity``) or when there is no ``.gz``:
-  every server we configure can then answer any client, decompressing ``.gz`` when needed;
-* files read with HTTP Range (shards, multi-resolution mesh data) are stored plain only.
+  every server we configure can then answer any client, decompressing ``.gz`` when needed.
+
+Files read with HTTP Range (shards, multi-resolution mesh data) will be stored plain only; the
+writer gets that path with the first such file (no build writes one yet).
 
 Variants are written brotli, gzip, identity; the last one written marks the chunk complete,
 which is what ``--resume`` checks (:meth:`DatasetWriter.is_complete`).
@@ -35,7 +37,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from ..core.layout import Layout
-    from ..core.model import ChunkKey, Dataset
+    from ..core.model import Dataset
 
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
@@ -127,26 +129,22 @@ class DatasetWriter:
                 raise DiskFullError(e.errno, f"disk full while writing {final}") from None
             raise
 
-    def put(self, rel_path: str, data: bytes, *, precompress: bool = True) -> int:
+    def put(self, rel_path: str, data: bytes) -> int:
         """Write ``data`` at ``rel_path`` with its effective siblings; returns bytes stored."""
         final = self._final(rel_path)
         written = 0
         has_gzip = False
-        if precompress:
-            packed = {enc.name: enc.compress(data) for enc in self.encodings}
-            kept = worth_storing(len(data), {name: len(p) for name, p in packed.items()})
-            for enc in self.encodings:
-                if enc.name in kept:
-                    self._write_atomic(final.with_name(final.name + enc.suffix), packed[enc.name])
-                    written += len(packed[enc.name])
-                    has_gzip = has_gzip or enc is GZIP
+        packed = {enc.name: enc.compress(data) for enc in self.encodings}
+        kept = worth_storing(len(data), {name: len(p) for name, p in packed.items()})
+        for enc in self.encodings:
+            if enc.name in kept:
+                self._write_atomic(final.with_name(final.name + enc.suffix), packed[enc.name])
+                written += len(packed[enc.name])
+                has_gzip = has_gzip or enc is GZIP
         if self.keep_identity or not has_gzip:
             self._write_atomic(final, data)
             written += len(data)
         return written
-
-    def put_chunk(self, key: ChunkKey, data: bytes) -> int:
-        return self.put(self.layout.path_for(key), data)
 
     def put_json(self, rel_path: str, obj: Any) -> int:
         """Metadata JSON: plain only, so that every server answers it as ``application/json``."""

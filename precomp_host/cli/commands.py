@@ -13,12 +13,13 @@ import math
 import os
 import sys
 import time
-from typing import TYPE_CHECKING, Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, TextIO
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from ..build.builder import BuildOptions
+    from ..build.segmentation import SegmentationOptions
     from ..core.progress import Progress
 
 log = logging.getLogger("precomp_host")
@@ -27,6 +28,15 @@ EXIT_BAD_INPUT = 2
 
 class CommandError(Exception):
     """A user-facing error: printed as one line, exit code 2."""
+
+
+class _KindOptions(NamedTuple):
+    """The members of BuildOptions that ``--type`` decides."""
+
+    encoding: str
+    codec_options: dict[str, object]
+    downsample: str | None
+    segmentation: SegmentationOptions
 
 
 # -- progress --------------------------------------------------------------------------------
@@ -232,8 +242,9 @@ def _add_segmentation_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _segmentation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """BuildOptions members for ``--type segmentation`` (an error if used on an image)."""
+def _kind_options(args: argparse.Namespace) -> _KindOptions:
+    """The BuildOptions members that depend on ``--type`` (segmentation flags on an image are
+    an error)."""
     from ..build.meshes import PRESETS
     from ..build.segment_properties import NamesError, read_names_csv
     from ..build.segmentation import SegmentationOptions, parse_segments
@@ -253,7 +264,9 @@ def _segmentation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     if args.volume_type != "segmentation":
         if seg_only:
             raise CommandError(f"{seg_only[0]} needs --type segmentation")
-        return {"encoding": args.encoding or "raw"}
+        encoding = args.encoding or "raw"
+        quality = {"quality": args.jpeg_quality} if encoding == "jpeg" else {}
+        return _KindOptions(encoding, quality, None, SegmentationOptions())
     if args.sparse and args.downsample == "stride":
         raise CommandError("--sparse applies to mode downsampling, not stride")
     try:
@@ -267,17 +280,22 @@ def _segmentation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         raise CommandError("--mesh-simplification applies to --mesh; add --mesh")
     encoding = args.encoding or "compressed_segmentation"
     block = _chunk_size(args.block_size, "--block-size")
-    return {
-        "encoding": encoding,
-        "codec_options": {"block_size": block} if encoding == "compressed_segmentation" else {},
-        "downsample": "mode_sparse" if args.sparse else args.downsample or "mode",
-        "segmentation": SegmentationOptions(
+    codec_options: dict[str, object] = {}
+    if encoding == "compressed_segmentation":
+        codec_options["block_size"] = block
+    elif encoding == "jpeg":
+        codec_options["quality"] = args.jpeg_quality
+    return _KindOptions(
+        encoding,
+        codec_options,
+        "mode_sparse" if args.sparse else args.downsample or "mode",
+        SegmentationOptions(
             mesh=args.mesh,
             segments=segments,
             names=names,
             simplification=PRESETS[args.mesh_simplification or "fqmr"],
         ),
-    }
+    )
 
 
 class _Parser(argparse.ArgumentParser):
@@ -422,20 +440,27 @@ def _chunk_size(values: Sequence[int], flag: str = "--chunk-size") -> tuple[int,
     raise CommandError(f"{flag} takes 1 or 3 numbers")
 
 
-def _build_options(args: argparse.Namespace, **kw: Any) -> BuildOptions:
+def _build_options(args: argparse.Namespace) -> BuildOptions:
     from ..build.builder import BuildOptions
 
+    kind = _kind_options(args)
     return BuildOptions(
-        resolution=tuple(args.resolution),
+        resolution=(args.resolution[0], args.resolution[1], args.resolution[2]),
+        volume_type=args.volume_type,
         chunk_size=_chunk_size(args.chunk_size),
         max_scales=args.scales,
+        encoding=kind.encoding,
+        codec_options=kind.codec_options,
         layout=args.layout,
         compress=args.compress,
         keep_identity=args.keep_identity,
+        voxel_offset=(args.voxel_offset[0], args.voxel_offset[1], args.voxel_offset[2]),
+        downsample=kind.downsample,
+        segmentation=kind.segmentation,
         workers=args.workers,
         resume=args.resume,
         overwrite=args.overwrite,
-        **kw,
+        npy_axes=args.npy_axes,
     )
 
 
@@ -450,16 +475,7 @@ def _run_build(source: Any, out: str, options: BuildOptions, label: str, quiet: 
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    kwargs = _segmentation_kwargs(args)
-    if kwargs["encoding"] == "jpeg":
-        kwargs["codec_options"] = {"quality": args.jpeg_quality}
-    options = _build_options(
-        args,
-        volume_type=args.volume_type,
-        voxel_offset=tuple(args.voxel_offset),
-        npy_axes=args.npy_axes,
-        **kwargs,
-    )
+    options = _build_options(args)
     _run_build(args.source, args.out, options, os.path.basename(args.out.rstrip("/")), args.quiet)
     if not args.quiet:
         print(f"Wrote {args.out}. View it with: precomp-host serve {args.out}")

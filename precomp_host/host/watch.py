@@ -6,8 +6,9 @@ mkdocs #2477) feeds file events to :meth:`DataWatcher.dispatch`. Bursts are debo
 the dev server's pages wait on it over an event stream and reload the viewer.
 
 A build in progress must not cause a reload of half-written data. The generator writes every
-file to ``<name>.partial`` and renames it, and writes ``info`` last; so a dataset in which a
-``.partial`` file appeared is *building*, and only its ``info`` being rewritten makes it ready.
+file as ``.precomp-tmp/<uuid>.partial`` in the dataset and renames it, and writes ``info``
+last; so a dataset in which a ``.partial`` file appeared is *building*, and only its ``info``
+being rewritten makes it ready.
 Changes made without ``.partial`` files (a chunk copied by hand) are reported after the debounce.
 
 Polling a million chunk files is too slow, so the polling observer watches only the root and
