@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..core.layout import LAYOUTS
+from ..core.layout import LAYOUTS, TMP_DIR
 from .kinds import SlabContext, VolumeKind, kind_for
+from .output import STATE_FILE, Output, OutputError
 from .plan import plan_dataset
 from .segmentation import MESH_JOURNAL_DIR, LabelError, SegmentationOptions
 from .sources import SourceError, Volume, open_volume
@@ -39,8 +40,6 @@ if TYPE_CHECKING:
     from .chunk_codecs import ChunkCodec
 
 log = logging.getLogger(__name__)
-
-_STATE_FILE = ".precomp-build.json"
 
 
 class BuildError(Exception):
@@ -71,40 +70,56 @@ class BuildOptions:
         return kind_for(self.volume_type, self.segmentation)
 
 
-def _check_output(out: Path, options: BuildOptions, planned: dict[str, Any]) -> bool:
-    """Validate the output folder; returns whether it is absent or empty (ours to clean up)."""
-    if out.exists() and not out.is_dir():
-        raise BuildError(f"{out}: output exists and is not a folder")
-    if not out.exists() or not any(out.iterdir()):
-        return True
-    state = out / _STATE_FILE
+def _mode(output: Output, options: BuildOptions, dataset: Dataset, planned: dict[str, Any]) -> str:
+    """How to write OUT: ``fresh``, ``resume``, ``replace`` or ``done`` (nothing to do)."""
+    out = output.out
+    if output.is_empty():
+        return "fresh"
+    info, state = out / "info", out / STATE_FILE
     if options.resume:
-        if (out / "info").exists() and not state.exists():
-            # Complete already: resuming is a no-op if the settings agree.
-            previous = json.loads((out / "info").read_text())
-            if previous != planned["info"]:
-                raise BuildError(f"{out}: holds a finished build with other settings")
-            return False
+        if info.exists():
+            # Finished already: a no-op if the settings agree. Its info and its files (layout,
+            # stored variants of the first chunk) say which settings built it.
+            writer = DatasetWriter(out, LAYOUTS[options.layout], compress=options.compress,
+                                   keep_identity=options.keep_identity)  # fmt: skip
+            differs = _first_difference(
+                {"info": json.loads(info.read_text())}, {"info": planned["info"]}
+            ) or writer.stored_differently(dataset.scales[0].chunk_key((0, 0, 0)))
+            if differs:
+                raise OutputError(f"{out}: holds a finished build with other settings ({differs})")
+            return "done"
         if not state.exists():
-            raise BuildError(f"{out}: nothing to resume (no interrupted build here)")
-        if json.loads(state.read_text()) != planned:
-            raise BuildError(f"{out}: the interrupted build used other settings; cannot resume")
-        return False
+            raise OutputError(f"{out}: nothing to resume (no interrupted build here)")
+        differs = _first_difference(json.loads(state.read_text()), planned)
+        if differs:
+            raise OutputError(f"{out}: the interrupted build used other settings ({differs})")
+        return "resume"
     if options.overwrite:
-        if not (out / "info").exists() and not state.exists():
-            raise BuildError(f"{out}: not empty and not a precomputed dataset; not overwriting")
-        (out / "info").unlink(missing_ok=True)  # unpublish first
-        _empty_folder(out)
-        return True
-    raise BuildError(f"{out}: output folder is not empty (use --overwrite or --resume)")
+        if not info.exists() and not state.exists():
+            raise OutputError(f"{out}: not empty and not a precomputed dataset; not overwriting")
+        return "replace"
+    raise OutputError(f"{out}: output folder is not empty (use --overwrite or --resume)")
 
 
-def _empty_folder(out: Path) -> None:
-    for child in out.iterdir():
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child, ignore_errors=True)
-        else:
-            child.unlink(missing_ok=True)
+def _first_difference(recorded: dict[str, Any], planned: dict[str, Any]) -> str | None:
+    for key in sorted(recorded.keys() | planned.keys()):
+        if recorded.get(key) != planned.get(key):
+            return (
+                f"{key}: {json.dumps(recorded.get(key))} here, {json.dumps(planned.get(key))} now"
+            )
+    return None
+
+
+def _refuse_source_inside(source: str | os.PathLike[str] | Volume, out: Path) -> None:
+    """A build may delete OUT's content: a source inside it is refused before anything."""
+    if not isinstance(source, str | os.PathLike):
+        return
+    text = os.fspath(source)
+    # A glob names files that may not exist yet as one path: its folder decides.
+    path = Path(os.path.dirname(text) if any(ch in text for ch in "*?[") else text)
+    src, dst = path.resolve(), out.resolve()
+    if src == dst or dst in src.parents:
+        raise BuildError(f"{source}: the source is inside OUT ({out}); build elsewhere")
 
 
 def plan_for(
@@ -155,14 +170,16 @@ def build_dataset(
     """Build the precomputed dataset of ``source`` into the folder ``out``.
 
     :param source: a path (see :func:`precomp_host.build.sources.open_volume`) or a ``Volume``.
-    :param out: the dataset folder; must be empty or absent unless resuming or overwriting.
+    :param out: the dataset folder; must be empty or absent unless resuming or overwriting
+        (an overwritten dataset is replaced in one step once the new one is complete).
     :param progress: called with a :class:`Progress` as chunks complete.
     :raises BuildError: with a one-line message, leaving nothing at a final name.
     """
+    output = Output(out)
+    _refuse_source_inside(source, output.out)
     kind = options.kind()
     volume = _open(source, options, kind)
     dataset, factors, codec = plan_for(volume, options, kind)
-    out = Path(out)
     planned = {
         "info": dataset.to_json(),
         "layout": options.layout,
@@ -170,38 +187,63 @@ def build_dataset(
         "keep_identity": options.keep_identity,
         **kind.state(),
     }
-    fresh = _check_output(out, options, planned)
-    writer = DatasetWriter(
-        out, LAYOUTS[options.layout], compress=options.compress, keep_identity=options.keep_identity
-    )
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        with output:
+            mode = _mode(output, options, dataset, planned)
+            if mode != "done":
+                _write(output, mode, planned, _Build(volume, dataset, codec, options, kind),
+                       factors, progress)  # fmt: skip
+    except OutputError as e:
+        raise BuildError(str(e)) from None
+    log.info("built %s: %d scales", output.out, len(dataset.scales))
+    return dataset
+
+
+def _write(
+    output: Output,
+    mode: str,
+    planned: dict[str, Any],
+    build: _Build,
+    factors: tuple[Vec3, ...],
+    progress: Callable[[Progress], None] | None,
+) -> None:
+    """Write the dataset into ``output`` in ``mode``; on failure leave OUT as it was."""
+    options = build.options
+    root = output.out
+    try:
+        root = output.prepare(mode)
+        writer = DatasetWriter(
+            root, LAYOUTS[options.layout], compress=options.compress,
+            keep_identity=options.keep_identity,
+        )  # fmt: skip
+        build.writer = writer
         writer.begin()
-        writer.put_json(_STATE_FILE, planned)
-        _Build(volume, dataset, codec, writer, options, kind).run(factors, progress)
-        writer.commit(dataset)
-        shutil.rmtree(out / MESH_JOURNAL_DIR, ignore_errors=True)
-        (out / _STATE_FILE).unlink()
+        writer.put_json(STATE_FILE, planned)
+        build.run(factors, progress)
+        writer.commit(build.dataset)
+        shutil.rmtree(root / MESH_JOURNAL_DIR, ignore_errors=True)
+        (root / STATE_FILE).unlink()
+        output.publish()
     except (DiskFullError, SourceError) as e:
         # Bad data found mid-way or a full disk: leave no chunk of a dataset that cannot be
         # finished, unless the user asked to keep a folder's earlier content (resume).
-        writer.abort()
-        if fresh:
-            _empty_folder(out)
+        shutil.rmtree(root / TMP_DIR, ignore_errors=True)
+        output.discard()
         raise BuildError(e.strerror if isinstance(e, DiskFullError) else str(e)) from None
     except OSError as e:
         # OUT cannot be created or written (a file in its path, no permission, I/O error):
         # also the user's to fix, so one line rather than a traceback, and no partial output.
-        writer.abort()
-        if fresh and out.is_dir():
-            _empty_folder(out)
-        where = e.filename if e.filename is not None else out
+        shutil.rmtree(root / TMP_DIR, ignore_errors=True)
+        output.discard()
+        where = e.filename if e.filename is not None else output.out
         raise BuildError(f"{where}: cannot write the dataset ({e.strerror or e})") from None
     except BaseException:
-        writer.abort()
+        # Interrupted (Ctrl+C) or a bug: OUT keeps what was written, for --resume; a
+        # replacement's folder cannot be resumed and goes.
+        shutil.rmtree(root / TMP_DIR, ignore_errors=True)
+        if mode == "replace":
+            output.discard()
         raise
-    log.info("built %s: %d scales", out, len(dataset.scales))
-    return dataset
 
 
 @dataclass
@@ -211,9 +253,9 @@ class _Build:
     volume: Volume
     dataset: Dataset
     codec: ChunkCodec
-    writer: DatasetWriter
     options: BuildOptions
     kind: VolumeKind
+    writer: DatasetWriter = field(init=False)
 
     def run(self, factors: tuple[Vec3, ...], progress: Callable[[Progress], None] | None) -> None:
         scales = self.dataset.scales
