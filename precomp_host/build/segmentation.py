@@ -18,7 +18,9 @@ import functools
 import json
 import logging
 import multiprocessing
+import os
 import threading
+import time
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
@@ -174,7 +176,10 @@ class MeshObserver:
         # spawn, not fork: the build process runs threads, and a forked child could inherit a
         # lock held by one of them.
         self._procs: ProcessPoolExecutor | None = ProcessPoolExecutor(
-            workers, mp_context=multiprocessing.get_context("spawn")
+            workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_die_with_parent,
+            initargs=(os.getpid(),),
         )
         self.fragments: dict[int, list[str]] = defaultdict(list)
         self._lock = threading.Lock()
@@ -251,6 +256,23 @@ class MeshObserver:
             )
         self.writer.put_json(f"{MESH_DIR}/info", MESH_INFO)
         log.info("meshes: %d segments", len(self.fragments))
+
+
+def _die_with_parent(parent: int) -> None:
+    """First thing in each mesh worker: end it when the build process ends.
+
+    A worker waiting for work outlives a killed (``kill -9``) parent, blocked on its queue for
+    good (186 MB each, issue 11). Once orphaned, a process gets a new parent, which a thread
+    notices; polling works on every platform, unlike Linux's ``PR_SET_PDEATHSIG``, which fires
+    when the *thread* that started the worker ends, not the process.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="precomp-parent-watch", daemon=True).start()
 
 
 def _journal_record(core: Box) -> str:
