@@ -382,12 +382,12 @@ def test_memory_does_not_grow_with_depth(tmp_path: Path) -> None:
 def test_band_parallel_downsampling_equals_whole_block(bands: int, origin_y: int) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from precomp_host.build.builder import _in_bands
     from precomp_host.build.pyramid import downsample_mean
+    from precomp_host.build.streaming import in_bands
 
     arr = make_volume("uint16", 2, (21, 37, 9)).transpose(2, 1, 0, 3).copy()
     with ThreadPoolExecutor(2) as ex:
-        banded = _in_bands(downsample_mean, ex, bands, min_bytes=0)
+        banded = in_bands(downsample_mean, ex, bands, min_bytes=0)
         for factors in [(2, 2, 1), (2, 2, 2), (1, 2, 1), (2, 1, 2)]:
             origin = (3, origin_y, 5)
             np.testing.assert_array_equal(

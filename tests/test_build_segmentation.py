@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -337,3 +340,57 @@ def test_resume_refuses_other_mesh_settings(tmp_path: Path) -> None:
 
 def _raise(e: Exception) -> None:
     raise e
+
+
+def _children(pid: int) -> list[int]:
+    """Live (not zombie) processes whose parent is ``pid``, from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        state, ppid = stat.rpartition(")")[2].split()[:2]
+        if int(ppid) == pid and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_mesh_workers_die_with_a_killed_build(tmp_path: Path) -> None:
+    # kill -9 of a --mesh build used to leave its workers blocked on their queue for good.
+    rng = np.random.default_rng(0)
+    labels = np.kron(rng.integers(1, 400, (12, 16, 16)), np.ones((8, 8, 8))).astype(np.uint32)
+    np.save(tmp_path / "labels.npy", labels)
+    cmd = [sys.executable, "-m", "precomp_host", "build", str(tmp_path / "labels.npy"),
+           str(tmp_path / "out"), "--resolution", "8", "8", "8", "--type", "segmentation",
+           "--mesh", "--workers", "2", "-q"]  # fmt: skip
+    build = subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        workers: list[int] = []
+        while len(workers) < 2 and time.monotonic() < deadline and build.poll() is None:
+            time.sleep(0.05)
+            workers = _children(build.pid)
+        assert len(workers) >= 2, "the build must have started its mesh workers"
+        os.kill(build.pid, signal.SIGKILL)
+        build.wait()
+        deadline = time.monotonic() + 30
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [w for w in workers if _alive(w)], "orphaned mesh workers are still alive"
+    finally:
+        build.kill()
+        for w in workers:
+            if _alive(w):
+                os.kill(w, signal.SIGKILL)

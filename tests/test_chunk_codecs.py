@@ -7,6 +7,7 @@ encoding": little-endian ``[x, y, z, channel]`` in Fortran order), not against t
 from __future__ import annotations
 
 import io
+import re
 from typing import Any
 
 import numpy as np
@@ -227,3 +228,24 @@ def test_jpeg_quality_limits_are_accepted(quality: int) -> None:
 def test_make_codec_unknown_name() -> None:
     with pytest.raises(ValueError, match="unknown chunk encoding"):
         make_codec("compressed_segmentation_v9")
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "message"),
+    [
+        (
+            "jpeg",
+            {"qualty": 90},
+            "unknown option 'qualty' for the jpeg encoding (it takes quality)",
+        ),
+        ("raw", {"quality": 90}, "unknown option 'quality' for the raw encoding (it takes none)"),
+        ("png", {"block_size": 8}, "unknown option 'block_size' for the png encoding"),
+        ("compressed_segmentation", {"blocksize": 8}, "(it takes block_size)"),
+    ],
+)
+def test_make_codec_rejects_unknown_options(
+    name: str, options: dict[str, object], message: str
+) -> None:
+    # A misspelled option used to be swallowed by the factories' ``**_``.
+    with pytest.raises(ValueError, match=re.escape(message)):
+        make_codec(name, **options)

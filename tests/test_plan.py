@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from hypothesis import given
@@ -11,6 +13,9 @@ from hypothesis import strategies as st
 from precomp_host.build.plan import downsample_factors, downsampled_box, plan_dataset
 from precomp_host.core.model import Dataset, Vec3
 from tests.strategies import resolutions, vec3s
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def _plan(
@@ -163,3 +168,39 @@ def test_invalid_arguments(kwargs: dict[str, object], match: str) -> None:
     args: dict[str, object] = {"size": (100, 100, 100), "resolution": (8, 8, 40)} | kwargs
     with pytest.raises(ValueError, match=match):
         _plan(**args)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("offset", "size", "accepted"),
+    [
+        (2**62 - 2, 1, True),
+        (2**62 - 2, 2, False),
+        (2**62, 1, False),
+        (-(2**62 - 2), 1, True),
+        (-(2**62 - 1), 1, False),
+    ],
+)
+def test_voxel_boxes_stay_in_the_range_tensorstore_reads(
+    tmp_path: Path, offset: int, size: int, accepted: bool
+) -> None:
+    ts = pytest.importorskip("tensorstore")
+    kw: dict[str, Any] = {"volume_type": "image", "data_type": "uint8", "num_channels": 1,
+                              "size": (size, 1, 1), "resolution": (1.0, 1.0, 1.0),
+                              "voxel_offset": (offset, 0, 0)}  # fmt: skip
+    if not accepted:
+        with pytest.raises(ValueError, match="index range readers accept on x"):
+            plan_dataset(**kw)
+        return
+    dataset, _ = plan_dataset(**kw)
+    (tmp_path / "info").write_text(json.dumps(dataset.to_json()))
+    store = ts.open(
+        {"driver": "neuroglancer_precomputed", "kvstore": f"file://{tmp_path}"}
+    ).result()
+    assert store.domain[0].inclusive_min == offset
+
+
+def test_a_resolution_that_overflows_when_downsampled_is_refused() -> None:
+    with pytest.raises(ValueError, match="overflows at scale 1"):
+        plan_dataset(volume_type="image", data_type="uint8", num_channels=1,
+                     size=(128, 128, 128), resolution=(1e308, 1e308, 1e308),
+                     chunk_size=(64, 64, 64))  # fmt: skip

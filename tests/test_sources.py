@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import struct
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -462,3 +463,68 @@ def test_npy_with_wrong_number_of_axes(
     path = tmp_path / "vol.npy"
     np.save(path, np.zeros(shape, np.uint8))
     assert str(path) in _source_error(path, npy_axes=axes)
+
+
+# -- read whole or refused (issue 11) ---------------------------------------------------------
+
+
+def test_a_tiff_written_page_by_page_is_read_as_its_whole_stack(tmp_path: Path) -> None:
+    # tifffile counts one series per page for such a file; reading series 0 built 1 slice.
+    path = tmp_path / "pages.tif"
+    stack = np.stack([np.full((30, 40), i, np.uint8) for i in range(20)])
+    for page in stack:
+        tifffile.imwrite(path, page, append=True)
+    with tifffile.TiffFile(path) as tif:
+        assert len(tif.series) == 20
+    vol = open_volume(path)
+    assert vol.shape == (40, 30, 20)
+    np.testing.assert_array_equal(vol.read(0, 20)[..., 0], stack)
+    np.testing.assert_array_equal(vol.read(7, 9)[..., 0], stack[7:9])
+
+
+def test_tiff_series_with_different_pages_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.tif"
+    tifffile.imwrite(path, np.zeros((30, 40), np.uint8), append=True)
+    tifffile.imwrite(path, np.zeros((31, 40), np.uint8), append=True)
+    with pytest.raises(SourceError, match="2 image series with different pages"):
+        open_volume(path)
+
+
+def _crafted_tiff(path: Path, width: int, height: int) -> None:
+    """A one-strip uint8 TIFF whose header declares ``width`` x ``height`` (TIFF 6.0 tags)."""
+    tags = [(256, 4, 1, width), (257, 4, 1, height), (258, 3, 1, 8), (259, 3, 1, 1),
+            (262, 3, 1, 1), (273, 4, 1, 8), (277, 3, 1, 1), (278, 4, 1, height),
+            (279, 4, 1, 1)]  # fmt: skip
+    ifd = struct.pack("<H", len(tags)) + b"".join(struct.pack("<HHII", *t) for t in tags)
+    path.write_bytes(b"II*\x00" + struct.pack("<I", 16) + bytes(8) + ifd + bytes(4))
+
+
+def test_an_absurd_declared_size_is_refused_before_any_allocation(tmp_path: Path) -> None:
+    # 2**31 x 2**31 uint8: 4 EiB, which numpy was asked to allocate (MemoryError).
+    path = tmp_path / "huge.tif"
+    _crafted_tiff(path, 2**31, 2**31)
+    with pytest.raises(SourceError, match=r"declares shape \(2147483648, 2147483648\)"):
+        open_volume(path)
+    slices = tmp_path / "slices"
+    slices.mkdir()
+    for i in range(2):
+        _crafted_tiff(slices / f"z{i}.tif", 2**31, 2**31)
+    with pytest.raises(SourceError, match="declares shape"):
+        open_volume(slices)
+
+
+@pytest.mark.parametrize("where", ["alone", "in a folder", "in a glob"])
+def test_a_fifo_is_refused_without_opening_it(tmp_path: Path, where: str) -> None:
+    # Opening a FIFO for reading blocks until a writer comes: the build used to hang.
+    folder = tmp_path / "slices"
+    folder.mkdir()
+    tifffile.imwrite(folder / "z0.tif", np.zeros((4, 4), np.uint8))
+    os.mkfifo(folder / "z1.tif")
+    source = {"alone": folder / "z1.tif", "in a folder": folder, "in a glob": folder / "*.tif"}
+    with pytest.raises(SourceError, match="z1.tif: is a FIFO"):
+        open_volume(source[where])
+
+
+def test_a_device_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="is a device"):
+        open_volume("/dev/zero")

@@ -1,58 +1,45 @@
-"""Source volume -> complete precomputed dataset: :func:`build_dataset`.
+"""Source volume -> complete precomputed dataset: :func:`build_dataset` (the orchestration).
 
-The volume is streamed in z-slabs through one :class:`_Level` per scale. A level keeps the
-slices it has received until (a) a row of chunks is complete, which it hands to the worker pool
-to encode, compress and write, and (b) a whole z-block of the next scale's downsampling is
-available, which it downsamples and passes on. Memory is therefore a few slabs per scale,
-whatever the depth of the volume. Each chunk's bytes depend only on the data, so the output is
-the same whatever the number of workers and the order they finish in.
+A build opens the source as its volume kind reads it (:mod:`precomp_host.build.kinds`), plans
+the scales (:mod:`precomp_host.build.plan`), checks the output folder, then streams the volume
+through the pyramid (:mod:`precomp_host.build.streaming`), each complete chunk row becoming
+encode-compress-write tasks on the worker pool. Each chunk's bytes depend only on the data, so
+the output is the same whatever the number of workers and the order they finish in.
 
 The library never prints: it reports through ``progress`` and ``logging``.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import json
 import logging
 import os
 import shutil
-import threading
-import time
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..core.layout import LAYOUTS
-from ..core.progress import Progress
-from .chunk_codecs import ChunkCodec, make_codec
+from ..core.layout import LAYOUTS, TMP_DIR
+from .kinds import SlabContext, VolumeKind, kind_for
+from .output import STATE_FILE, Output, OutputError
 from .plan import plan_dataset
-from .pyramid import DOWNSAMPLERS, Downsampler
-from .segmentation import (
-    MESH_JOURNAL_DIR,
-    LabelError,
-    LabelVolume,
-    SegmentationExtras,
-    SegmentationOptions,
-    plan_segmentation,
-)
+from .segmentation import MESH_JOURNAL_DIR, LabelError, SegmentationOptions
 from .sources import SourceError, Volume, open_volume
+from .streaming import Level, Pool, Tracker, in_bands, stream_volume
 from .writer import DatasetWriter, DiskFullError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ..core.model import Dataset, Res3, Scale, Vec3, VolumeType
+    from ..core.progress import Progress
+    from .chunk_codecs import ChunkCodec
 
 log = logging.getLogger(__name__)
-
-#: Data types an image volume may have (issue #2); the spec's other integer types are stored
-#: as given too.
-IMAGE_DTYPES = ("uint8", "uint16", "uint32", "float32", "int8", "int16", "int32")
-_STATE_FILE = ".precomp-build.json"
 
 
 class BuildError(Exception):
@@ -66,7 +53,7 @@ class BuildOptions:
     chunk_size: Vec3 = (64, 64, 64)
     max_scales: int | None = None
     encoding: str = "raw"
-    codec_options: dict[str, Any] = field(default_factory=dict)
+    codec_options: dict[str, object] = field(default_factory=dict)
     layout: str = "nested"
     compress: tuple[str, ...] = ("gzip", "br")
     keep_identity: bool = False
@@ -78,178 +65,73 @@ class BuildOptions:
     overwrite: bool = False
     npy_axes: str | None = None
 
-
-class _Tracker:
-    """Counts finished chunks from worker threads; reported from the building thread."""
-
-    def __init__(self, total: int, progress: Callable[[Progress], None] | None) -> None:
-        self.total, self.progress = total, progress
-        self.done = 0
-        self.bytes = 0
-        self.start = time.monotonic()
-        self._lock = threading.Lock()
-        self._reported = -1
-
-    def add(self, nbytes: int) -> None:
-        with self._lock:
-            self.done += 1
-            self.bytes += nbytes
-
-    def report(self) -> None:
-        if self.progress is None or self.done == self._reported:
-            return
-        self._reported = self.done
-        self.progress(Progress(self.done, self.total, self.bytes, time.monotonic() - self.start))
+    def kind(self) -> VolumeKind:
+        """What this build's volume type changes (codec check, downsampler, observers)."""
+        return kind_for(self.volume_type, self.segmentation)
 
 
-class _Pool:
-    """A thread pool with a bounded number of chunks in flight (bounded memory)."""
-
-    def __init__(self, workers: int, tracker: _Tracker) -> None:
-        self.executor = ThreadPoolExecutor(workers, thread_name_prefix="precomp-build")
-        self.slots = threading.BoundedSemaphore(workers * 4)
-        self.pending: set[Future[int]] = set()
-        self.tracker = tracker
-
-    def submit(self, fn: Callable[[], int]) -> None:
-        while not self.slots.acquire(timeout=0.2):
-            self._check()
-            self.tracker.report()
-        self._check()
-        fut = self.executor.submit(fn)
-        self.pending.add(fut)
-        fut.add_done_callback(self._finished)
-
-    def _finished(self, fut: Future[int]) -> None:
-        self.slots.release()
-        # close() cancels what has not started; exception() on a cancelled future raises
-        # CancelledError, which concurrent.futures would log with a traceback.
-        if not fut.cancelled() and fut.exception() is None:
-            self.tracker.add(fut.result())
-
-    def _check(self) -> None:
-        done = {f for f in self.pending if f.done()}
-        self.pending -= done
-        for f in done:
-            exc = f.exception()
-            if exc is not None:
-                raise exc
-
-    def drain(self) -> None:
-        while self.pending:
-            _, not_done = wait(self.pending, timeout=0.2, return_when=FIRST_EXCEPTION)
-            self._check()
-            self.tracker.report()
-        self.tracker.report()
-
-    def close(self) -> None:
-        for f in self.pending:
-            f.cancel()
-        self.executor.shutdown(wait=True)
-
-
-class _Level:
-    """One scale of the streaming pyramid: buffers z-slices, emits chunk rows, feeds the next."""
-
-    def __init__(
-        self,
-        scale: Scale,
-        factors: Vec3 | None,
-        downsampler: Downsampler,
-        emit: Callable[[Scale, int, np.ndarray, int], None],
-        next_level: _Level | None,
-    ) -> None:
-        self.scale, self.factors, self.downsampler = scale, factors, downsampler
-        self.emit, self.next = emit, next_level
-        self.z_start, self.z_stop = scale.voxel_offset[2], scale.stop[2]
-        self.buf: np.ndarray | None = None
-        self.buf_z0 = self.buf_z1 = self.z_start
-        self.next_row = 0
-        self.next_ds = self.z_start
-
-    def push(self, data: np.ndarray) -> None:
-        """Append slices ``[buf_z1, buf_z1 + len(data))`` and do what became possible."""
-        if self.buf is None or self.buf.shape[0] == 0:
-            self.buf, self.buf_z0 = data, self.buf_z1
-        else:
-            self.buf = np.concatenate([self.buf, data])
-        self.buf_z1 += data.shape[0]
-        at_end = self.buf_z1 == self.z_stop
-        cz = self.scale.chunk_size[2]
-        while True:
-            row_start = self.z_start + self.next_row * cz
-            row_stop = min(row_start + cz, self.z_stop)
-            if row_start >= self.z_stop or row_stop > self.buf_z1:
-                break
-            self.emit(self.scale, self.next_row, self.buf, self.buf_z0)
-            self.next_row += 1
-        if self.next is not None and self.factors is not None:
-            fz = self.factors[2]
-            end = self.z_stop if at_end else (self.buf_z1 // fz) * fz
-            if end > self.next_ds:
-                lo, hi = self.next_ds - self.buf_z0, end - self.buf_z0
-                origin = (self.scale.voxel_offset[0], self.scale.voxel_offset[1], self.next_ds)
-                self.next.push(self.downsampler(self.buf[lo:hi], self.factors, origin))
-                self.next_ds = end
-        keep_from = min(self.z_start + self.next_row * cz, self.next_ds)
-        if self.next is None:
-            keep_from = self.z_start + self.next_row * cz
-        if keep_from > self.buf_z0:
-            self.buf = self.buf[keep_from - self.buf_z0 :]
-            self.buf_z0 = keep_from
-
-
-def _check_output(out: Path, options: BuildOptions, planned: dict[str, Any]) -> bool:
-    """Validate the output folder; returns whether it is absent or empty (ours to clean up)."""
-    if out.exists() and not out.is_dir():
-        raise BuildError(f"{out}: output exists and is not a folder")
-    if not out.exists() or not any(out.iterdir()):
-        return True
-    state = out / _STATE_FILE
+def _mode(output: Output, options: BuildOptions, dataset: Dataset, planned: dict[str, Any]) -> str:
+    """How to write OUT: ``fresh``, ``resume``, ``replace`` or ``done`` (nothing to do)."""
+    out = output.out
+    if output.is_empty():
+        return "fresh"
+    info, state = out / "info", out / STATE_FILE
     if options.resume:
-        if (out / "info").exists() and not state.exists():
-            # Complete already: resuming is a no-op if the settings agree.
-            previous = json.loads((out / "info").read_text())
-            if previous != planned["info"]:
-                raise BuildError(f"{out}: holds a finished build with other settings")
-            return False
+        if info.exists():
+            # Finished already: a no-op if the settings agree. Its info and its files (layout,
+            # stored variants of the first chunk) say which settings built it.
+            writer = DatasetWriter(out, LAYOUTS[options.layout], compress=options.compress,
+                                   keep_identity=options.keep_identity)  # fmt: skip
+            differs = _first_difference(
+                {"info": json.loads(info.read_text())}, {"info": planned["info"]}
+            ) or writer.stored_differently(dataset.scales[0].chunk_key((0, 0, 0)))
+            if differs:
+                raise OutputError(f"{out}: holds a finished build with other settings ({differs})")
+            return "done"
         if not state.exists():
-            raise BuildError(f"{out}: nothing to resume (no interrupted build here)")
-        if json.loads(state.read_text()) != planned:
-            raise BuildError(f"{out}: the interrupted build used other settings; cannot resume")
-        return False
+            raise OutputError(f"{out}: nothing to resume (no interrupted build here)")
+        differs = _first_difference(json.loads(state.read_text()), planned)
+        if differs:
+            raise OutputError(f"{out}: the interrupted build used other settings ({differs})")
+        return "resume"
     if options.overwrite:
-        if not (out / "info").exists() and not state.exists():
-            raise BuildError(f"{out}: not empty and not a precomputed dataset; not overwriting")
-        (out / "info").unlink(missing_ok=True)  # unpublish first
-        _empty_folder(out)
-        return True
-    raise BuildError(f"{out}: output folder is not empty (use --overwrite or --resume)")
+        if not info.exists() and not state.exists():
+            raise OutputError(f"{out}: not empty and not a precomputed dataset; not overwriting")
+        return "replace"
+    raise OutputError(f"{out}: output folder is not empty (use --overwrite or --resume)")
 
 
-def _empty_folder(out: Path) -> None:
-    for child in out.iterdir():
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child, ignore_errors=True)
-        else:
-            child.unlink(missing_ok=True)
+def _first_difference(recorded: dict[str, Any], planned: dict[str, Any]) -> str | None:
+    for key in sorted(recorded.keys() | planned.keys()):
+        if recorded.get(key) != planned.get(key):
+            return (
+                f"{key}: {json.dumps(recorded.get(key))} here, {json.dumps(planned.get(key))} now"
+            )
+    return None
 
 
-def plan_for(volume: Volume, options: BuildOptions) -> tuple[Dataset, tuple[Vec3, ...], ChunkCodec]:
+def _refuse_source_inside(source: str | os.PathLike[str] | Volume, out: Path) -> None:
+    """A build may delete OUT's content: a source inside it is refused before anything."""
+    if not isinstance(source, str | os.PathLike):
+        return
+    text = os.fspath(source)
+    # A glob names files that may not exist yet as one path: its folder decides.
+    path = Path(os.path.dirname(text) if any(ch in text for ch in "*?[") else text)
+    src, dst = path.resolve(), out.resolve()
+    if src == dst or dst in src.parents:
+        raise BuildError(f"{source}: the source is inside OUT ({out}); build elsewhere")
+
+
+def plan_for(
+    volume: Volume, options: BuildOptions, kind: VolumeKind | None = None
+) -> tuple[Dataset, tuple[Vec3, ...], ChunkCodec]:
     """The dataset a build of ``volume`` will write, its downsampling factors and codec."""
+    kind = kind or options.kind()
     dtype = np.dtype(volume.dtype)
-    if options.volume_type == "image" and dtype.name not in IMAGE_DTYPES:
-        raise BuildError(f"unsupported data type {dtype} for an image volume")
     try:
-        codec = make_codec(options.encoding, **options.codec_options)
-    except ValueError as e:
-        raise BuildError(str(e)) from None
-    reason = codec.unsupported(dtype, volume.num_channels, options.volume_type)
-    if reason:
-        raise BuildError(reason)
-    try:
+        codec = kind.codec(options.encoding, options.codec_options, dtype, volume.num_channels)
         dataset, factors = plan_dataset(
-            volume_type=options.volume_type,
+            volume_type=kind.name,
             data_type=dtype.name,
             num_channels=volume.num_channels,
             size=volume.shape,
@@ -262,9 +144,21 @@ def plan_for(volume: Volume, options: BuildOptions) -> tuple[Dataset, tuple[Vec3
         )
     except ValueError as e:
         raise BuildError(str(e)) from None
-    if options.volume_type == "segmentation":
-        dataset = plan_segmentation(dataset, options.segmentation)
-    return dataset, factors, codec
+    return kind.plan(dataset), factors, codec
+
+
+def _open(
+    source: str | os.PathLike[str] | Volume, options: BuildOptions, kind: VolumeKind
+) -> Volume:
+    try:
+        volume = (
+            open_volume(source, npy_axes=options.npy_axes)
+            if isinstance(source, str | os.PathLike)
+            else source
+        )
+        return kind.open(volume)
+    except (SourceError, LabelError) as e:
+        raise BuildError(str(e)) from None
 
 
 def build_dataset(
@@ -275,171 +169,140 @@ def build_dataset(
 ) -> Dataset:
     """Build the precomputed dataset of ``source`` into the folder ``out``.
 
-    :param source: a path (see :func:`precomp_host.sources.open_volume`) or a ``Volume``.
-    :param out: the dataset folder; must be empty or absent unless resuming or overwriting.
+    :param source: a path (see :func:`precomp_host.build.sources.open_volume`) or a ``Volume``.
+    :param out: the dataset folder; must be empty or absent unless resuming or overwriting
+        (an overwritten dataset is replaced in one step once the new one is complete).
     :param progress: called with a :class:`Progress` as chunks complete.
     :raises BuildError: with a one-line message, leaving nothing at a final name.
     """
-    try:
-        volume = (
-            open_volume(source, npy_axes=options.npy_axes)
-            if isinstance(source, str | os.PathLike)
-            else source
-        )
-        if options.volume_type == "segmentation":
-            volume = LabelVolume(volume)
-    except (SourceError, LabelError) as e:
-        raise BuildError(str(e)) from None
-    dataset, factors, codec = plan_for(volume, options)
-    out = Path(out)
+    output = Output(out)
+    _refuse_source_inside(source, output.out)
+    kind = options.kind()
+    volume = _open(source, options, kind)
+    dataset, factors, codec = plan_for(volume, options, kind)
     planned = {
         "info": dataset.to_json(),
         "layout": options.layout,
         "compress": sorted(options.compress),
         "keep_identity": options.keep_identity,
+        **kind.state(),
     }
-    if options.volume_type == "segmentation" and options.segmentation.mesh:
-        # What a meshed region depends on besides its labels: a resumed build reuses regions.
-        seg = options.segmentation
-        meshing = {"segments": seg.segments, "region_size": seg.region_size,
-                   "simplification": dataclasses.asdict(seg.simplification)}  # fmt: skip
-        planned["meshing"] = json.loads(json.dumps(meshing))  # as read back from the state file
-    fresh = _check_output(out, options, planned)
-    writer = DatasetWriter(
-        out, LAYOUTS[options.layout], compress=options.compress, keep_identity=options.keep_identity
-    )
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        with output:
+            mode = _mode(output, options, dataset, planned)
+            if mode != "done":
+                _write(output, mode, planned, _Build(volume, dataset, codec, options, kind),
+                       factors, progress)  # fmt: skip
+    except OutputError as e:
+        raise BuildError(str(e)) from None
+    log.info("built %s: %d scales", output.out, len(dataset.scales))
+    return dataset
+
+
+def _write(
+    output: Output,
+    mode: str,
+    planned: dict[str, Any],
+    build: _Build,
+    factors: tuple[Vec3, ...],
+    progress: Callable[[Progress], None] | None,
+) -> None:
+    """Write the dataset into ``output`` in ``mode``; on failure leave OUT as it was."""
+    options = build.options
+    root = output.out
+    try:
+        root = output.prepare(mode)
+        writer = DatasetWriter(
+            root, LAYOUTS[options.layout], compress=options.compress,
+            keep_identity=options.keep_identity,
+        )  # fmt: skip
+        build.writer = writer
         writer.begin()
-        writer.put_json(_STATE_FILE, planned)
-        _write_scales(volume, dataset, factors, codec, writer, options, progress)
-        writer.commit(dataset)
-        shutil.rmtree(out / MESH_JOURNAL_DIR, ignore_errors=True)
-        (out / _STATE_FILE).unlink()
+        writer.put_json(STATE_FILE, planned)
+        build.run(factors, progress)
+        writer.commit(build.dataset)
+        shutil.rmtree(root / MESH_JOURNAL_DIR, ignore_errors=True)
+        (root / STATE_FILE).unlink()
+        output.publish()
     except (DiskFullError, SourceError) as e:
         # Bad data found mid-way or a full disk: leave no chunk of a dataset that cannot be
         # finished, unless the user asked to keep a folder's earlier content (resume).
-        writer.abort()
-        if fresh:
-            _empty_folder(out)
+        shutil.rmtree(root / TMP_DIR, ignore_errors=True)
+        output.discard()
         raise BuildError(e.strerror if isinstance(e, DiskFullError) else str(e)) from None
     except OSError as e:
         # OUT cannot be created or written (a file in its path, no permission, I/O error):
         # also the user's to fix, so one line rather than a traceback, and no partial output.
-        writer.abort()
-        if fresh and out.is_dir():
-            _empty_folder(out)
-        where = e.filename if e.filename is not None else out
+        shutil.rmtree(root / TMP_DIR, ignore_errors=True)
+        output.discard()
+        where = e.filename if e.filename is not None else output.out
         raise BuildError(f"{where}: cannot write the dataset ({e.strerror or e})") from None
     except BaseException:
-        writer.abort()
+        # Interrupted (Ctrl+C) or a bug: OUT keeps what was written, for --resume; a
+        # replacement's folder cannot be resumed and goes.
+        shutil.rmtree(root / TMP_DIR, ignore_errors=True)
+        if mode == "replace":
+            output.discard()
         raise
-    log.info("built %s: %d scales", out, len(dataset.scales))
-    return dataset
 
 
-def _write_scales(
-    volume: Volume,
-    dataset: Dataset,
-    factors: tuple[Vec3, ...],
-    codec: ChunkCodec,
-    writer: DatasetWriter,
-    options: BuildOptions,
-    progress: Callable[[Progress], None] | None,
-) -> None:
-    step = dataset.scales[0].chunk_size[2]
-    tracker = _Tracker(sum(s.num_chunks() for s in dataset.scales), progress)
-    workers = options.workers or os.cpu_count() or 1
-    pool = _Pool(workers, tracker)
-    extras = None
-    if options.volume_type == "segmentation":
-        extras = SegmentationExtras(
-            dataset.scales[0],
-            options.segmentation,
-            writer,
+@dataclass
+class _Build:
+    """One run of the pyramid: the chunk pool, the slab observers and the chunk tasks."""
+
+    volume: Volume
+    dataset: Dataset
+    codec: ChunkCodec
+    options: BuildOptions
+    kind: VolumeKind
+    writer: DatasetWriter = field(init=False)
+
+    def run(self, factors: tuple[Vec3, ...], progress: Callable[[Progress], None] | None) -> None:
+        scales = self.dataset.scales
+        step = scales[0].chunk_size[2]
+        self.tracker = Tracker(sum(s.num_chunks() for s in scales), progress)
+        workers = self.options.workers or os.cpu_count() or 1
+        pool = Pool(workers, self.tracker)
+        self.pool = pool
+        # Reading and downsampling run beside the chunk workers, not in turn with them: the
+        # next slab is read ahead, and each slab is downsampled in y-bands in parallel.
+        helpers = ThreadPoolExecutor(max(2, workers), thread_name_prefix="precomp-slab")
+        downsampler = in_bands(self.kind.downsampler(self.options.downsample), helpers, workers)
+        context = SlabContext(
+            scales[0],
+            self.writer,
             pool.submit,
             workers,
-            read_slice=lambda z: volume.read(z, z + 1),
-            resume=options.resume,
+            read_slice=lambda z: self.volume.read(z, z + 1),
+            resume=self.options.resume,
         )
-        tracker.total += extras.num_tasks(step)
-    default = "mode" if options.volume_type == "segmentation" else "mean"
-    # Reading and downsampling run beside the chunk workers, not in turn with them: the next
-    # slab is read ahead, and each slab is downsampled in y-bands in parallel.
-    helpers = ThreadPoolExecutor(max(2, workers), thread_name_prefix="precomp-slab")
-    downsampler = _in_bands(DOWNSAMPLERS[options.downsample or default], helpers, workers)
+        observers = []
+        try:
+            observers = self.kind.observers(context)
+            self.tracker.total += sum(o.num_tasks(step) for o in observers)
+            level = Level.chain(scales, factors, downsampler, self.emit)
+            stream_volume(self.volume, level, step, observers, helpers)
+            pool.drain()
+            for observer in observers:
+                observer.write_metadata()
+        finally:
+            pool.close()
+            helpers.shutdown(wait=True, cancel_futures=True)
+            for observer in observers:
+                observer.close()
 
-    def emit(scale: Scale, row: int, buf: np.ndarray, buf_z0: int) -> None:
+    def emit(self, scale: Scale, row: int, buf: np.ndarray, buf_z0: int) -> None:
+        """Queue the chunks of ``scale``'s complete chunk row ``row``."""
         ox, oy, _ = scale.voxel_offset
         for key in scale.iter_chunk_keys(range(row, row + 1)):
-            path = writer.layout.path_for(key)
-            if options.resume and writer.is_complete(path):
-                tracker.add(0)
+            path = self.writer.layout.path_for(key)
+            if self.options.resume and self.writer.is_complete(path):
+                self.tracker.add(0)
                 continue
             (x0, y0, z0), (x1, y1, z1) = key.start, key.stop
             block = buf[z0 - buf_z0 : z1 - buf_z0, y0 - oy : y1 - oy, x0 - ox : x1 - ox]
+            self.pool.submit(functools.partial(self._write_chunk, block, path))
+        self.tracker.report()
 
-            def task(block: np.ndarray = block, path: str = path) -> int:
-                return writer.put(path, codec.encode(block))
-
-            pool.submit(task)
-        tracker.report()
-
-    level: _Level | None = None
-    for i in reversed(range(len(dataset.scales))):
-        f = factors[i] if i < len(factors) else None
-        level = _Level(dataset.scales[i], f, downsampler, emit, level)
-    assert level is not None
-    try:
-        depth = volume.shape[2]
-        slabs = [(z, min(z + step, depth)) for z in range(0, depth, step)]
-        # Meshing keeps every core busy for seconds per slab: reading the next slab meanwhile
-        # gains nothing there and would hold one more slab in memory (issue #3's RSS bound),
-        # so a meshing build reads it once this slab's tasks are queued.
-        late = extras is not None and options.segmentation.mesh
-        ahead = helpers.submit(volume.read, *slabs[0])
-        for i in range(len(slabs)):
-            slab = ahead.result()
-            if i + 1 < len(slabs) and not late:
-                ahead = helpers.submit(volume.read, *slabs[i + 1])
-            if extras is not None:
-                extras.push(slab, dataset.scales[0].voxel_offset[2] + slabs[i][0])
-            level.push(slab)
-            del slab
-            if i + 1 < len(slabs) and late:
-                ahead = helpers.submit(volume.read, *slabs[i + 1])
-        if extras is not None:
-            extras.finish()
-        pool.drain()
-        if extras is not None:
-            extras.write_metadata()
-    finally:
-        pool.close()
-        helpers.shutdown(wait=True, cancel_futures=True)
-        if extras is not None:
-            extras.close()
-
-
-def _in_bands(
-    downsampler: Downsampler, executor: ThreadPoolExecutor, bands: int, min_bytes: int = 4 << 20
-) -> Downsampler:
-    """``downsampler`` applied to y-bands of a block in parallel (numpy releases the GIL).
-
-    Bands are cut on downsampling block boundaries (absolute multiples of the y factor), so
-    each band's result is exactly the matching rows of the whole block's.
-    """
-
-    def run(arr: np.ndarray, factors: Vec3, origin: Vec3) -> np.ndarray:
-        fy, oy, ny = factors[1], origin[1], arr.shape[1]
-        cuts = sorted({((oy + ny * k // bands) // fy) * fy - oy for k in range(1, bands)})
-        cuts = [c for c in cuts if 0 < c < ny]
-        if bands < 2 or not cuts or arr.nbytes < min_bytes:
-            return downsampler(arr, factors, origin)
-        edges = [0, *cuts, ny]
-        parts = [
-            executor.submit(downsampler, arr[:, a:b], factors, (origin[0], oy + a, origin[2]))
-            for a, b in zip(edges, edges[1:], strict=False)
-        ]
-        return np.concatenate([p.result() for p in parts], axis=1)
-
-    return run
+    def _write_chunk(self, block: np.ndarray, path: str) -> int:
+        return self.writer.put(path, self.codec.encode(block))

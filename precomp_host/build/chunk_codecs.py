@@ -9,6 +9,7 @@ Fortran order (volume.md, "raw chunk encoding"). Not to be confused with HTTP co
 
 from __future__ import annotations
 
+import inspect
 import io
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -189,23 +190,40 @@ def _block_size(value: Any) -> tuple[int, int, int]:
 
 RAW = ChunkCodec("raw", _raw_encode, _raw_decode, _raw_unsupported)
 
-#: Factories by the spec's encoding name; each takes the codec options it understands.
+
+def _raw_factory() -> ChunkCodec:
+    return RAW
+
+
+def _jpeg_factory(quality: int = 95) -> ChunkCodec:
+    return _jpeg_codec(int(quality))
+
+
+def _cseg_factory(block_size: int | tuple[int, int, int] = (8, 8, 8)) -> ChunkCodec:
+    return _cseg_codec(_block_size(block_size))
+
+
+#: Factories by the spec's encoding name; each takes exactly the codec options it understands.
 CODECS: dict[str, Callable[..., ChunkCodec]] = {
-    "raw": lambda **_: RAW,
-    "jpeg": lambda quality=95, **_: _jpeg_codec(int(quality)),
-    "png": lambda **_: _png_codec(),
-    "compressed_segmentation": lambda block_size=(8, 8, 8), **_: _cseg_codec(
-        _block_size(block_size)
-    ),
+    "raw": _raw_factory,
+    "jpeg": _jpeg_factory,
+    "png": _png_codec,
+    "compressed_segmentation": _cseg_factory,
 }
 
 
 def make_codec(name: str, **options: Any) -> ChunkCodec:
-    """The codec for ``encoding`` ``name``; ``ValueError`` for names we cannot write."""
+    """The codec for ``encoding`` ``name``; ``ValueError`` for names we cannot write and for
+    options the codec does not take (a misspelled option must not be silently ignored)."""
     try:
         factory = CODECS[name]
     except KeyError:
         raise ValueError(
             f"unknown chunk encoding {name!r} (choose from {', '.join(CODECS)})"
         ) from None
+    known = inspect.signature(factory).parameters
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        takes = f"it takes {', '.join(known)}" if known else "it takes none"
+        raise ValueError(f"unknown option {unknown[0]!r} for the {name} encoding ({takes})")
     return factory(**options)

@@ -29,17 +29,14 @@ import itertools
 import json
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..core.model import box_name
+from ..core.model import Res3, Vec3, box_name
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
-
-Vec3 = tuple[int, int, int]
-Res3 = tuple[float, float, float]
 
 #: The ``mesh/info`` document of a legacy mesh directory (meshes.md).
 MESH_INFO: dict[str, str] = {"@type": "neuroglancer_legacy_mesh"}
@@ -277,13 +274,41 @@ def mesh_region(
     labels = labels_zyx[..., 0] if labels_zyx.ndim == 4 else labels_zyx
     if labels.dtype.kind != "u":
         raise TypeError(f"meshing needs unsigned labels, got {labels.dtype}")
+    xyz, low = _closed_labels(labels, origin_xyz, volume_box, core_stop)
+    if segments is not None:
+        wanted = np.array(sorted({int(s) for s in segments} - {0}), dtype=labels.dtype)
+        xyz = np.where(np.isin(xyz, wanted), xyz, 0)
+    mesher = zmesh.Mesher(resolution)
+    mesher.mesh(np.asfortranarray(xyz))
+    res = np.array(resolution, np.float64)
+    shift = (np.array(origin_xyz, np.float64) - np.array(low, np.float64)) * res
+    out: dict[int, bytes] = {}
+    for segment in sorted(int(i) for i in mesher.ids()):
+        if segment == 0:
+            continue
+        vertices, faces = _segment_mesh(mesher, segment, simplification)
+        mesher.erase(segment)
+        if len(faces) == 0:
+            continue
+        out[segment] = encode_fragment(vertices.astype(np.float64) + shift, faces)
+    mesher.clear()
+    return out
+
+
+def _closed_labels(
+    labels: np.ndarray,
+    origin_xyz: Vec3,
+    volume_box: tuple[Vec3, Vec3] | None,
+    core_stop: Vec3 | None,
+) -> tuple[np.ndarray, list[int]]:
+    """``[x, y, z]`` labels with one voxel of background before a low face and after a high
+    face on the volume's bounds (so meshes close there), and the low padding per axis."""
     z, y, x = labels.shape
     shape = (x, y, z)
     start, stop = volume_box or (
         origin_xyz,
         tuple(o + n for o, n in zip(origin_xyz, shape, strict=True)),
     )
-    # One voxel of background before a low face and after a high face on the volume's bounds.
     low = [int(o == s) for o, s in zip(origin_xyz, start, strict=True)]
     ends = core_stop or tuple(o + n for o, n in zip(origin_xyz, shape, strict=True))
     high = [int(c == e) for c, e in zip(ends, stop, strict=True)]
@@ -296,47 +321,37 @@ def mesh_region(
         )
         padded[low[0] : low[0] + x, low[1] : low[1] + y, low[2] : low[2] + z] = xyz
         xyz = padded
-    if segments is not None:
-        wanted = np.array(sorted({int(s) for s in segments} - {0}), dtype=labels.dtype)
-        xyz = np.where(np.isin(xyz, wanted), xyz, 0)
-    mesher = zmesh.Mesher(resolution)
-    mesher.mesh(np.asfortranarray(xyz))
-    res = np.array(resolution, np.float64)
-    shift = (np.array(origin_xyz, np.float64) - np.array(low, np.float64)) * res
+    return xyz, low
+
+
+def _segment_mesh(
+    mesher: Any, segment: int, simplification: Simplification
+) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices (nm, region frame) and faces of ``segment``, simplified as asked."""
     factor = simplification.reduction_factor
     quadric = factor > 0 and simplification.algorithm == "quadric"
     passes = fqmr_passes(simplification.max_error) if factor and not quadric else 0
-    out: dict[int, bytes] = {}
-    for segment in sorted(int(i) for i in mesher.ids()):
-        if segment == 0:
-            continue
+    mesh = mesher.get(
+        segment,
+        normals=False,
+        reduction_factor=factor if quadric else 0,
+        max_error=simplification.max_error if quadric else None,
+        voxel_centered=True,
+    )
+    vertices, faces = mesh.vertices, mesh.faces
+    if passes and len(faces):
+        simplified = _simplify_fqmr(vertices, faces, factor, passes)
+        if simplified is not None:
+            return simplified
         mesh = mesher.get(
             segment,
             normals=False,
-            reduction_factor=factor if quadric else 0,
-            max_error=simplification.max_error if quadric else None,
+            reduction_factor=factor,
+            max_error=QUADRIC_MAX_ERROR,
             voxel_centered=True,
         )
         vertices, faces = mesh.vertices, mesh.faces
-        if passes and len(faces):
-            simplified = _simplify_fqmr(vertices, faces, factor, passes)
-            if simplified is not None:
-                vertices, faces = simplified
-            else:
-                mesh = mesher.get(
-                    segment,
-                    normals=False,
-                    reduction_factor=factor,
-                    max_error=QUADRIC_MAX_ERROR,
-                    voxel_centered=True,
-                )
-                vertices, faces = mesh.vertices, mesh.faces
-        mesher.erase(segment)
-        if len(faces) == 0:
-            continue
-        out[segment] = encode_fragment(vertices.astype(np.float64) + shift, faces)
-    mesher.clear()
-    return out
+    return vertices, faces
 
 
 def merge_fragments(fragments: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:

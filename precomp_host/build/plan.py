@@ -19,6 +19,12 @@ from ..core.model import Dataset, Res3, Scale, Vec3, VolumeType, scale_key_for
 #: x and y reach 32 nm, then 2x2x2.
 _ISOTROPY_LIMIT = math.sqrt(2)
 
+#: The largest voxel index readers accept: tensorstore's ``kMaxFiniteIndex`` (2**62 - 2,
+#: ``index_space/index.h``); it refuses an ``info`` with a voxel outside ``[-MAX_INDEX,
+#: MAX_INDEX]`` (checked against tensorstore 0.1: offset 2**62 - 2 of size 1 opens, 2**62 - 1
+#: does not).
+MAX_INDEX = 2**62 - 2
+
 
 def downsample_factors(resolution: Res3, size: Vec3, chunk_size: Vec3) -> Vec3:
     """Factors (1 or 2 per axis) from one scale to the next; (1, 1, 1) means stop.
@@ -44,6 +50,27 @@ def downsampled_box(start: Vec3, stop: Vec3, factors: Vec3) -> tuple[Vec3, Vec3]
     return (a[0], a[1], a[2]), (b[0], b[1], b[2])
 
 
+def _check_inputs(
+    size: Vec3, resolution: Res3, chunk_size: Vec3, voxel_offset: Vec3, max_scales: int | None
+) -> None:
+    if any(r <= 0 for r in resolution):
+        raise ValueError(f"resolution must be positive, got {resolution}")
+    if any(c <= 0 for c in chunk_size):
+        raise ValueError(f"chunk size must be positive, got {chunk_size}")
+    if any(n <= 0 for n in size):
+        raise ValueError(f"volume size must be positive, got {size}")
+    if max_scales is not None and max_scales < 1:
+        raise ValueError(f"number of scales must be at least 1, got {max_scales}")
+    if not all(math.isfinite(r) for r in resolution):
+        raise ValueError(f"resolution must be finite, got {resolution}")
+    for axis, o, n in zip("xyz", voxel_offset, size, strict=True):
+        if o < -MAX_INDEX or o + n - 1 > MAX_INDEX:
+            raise ValueError(
+                f"voxel offset {o} with size {n} leaves the index range readers accept on {axis} "
+                f"(voxels must lie in -(2**62 - 2) .. 2**62 - 2)"
+            )
+
+
 def plan_dataset(
     *,
     volume_type: VolumeType,
@@ -62,14 +89,7 @@ def plan_dataset(
     Scales are added until the volume fits in one chunk (or ``max_scales``). Each scale's chunk
     size is clipped to its size, so thin volumes get thin chunks rather than mostly empty ones.
     """
-    if any(r <= 0 for r in resolution):
-        raise ValueError(f"resolution must be positive, got {resolution}")
-    if any(c <= 0 for c in chunk_size):
-        raise ValueError(f"chunk size must be positive, got {chunk_size}")
-    if any(n <= 0 for n in size):
-        raise ValueError(f"volume size must be positive, got {size}")
-    if max_scales is not None and max_scales < 1:
-        raise ValueError(f"number of scales must be at least 1, got {max_scales}")
+    _check_inputs(size, resolution, chunk_size, voxel_offset, max_scales)
     scales: list[Scale] = []
     factors: list[Vec3] = []
     start, stop, res = (
@@ -97,6 +117,8 @@ def plan_dataset(
         factors.append(f)
         start, stop = downsampled_box(start, (stop[0], stop[1], stop[2]), f)
         res = (res[0] * f[0], res[1] * f[1], res[2] * f[2])
+        if not all(math.isfinite(r) for r in res):  # 1e308 nm doubled is inf: not JSON
+            raise ValueError(f"resolution {resolution} overflows at scale {len(scales)}")
     dataset = Dataset(
         type=volume_type,
         data_type=data_type,

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-Vec3 = tuple[int, int, int]
+from ..core.model import Vec3
+
 Downsampler = Callable[[np.ndarray, Vec3, Vec3], np.ndarray]
 
 

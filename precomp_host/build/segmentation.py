@@ -1,4 +1,4 @@
-"""What a segmentation build adds to an image build: the :class:`SegmentationExtras`.
+"""What a segmentation build adds: :class:`LabelVolume`, :class:`MeshObserver` and the voxel counts.
 
 Labels are checked and widened slab by slab (:class:`LabelVolume`: uint8/16/32 and non-negative
 int8/16/32 are stored as uint32, 64-bit labels as uint64, the two types volume.md allows for
@@ -7,16 +7,20 @@ voxels per label for ``segment_properties`` and, with meshing on, mesh each slab
 (plus the first slice of the next slab, read on its own so that no slab waits for the next
 one, see :mod:`precomp_host.meshes`) in worker processes:
 zmesh holds the GIL while it meshes and simplifies, so threads would mesh on one core. After
-the chunks, :meth:`SegmentationExtras.write_metadata` writes the manifests, ``mesh/info`` and
-``segment_properties/info``.
+the chunks, their ``write_metadata`` writes the manifests, ``mesh/info`` and
+``segment_properties/info``. Both are slab observers of the segmentation volume kind
+(:mod:`precomp_host.build.kinds`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import multiprocessing
+import os
 import threading
+import time
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
@@ -47,7 +51,10 @@ from .sources import SourceError
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from ..core.model import Dataset, Scale
+    from ..core.model import Dataset, Scale, Vec3
+
+    #: A region's core box ``(start, stop)`` in absolute voxels.
+    Box = tuple[Vec3, Vec3]
     from .sources import Volume
     from .writer import DatasetWriter
 
@@ -116,8 +123,31 @@ def plan_segmentation(dataset: Dataset, options: SegmentationOptions) -> Dataset
     )
 
 
-class SegmentationExtras:
-    """Voxel counts and meshes from the scale-0 slabs of a segmentation build.
+class VoxelCountObserver:
+    """Counts voxels per label in the scale-0 slabs, for ``segment_properties/info``."""
+
+    busy = False
+
+    def __init__(self, options: SegmentationOptions, writer: DatasetWriter) -> None:
+        self.options, self.writer = options, writer
+        self.counter = VoxelCounter()
+
+    def num_tasks(self, slab_depth: int) -> int:
+        return 0
+
+    def push(self, slab: np.ndarray, z0: int) -> None:
+        self.counter.add(slab)
+
+    def write_metadata(self) -> None:
+        doc = properties_info(self.options.names, self.counter.counts)
+        self.writer.put_json(f"{SEGMENT_PROPERTIES_DIR}/info", doc)
+
+    def close(self) -> None:
+        pass
+
+
+class MeshObserver:
+    """Legacy meshes of the scale-0 slabs: one mesh task per region, run in worker processes.
 
     :param submit: runs a task (returning bytes written) on the build's worker pool; a mesh
         task there hands its region to one of ``workers`` processes and writes the result.
@@ -127,6 +157,8 @@ class SegmentationExtras:
         of a segmentation build's time; a region's result depends only on its labels and the
         settings, which ``--resume`` checks are unchanged).
     """
+
+    busy = True
 
     def __init__(
         self,
@@ -143,87 +175,72 @@ class SegmentationExtras:
         self.scale, self.options, self.writer, self.submit = scale, options, writer, submit
         # spawn, not fork: the build process runs threads, and a forked child could inherit a
         # lock held by one of them.
-        self._procs = (
-            ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-            if options.mesh
-            else None
+        self._procs: ProcessPoolExecutor | None = ProcessPoolExecutor(
+            workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_die_with_parent,
+            initargs=(os.getpid(),),
         )
-        self.counter = VoxelCounter()
         self.fragments: dict[int, list[str]] = defaultdict(list)
         self._lock = threading.Lock()
 
     def num_tasks(self, slab_depth: int) -> int:
         """Mesh tasks a build will run (for progress totals)."""
-        if not self.options.mesh:
-            return 0
         x, y, z = self.scale.size
         rx, ry = self.options.region_size
         return -(-x // rx) * -(-y // ry) * -(-z // slab_depth)
 
     def push(self, slab: np.ndarray, z0: int) -> None:
         """Scale-0 slices ``[z0, z0 + len(slab))`` (absolute), in order."""
-        self.counter.add(slab)
-        if not self.options.mesh:
-            return
         end = z0 + slab.shape[0]
         next_slice = None
         if end < self.scale.stop[2]:
             if self.read_slice is None:
                 raise ValueError("meshing a slab that is not the last needs read_slice")
             next_slice = self.read_slice(end - self.scale.voxel_offset[2])
-        self._mesh_slab(slab, z0, next_slice)
-
-    def finish(self) -> None:
-        """Nothing left to mesh: every slab is meshed as it is pushed."""
-
-    def _mesh_slab(self, slab: np.ndarray, z0: int, next_slice: np.ndarray | None) -> None:
         ox, oy, _ = self.scale.voxel_offset
-        start = (ox, oy, z0)
-        stop = (self.scale.stop[0], self.scale.stop[1], z0 + slab.shape[0])
+        stop = (self.scale.stop[0], self.scale.stop[1], end)
         rx, ry = self.options.region_size
-        volume_box = (self.scale.voxel_offset, self.scale.stop)
-        for core in iter_regions(start, stop, (rx, ry, slab.shape[0])):
-            (a, b) = data_box(*core, self.scale.stop)
+        for core in iter_regions((ox, oy, z0), stop, (rx, ry, slab.shape[0])):
+            self.submit(functools.partial(self._mesh_region, core, slab, z0, next_slice))
 
-            def task(
-                core: tuple[tuple[int, int, int], tuple[int, int, int]] = core,
-                a: tuple[int, int, int] = a,
-                b: tuple[int, int, int] = b,
-            ) -> int:
-                record = self.writer.root / _journal_record(core)
-                if self.resume and record.exists():
-                    segments = json.loads(record.read_text())["segments"]
-                    with self._lock:
-                        for segment in segments:
-                            self.fragments[segment].append(fragment_name(segment, *core))
-                    return 0
-                xs, ys = slice(a[0] - ox, b[0] - ox), slice(a[1] - oy, b[1] - oy)
-                block = slab[:, ys, xs, 0]
-                if b[2] > z0 + slab.shape[0]:
-                    assert next_slice is not None
-                    block = np.concatenate([block, next_slice[:, ys, xs, 0]])
-                assert self._procs is not None
-                frags = self._procs.submit(
-                    mesh_region,
-                    np.ascontiguousarray(block),
-                    a,
-                    self.scale.resolution,
-                    self.options.segments,
-                    volume_box=volume_box,
-                    core_stop=core[1],
-                    simplification=self.options.simplification,
-                ).result()
-                written = 0
-                for segment, data in frags.items():
-                    name = fragment_name(segment, *core)
-                    written += self.writer.put(f"{MESH_DIR}/{name}", data)
-                    with self._lock:
-                        self.fragments[segment].append(name)
-                # Last: a region with a record has all its fragments on disk.
-                self.writer.put_json(_journal_record(core), {"segments": sorted(frags)})
-                return written
-
-            self.submit(task)
+    def _mesh_region(
+        self, core: Box, slab: np.ndarray, z0: int, next_slice: np.ndarray | None
+    ) -> int:
+        record = self.writer.root / _journal_record(core)
+        if self.resume and record.exists():
+            segments = json.loads(record.read_text())["segments"]
+            with self._lock:
+                for segment in segments:
+                    self.fragments[segment].append(fragment_name(segment, *core))
+            return 0
+        ox, oy, _ = self.scale.voxel_offset
+        a, b = data_box(*core, self.scale.stop)
+        xs, ys = slice(a[0] - ox, b[0] - ox), slice(a[1] - oy, b[1] - oy)
+        block = slab[:, ys, xs, 0]
+        if b[2] > z0 + slab.shape[0]:
+            assert next_slice is not None
+            block = np.concatenate([block, next_slice[:, ys, xs, 0]])
+        assert self._procs is not None
+        frags = self._procs.submit(
+            mesh_region,
+            np.ascontiguousarray(block),
+            a,
+            self.scale.resolution,
+            self.options.segments,
+            volume_box=(self.scale.voxel_offset, self.scale.stop),
+            core_stop=core[1],
+            simplification=self.options.simplification,
+        ).result()
+        written = 0
+        for segment, data in frags.items():
+            name = fragment_name(segment, *core)
+            written += self.writer.put(f"{MESH_DIR}/{name}", data)
+            with self._lock:
+                self.fragments[segment].append(name)
+        # Last: a region with a record has all its fragments on disk.
+        self.writer.put_json(_journal_record(core), {"segments": sorted(frags)})
+        return written
 
     def close(self) -> None:
         """Stop the mesh processes (after :meth:`write_metadata`, or on failure)."""
@@ -232,20 +249,33 @@ class SegmentationExtras:
             self._procs = None
 
     def write_metadata(self) -> None:
-        """Manifests, ``mesh/info`` and ``segment_properties/info``; after every task is done."""
-        if self.options.mesh:
-            for segment in sorted(self.fragments):
-                self.writer.put(
-                    f"{MESH_DIR}/{manifest_name(segment)}",
-                    manifest_bytes(self.fragments[segment]),
-                )
-            self.writer.put_json(f"{MESH_DIR}/info", MESH_INFO)
-            log.info("meshes: %d segments", len(self.fragments))
-        doc = properties_info(self.options.names, self.counter.counts)
-        self.writer.put_json(f"{SEGMENT_PROPERTIES_DIR}/info", doc)
+        """The manifests and ``mesh/info``; after every task is done."""
+        for segment in sorted(self.fragments):
+            self.writer.put(
+                f"{MESH_DIR}/{manifest_name(segment)}", manifest_bytes(self.fragments[segment])
+            )
+        self.writer.put_json(f"{MESH_DIR}/info", MESH_INFO)
+        log.info("meshes: %d segments", len(self.fragments))
 
 
-def _journal_record(core: tuple[tuple[int, int, int], tuple[int, int, int]]) -> str:
+def _die_with_parent(parent: int) -> None:
+    """First thing in each mesh worker: end it when the build process ends.
+
+    A worker waiting for work outlives a killed (``kill -9``) parent, blocked on its queue for
+    good (186 MB each, issue 11). Once orphaned, a process gets a new parent, which a thread
+    notices; polling works on every platform, unlike Linux's ``PR_SET_PDEATHSIG``, which fires
+    when the *thread* that started the worker ends, not the process.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="precomp-parent-watch", daemon=True).start()
+
+
+def _journal_record(core: Box) -> str:
     return f"{MESH_JOURNAL_DIR}/{box_name(*core)}.json"
 
 

@@ -9,15 +9,19 @@ so memory is bounded by the slab, not by the depth of the stack. Sources:
 
 Everything that can be checked without reading pixels is checked when the volume is opened
 (every slice's shape and dtype, every file being a TIFF), so bad input fails before anything is
-written. Problems raise :class:`SourceError` with one line naming the file.
+written. Problems raise :class:`SourceError` with one line naming the file; what could hang or
+exhaust memory (FIFOs, devices, absurd declared sizes) is refused before it is opened or
+allocated. (A little over 400 lines: the readers and the checks that guard them belong together.)
 """
 
 from __future__ import annotations
 
 import glob
 import logging
+import math
 import os
 import re
+import stat
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -135,18 +139,75 @@ def _tifffile_checked(path: str) -> Iterator[None]:
         raise SourceError(f"{path}: corrupt TIFF ({errors[0]})")
 
 
+#: Declared sizes refused before any allocation (crafted or damaged headers): a plane is read
+#: whole into memory (a slab holds whole planes), and no machine holds more than this.
+MAX_PLANE_BYTES = 1 << 36  # 64 GiB
+MAX_VOLUME_BYTES = 1 << 50  # 1 PiB
+
+
+def check_declared_size(
+    where: str, shape: tuple[int, ...], dtype: np.dtype[Any], planes: int
+) -> None:
+    """:class:`SourceError` for a declared shape no build could hold (checked before reading);
+    ``planes`` of the leading axes are z (the rest is one plane)."""
+    if any(n <= 0 for n in shape):
+        raise SourceError(f"{where}: declares an empty shape {shape}")
+    plane = math.prod(shape[planes:]) * dtype.itemsize
+    total = math.prod(shape[:planes]) * plane
+    if plane > MAX_PLANE_BYTES or total > MAX_VOLUME_BYTES:
+        raise SourceError(
+            f"{where}: declares shape {shape} of {dtype} ({_gib(total)}, {_gib(plane)} per plane)"
+            f"; refusing more than {_gib(MAX_VOLUME_BYTES)} or {_gib(MAX_PLANE_BYTES)} per plane"
+        )
+
+
+def _gib(n: int) -> str:
+    return f"{n / (1 << 30):,.0f} GiB"
+
+
 def _tiff_info(path: str) -> tuple[tuple[int, ...], np.dtype[Any], str, int]:
-    """(shape, dtype, axes, number of pages) of a TIFF's first series, without pixels."""
+    """(shape, dtype, axes, number of pages) of a TIFF's image, without pixels.
+
+    Several series (a TIFF written page by page is one series per page for tifffile) are one
+    stack of all their pages when their pages agree, and refused otherwise: never cut to the
+    first series.
+    """
     import tifffile
 
     try:
         with _tifffile_checked(path), tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            return tuple(series.shape), np.dtype(series.dtype), series.axes, len(series.pages)
+            found = [(tuple(s.shape), np.dtype(s.dtype), s.axes, len(s.pages)) for s in tif.series]
     except SourceError:
         raise
     except Exception as e:  # tifffile raises many kinds (struct.error, ...) on damaged files
         raise SourceError(f"{path}: not a readable TIFF image ({e})") from None
+    if not found:
+        raise SourceError(f"{path}: holds no image")
+    shape, dtype, axes, pages = found[0] if len(found) == 1 else _one_stack(path, found)
+    plane_dims = 3 if axes.endswith("S") else 2
+    check_declared_size(path, shape, dtype, len(shape) - plane_dims)
+    return shape, dtype, axes, pages
+
+
+def _one_stack(
+    path: str, found: list[tuple[tuple[int, ...], np.dtype[Any], str, int]]
+) -> tuple[tuple[int, ...], np.dtype[Any], str, int]:
+    """The series of a TIFF as one z-stack of their pages (page shape, dtype and axes agree)."""
+    planes = set()
+    for shape, dtype, axes, pages in found:
+        plane_axes = axes[-3:] if axes.endswith("S") else axes[-2:]
+        lead = axes[: len(axes) - len(plane_axes)]
+        stacked = [a for a, n in zip(lead, shape, strict=False) if n != 1]
+        if any(a not in "ZIQ" for a in stacked) or math.prod(shape[: len(lead)]) != pages:
+            raise SourceError(f"{path}: {len(found)} image series, one of axes {axes!r}: "
+                              "cannot read them as one stack of slices")  # fmt: skip
+        planes.add((shape[len(lead) :], dtype, plane_axes))
+    if len(planes) != 1:
+        described = ", ".join(sorted({f"{s} {d}" for s, d, _ in planes}))
+        raise SourceError(f"{path}: {len(found)} image series with different pages ({described})")
+    ((plane, dtype, plane_axes),) = planes
+    total = sum(pages for *_, pages in found)
+    return (total, *plane), dtype, "Z" + plane_axes, total
 
 
 def _read_tiff(path: str, key: int | list[int] | None = None) -> np.ndarray:
@@ -301,13 +362,15 @@ def open_volume(source: str | os.PathLike[str], *, npy_axes: str | None = None) 
         return _stack(files)
     if os.path.isdir(src):
         names = sorted((n for n in os.listdir(src) if not n.startswith(".")), key=natural_key)
-        files = [os.path.join(src, n) for n in names if os.path.isfile(os.path.join(src, n))]
+        # Every entry but folders: a FIFO or device among the slices is refused, not skipped.
+        files = [os.path.join(src, n) for n in names if not os.path.isdir(os.path.join(src, n))]
         if not files:
             raise SourceError(f"{src}: folder has no image slices")
         return _stack(files)
     if not os.path.exists(src):
         raise SourceError(f"{src}: no such file or folder")
-    if os.path.isfile(src) and os.path.getsize(src) == 0:
+    _check_regular(src)
+    if os.path.getsize(src) == 0:
         raise SourceError(f"{src}: file is empty")
     if src.lower().endswith(".npy"):
         arr_ndim = _npy_ndim(src)
@@ -323,8 +386,25 @@ def _npy_ndim(path: str) -> int:
         raise SourceError(f"{path}: not a readable .npy array ({e})") from None
 
 
+_NOT_REGULAR = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a device", stat.S_IFBLK: "a device",
+                stat.S_IFSOCK: "a socket"}  # fmt: skip
+
+
+def _check_regular(path: str) -> None:
+    """Refuse what is not a regular file (a FIFO would block the build forever, a device has
+    no end), before opening it."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        raise SourceError(f"{path}: cannot read ({e.strerror})") from None
+    if not stat.S_ISREG(mode):
+        kind = _NOT_REGULAR.get(stat.S_IFMT(mode), "not a regular file")
+        raise SourceError(f"{path}: is {kind}, not an image file")
+
+
 def _stack(files: list[str]) -> Volume:
     for f in files:
+        _check_regular(f)
         if not f.lower().endswith(_TIFF_SUFFIXES):
             raise SourceError(f"{f}: not a TIFF slice (expected .tif or .tiff among the slices)")
     if len(files) == 1:

@@ -10,8 +10,10 @@ Which files a chunk gets (the "variants") follows one rule, shared with the serv
 * a ``.br`` / ``.gz`` sibling for each requested content encoding that saves >= 5 %, a ``.br``
   only when smaller than the ``.gz`` (``encodings.worth_storing``);
 * the plain (identity) file only when asked (``keep_identity``) or when there is no ``.gz``:
-  every server we configure can then answer any client, decompressing ``.gz`` when needed;
-* files read with HTTP Range (shards, multi-resolution mesh data) are stored plain only.
+  every server we configure can then answer any client, decompressing ``.gz`` when needed.
+
+Files read with HTTP Range (shards, multi-resolution mesh data) will be stored plain only; the
+writer gets that path with the first such file (no build writes one yet).
 
 Variants are written brotli, gzip, identity; the last one written marks the chunk complete,
 which is what ``--resume`` checks (:meth:`DatasetWriter.is_complete`).
@@ -29,8 +31,8 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..core.encodings import ENCODINGS, GZIP, worth_storing
-from ..core.layout import PARTIAL_SUFFIX, TMP_DIR
+from ..core.encodings import BY_SUFFIX, ENCODINGS, GZIP, worth_storing
+from ..core.layout import LAYOUTS, PARTIAL_SUFFIX, TMP_DIR
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -44,6 +46,10 @@ _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 class DiskFullError(OSError):
     """No space left (or a file size limit hit) while writing a dataset."""
+
+
+def _names(suffixes: set[str]) -> str:
+    return "+".join(s or "plain" for s in sorted(suffixes))
 
 
 def _format_json(obj: Any, indent: str = "") -> str:
@@ -143,26 +149,48 @@ class DatasetWriter:
         Range and too large to hold in memory (shards)."""
         return self._open_atomic(self._final(rel_path))
 
-    def put(self, rel_path: str, data: bytes, *, precompress: bool = True) -> int:
+    def _variants(self, data: bytes) -> dict[str, bytes]:
+        """Suffix -> bytes of the files ``data`` gets, in write order (identity last)."""
+        packed = {enc.suffix: enc.compress(data) for enc in self.encodings}
+        kept = worth_storing(len(data), {e.name: len(packed[e.suffix]) for e in self.encodings})
+        out = {e.suffix: packed[e.suffix] for e in self.encodings if e.name in kept}
+        if self.keep_identity or GZIP.suffix not in out:
+            out[""] = data
+        return out
+
+    def put(self, rel_path: str, data: bytes) -> int:
         """Write ``data`` at ``rel_path`` with its effective siblings; returns bytes stored."""
         final = self._final(rel_path)
         written = 0
-        has_gzip = False
-        if precompress:
-            packed = {enc.name: enc.compress(data) for enc in self.encodings}
-            kept = worth_storing(len(data), {name: len(p) for name, p in packed.items()})
-            for enc in self.encodings:
-                if enc.name in kept:
-                    self._write_atomic(final.with_name(final.name + enc.suffix), packed[enc.name])
-                    written += len(packed[enc.name])
-                    has_gzip = has_gzip or enc is GZIP
-        if self.keep_identity or not has_gzip:
-            self._write_atomic(final, data)
-            written += len(data)
+        for suffix, blob in self._variants(data).items():
+            self._write_atomic(final.with_name(final.name + suffix), blob)
+            written += len(blob)
         return written
 
-    def put_chunk(self, key: ChunkKey, data: bytes) -> int:
-        return self.put(self.layout.path_for(key), data)
+    def stored_differently(self, key: ChunkKey) -> str | None:
+        """Why chunk ``key``, already on disk, is not what these settings store (its layout,
+        its variants), or None. A finished dataset records no settings of its own: its files
+        are the record."""
+        found = {}
+        for name, layout in LAYOUTS.items():
+            final = self._final(layout.path_for(key))
+            suffixes = ["", *BY_SUFFIX]
+            found[name] = {s for s in suffixes if final.with_name(final.name + s).is_file()}
+        here = sorted(n for n, v in found.items() if v)
+        if here and self.layout.name not in here:
+            return f"layout: {here[0]} here, {self.layout.name} now"
+        stored = found[self.layout.name]
+        if not stored:
+            return None
+        final = self._final(self.layout.path_for(key))
+        suffix = "" if "" in stored else sorted(stored)[0]
+        data = final.with_name(final.name + suffix).read_bytes()
+        if suffix:
+            data = BY_SUFFIX[suffix].decompress(data)
+        expected = set(self._variants(data))
+        if stored != expected:
+            return f"stored files: {_names(stored)} here, {_names(expected)} now"
+        return None
 
     def put_json(self, rel_path: str, obj: Any) -> int:
         """Metadata JSON: plain only, so that every server answers it as ``application/json``."""
@@ -180,7 +208,4 @@ class DatasetWriter:
     def commit(self, dataset: Dataset) -> None:
         """Write ``info``: the last file of a build."""
         self.put_json("info", dataset.to_json())
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-    def abort(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..core.layout import LAYOUTS, NESTED
 from ..core.model import VOLUME_TYPES
@@ -19,6 +19,7 @@ from .progress import ProgressView
 
 if TYPE_CHECKING:
     from ..build.builder import BuildOptions
+    from ..build.segmentation import SegmentationOptions
 
 
 def _compress_list(text: str) -> tuple[str, ...]:
@@ -163,8 +164,18 @@ def add_build_arguments(p: argparse.ArgumentParser) -> None:
     _add_output_arguments(p)
 
 
-def _segmentation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """BuildOptions members for ``--type segmentation`` (an error if used on an image)."""
+class _KindOptions(NamedTuple):
+    """The members of BuildOptions that ``--type`` decides."""
+
+    encoding: str
+    codec_options: dict[str, object]
+    downsample: str | None
+    segmentation: SegmentationOptions
+
+
+def _kind_options(args: argparse.Namespace) -> _KindOptions:
+    """The BuildOptions members that depend on ``--type`` (segmentation flags on an image are
+    an error)."""
     from ..build.meshes import PRESETS
     from ..build.segment_properties import NamesError, read_names_csv
     from ..build.segmentation import SegmentationOptions, parse_segments
@@ -184,7 +195,9 @@ def _segmentation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     if args.volume_type != "segmentation":
         if seg_only:
             raise CommandError(f"{seg_only[0]} needs --type segmentation")
-        return {"encoding": args.encoding or "raw"}
+        encoding = args.encoding or "raw"
+        quality = {"quality": args.jpeg_quality} if encoding == "jpeg" else {}
+        return _KindOptions(encoding, quality, None, SegmentationOptions())
     if args.sparse and args.downsample == "stride":
         raise CommandError("--sparse applies to mode downsampling, not stride")
     try:
@@ -197,35 +210,46 @@ def _segmentation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     if args.mesh_simplification is not None and not args.mesh:
         raise CommandError("--mesh-simplification applies to --mesh; add --mesh")
     encoding = args.encoding or "compressed_segmentation"
-    block = vec3(args.block_size, "--block-size")
-    return {
-        "encoding": encoding,
-        "codec_options": {"block_size": block} if encoding == "compressed_segmentation" else {},
-        "downsample": "mode_sparse" if args.sparse else args.downsample or "mode",
-        "segmentation": SegmentationOptions(
+    codec_options: dict[str, object] = {}
+    if encoding == "compressed_segmentation":
+        codec_options["block_size"] = vec3(args.block_size, "--block-size")
+    elif encoding == "jpeg":
+        codec_options["quality"] = args.jpeg_quality
+    return _KindOptions(
+        encoding,
+        codec_options,
+        "mode_sparse" if args.sparse else args.downsample or "mode",
+        SegmentationOptions(
             mesh=args.mesh,
             segments=segments,
             names=names,
             simplification=PRESETS[args.mesh_simplification or "fqmr"],
         ),
-    }
+    )
 
 
-def _build_options(args: argparse.Namespace, **kw: Any) -> BuildOptions:
+def _build_options(args: argparse.Namespace) -> BuildOptions:
     from ..build.builder import BuildOptions
 
-    if args.compress is not None:
-        kw["compress"] = args.compress
+    kind = _kind_options(args)
+    res, offset = args.resolution, args.voxel_offset
     return BuildOptions(
-        resolution=tuple(args.resolution),
+        resolution=(res[0], res[1], res[2]),
+        volume_type=args.volume_type,
         chunk_size=vec3(args.chunk_size, "--chunk-size"),
         max_scales=args.scales,
+        encoding=kind.encoding,
+        codec_options=kind.codec_options,
         layout=args.layout,
+        compress=BuildOptions.compress if args.compress is None else args.compress,
         keep_identity=args.keep_identity,
+        voxel_offset=(offset[0], offset[1], offset[2]),
+        downsample=kind.downsample,
+        segmentation=kind.segmentation,
         workers=args.workers,
         resume=args.resume,
         overwrite=args.overwrite,
-        **kw,
+        npy_axes=args.npy_axes,
     )
 
 
@@ -240,16 +264,7 @@ def _run_build(source: Any, out: str, options: BuildOptions, label: str, quiet: 
 
 
 def run_build(args: argparse.Namespace) -> int:
-    kwargs = _segmentation_kwargs(args)
-    if kwargs["encoding"] == "jpeg":
-        kwargs["codec_options"] = {"quality": args.jpeg_quality}
-    options = _build_options(
-        args,
-        volume_type=args.volume_type,
-        voxel_offset=tuple(args.voxel_offset),
-        npy_axes=args.npy_axes,
-        **kwargs,
-    )
+    options = _build_options(args)
     _run_build(args.source, args.out, options, os.path.basename(args.out.rstrip("/")), args.quiet)
     if not args.quiet:
         print(f"Wrote {args.out}. View it with: precomp-host serve {args.out}")
