@@ -1,8 +1,9 @@
 """Tests of :class:`precomp_host.host.middleware.PrecomputedMiddleware`.
 
 The HTTP contract suite (``tests/contract``) runs against the middleware on a real threaded
-werkzeug server on a loopback port, in two configurations; the rest are unit tests of what the
-contract cannot see (fall-through to the wrapped app, the cache, no startup scan).
+werkzeug server on a loopback port, in three configurations; the rest are unit tests of what the
+contract cannot see (fall-through to the wrapped app, the cache, no startup scan). Resolution on
+its own is tested in ``test_resolve.py``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from unittest import mock
 import pytest
 from werkzeug.serving import ThreadedWSGIServer
 from werkzeug.test import Client
-from werkzeug.wrappers import Response
 
 from precomp_host.core.encodings import GZIP, stream_decoder
 from precomp_host.core.layout import FLAT, mesh_manifest_fallbacks
@@ -186,7 +186,7 @@ def test_cache_entries_expire_after_their_ttl(tmp_path: Path) -> None:
     (tmp_path / "ds").mkdir()
     clock = [1000.0]
     app = PrecomputedMiddleware(None, tmp_path, cache_size=8, cache_ttl=1.0)
-    with mock.patch("precomp_host.host.middleware.time.monotonic", side_effect=lambda: clock[0]):
+    with mock.patch("precomp_host.host.resolve.time.monotonic", side_effect=lambda: clock[0]):
         assert app.find("/ds/info") is None
         (tmp_path / "ds" / "info").write_text("{}")
         clock[0] += 0.5
@@ -205,7 +205,7 @@ def test_cache_is_bounded(tmp_path: Path) -> None:
     app = PrecomputedMiddleware(None, tmp_path, cache_size=3)
     for i in range(10):
         assert app.find(f"/x/{i}") is None
-    assert len(app._cache) == 3
+    assert len(app.cache) == 3
 
 
 def test_first_response_does_not_depend_on_tree_size(tmp_path: Path) -> None:
@@ -263,8 +263,6 @@ def test_wrapped_response_objects_are_closed(contract_root: Path) -> None:
     with client.head("/seg/8_8_8/0.shard") as r:
         assert r.status_code == 200
         assert r.headers["Content-Length"] == "3000"
-    resp = Response("x")
-    resp.close()
 
 
 def test_symlinks_inside_the_root_are_followed(tmp_path: Path) -> None:
