@@ -8,6 +8,8 @@ its own is tested in ``test_resolve.py``.
 
 from __future__ import annotations
 
+import io
+import os
 import socket
 import threading
 import time
@@ -19,7 +21,7 @@ import pytest
 from werkzeug.serving import ThreadedWSGIServer
 from werkzeug.test import Client
 
-from precomp_host.core.encodings import GZIP, stream_decoder
+from precomp_host.core.encodings import GZIP, iter_decoded
 from precomp_host.core.layout import FLAT, mesh_manifest_fallbacks
 from precomp_host.host.middleware import READ_LIMIT, PrecomputedMiddleware, make_app
 from tests.contract.fixtures import write_contract_tree
@@ -253,8 +255,7 @@ def test_core_helpers_used_here() -> None:
     assert mesh_manifest_fallbacks("seg/mesh/12:0:0-1_0-1_0-1") == []
     data = bytes(range(256)) * 300
     coded = GZIP.compress(data)
-    feed = stream_decoder("gzip")
-    assert b"".join(feed(coded[i : i + 100]) for i in range(0, len(coded), 100)) == data
+    assert b"".join(iter_decoded(io.BytesIO(coded).read, "gzip", 100)) == data
 
 
 def test_wrapped_response_objects_are_closed(contract_root: Path) -> None:
@@ -344,3 +345,81 @@ def test_remembered_headers_are_not_shared_with_the_server(contract_root: Path) 
         again = _call(app, url, HTTP_ACCEPT_ENCODING=accept)[0]
         assert first == again
         assert ("X-Added-By-Server", "1") not in again
+
+
+# -- a body is always the bytes of one file (issue 11) ------------------------------------------
+
+
+def test_a_file_gone_since_it_was_resolved_is_a_404_with_cors(tmp_path: Path) -> None:
+    """A cached resolution of a file deleted since: a clean 404, not an exception (a 500)."""
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "c.gz").write_bytes(GZIP.compress(b"chunk" * 100))
+    client = Client(PrecomputedMiddleware(None, tmp_path, cache_size=8))
+    for accept in ("gzip", "identity"):
+        with client.get("/ds/c", headers={"Accept-Encoding": accept}) as r:
+            assert r.status_code == 200
+    (tmp_path / "ds" / "c.gz").unlink()
+    for accept in ("gzip", "identity"):
+        with client.get("/ds/c", headers={"Accept-Encoding": accept}) as r:
+            assert r.status_code == 404
+            assert r.headers["Access-Control-Allow-Origin"] == "*"
+
+
+@pytest.mark.parametrize("size", [100, READ_LIMIT + 5000])
+def test_a_file_replaced_since_it_was_resolved_is_sent_as_it_is_now(
+    tmp_path: Path, size: int
+) -> None:
+    """The length and validators come from the file that is sent, never from the cache."""
+    (tmp_path / "ds").mkdir()
+    path = tmp_path / "ds" / "c"
+    path.write_bytes(b"a" * size)
+    client = Client(PrecomputedMiddleware(None, tmp_path, cache_size=8))
+    with client.get("/ds/c") as r:
+        old_etag = r.headers["ETag"]
+    new = tmp_path / "ds" / ".c.partial"
+    new.write_bytes(b"b" * (size + 777))
+    os.replace(new, path)  # as a rebuild replaces it
+    with client.get("/ds/c") as r:
+        assert r.get_data() == b"b" * (size + 777)
+        assert r.headers["Content-Length"] == str(size + 777)
+        assert r.headers["ETag"] != old_etag
+    with client.get("/ds/c", headers={"If-None-Match": old_etag}) as r:
+        assert r.status_code == 200  # the old tag no longer validates
+
+
+def test_identity_from_a_sibling_is_decoded_in_bounded_pieces(tmp_path: Path) -> None:
+    """A gzip of zeros holds ~1000x its size: decoding it for an identity client must not
+    hold the whole in memory (the limit is on decoded bytes, not on the sibling's size)."""
+    decoded = 64 * 1024 * 1024
+    (tmp_path / "big.gz").write_bytes(GZIP.compress(bytes(decoded)))
+    app = PrecomputedMiddleware(None, tmp_path)
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/big", "HTTP_ACCEPT_ENCODING": "identity"}
+    got: list[tuple[str, str]] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc: Any = None) -> Any:
+        got.extend(headers)
+
+    body = app(environ, start_response)
+    try:
+        total = largest = 0
+        for piece in body:
+            total += len(piece)
+            largest = max(largest, len(piece))
+    finally:
+        getattr(body, "close", lambda: None)()
+    assert total == decoded
+    assert "Content-Length" not in dict(got)  # past decode_in_memory_limit: streamed
+    assert largest <= 256 * 1024
+
+
+def test_a_range_that_would_decode_past_the_limit_is_406_with_cors(tmp_path: Path) -> None:
+    (tmp_path / "c.gz").write_bytes(GZIP.compress(bytes(range(256)) * 40))
+    client = Client(PrecomputedMiddleware(None, tmp_path, decode_limit=5000))
+    with client.get("/c", headers={"Range": "bytes=0-9"}) as r:
+        assert r.status_code == 406
+        assert r.headers["Access-Control-Allow-Origin"] == "*"
+    client = Client(PrecomputedMiddleware(None, tmp_path, decode_limit=256 * 40))
+    with client.get("/c", headers={"Range": "bytes=-3"}) as r:
+        assert r.status_code == 206
+        assert r.get_data() == bytes([253, 254, 255])
+        assert r.headers["Content-Range"] == f"bytes {256 * 40 - 3}-{256 * 40 - 1}/{256 * 40}"

@@ -1,16 +1,22 @@
 """Response bodies the middleware cannot hand to ``wsgi.file_wrapper`` whole: :class:`FileSlice`
-(bytes ``[start, stop)`` of an open file) and :class:`Decoded` (a sibling decoded block by
-block, for a client that accepts none of the stored codings).
+(bytes ``[start, stop)`` of an open file) and :class:`Decoded` (identity bytes decoded from a
+``.gz``/``.br`` sibling for a client that accepts neither), plus :func:`decoded_length`.
 
-Both are WSGI iterables that own their file and close it in ``close()``, as PEP 3333 requires
-of the server.
+Both are WSGI iterables over a file descriptor that they own and close in ``close()``, as PEP
+3333 requires of the server; the middleware opens and ``fstat``s that descriptor before it
+sends a header, so the bytes are those the headers describe. Decoding keeps memory bounded
+whatever the compression ratio (:func:`~precomp_host.core.encodings.iter_decoded` yields
+pieces of about a block at most), and a slice of decoded bytes decodes only up to its end.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, BinaryIO
+import functools
+import itertools
+import os
+from typing import TYPE_CHECKING
 
-from ..core.encodings import stream_decoder
+from ..core.encodings import iter_decoded
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -19,37 +25,73 @@ BLOCK = 64 * 1024
 
 
 class FileSlice:
-    """Bytes ``[start, stop)`` of ``file``, which this object closes."""
+    """Bytes ``[start, stop)`` of the file open as ``fd``, which this object closes."""
 
-    def __init__(self, file: BinaryIO, start: int, stop: int) -> None:
-        self.file = file
-        self.file.seek(start)
-        self.left = stop - start
+    def __init__(self, fd: int, start: int, stop: int) -> None:
+        self.fd = fd
+        self.pos, self.stop = start, stop
 
     def __iter__(self) -> Iterator[bytes]:
-        while self.left > 0:
-            block = self.file.read(min(BLOCK, self.left))
+        while self.pos < self.stop:
+            block = os.pread(self.fd, min(BLOCK, self.stop - self.pos), self.pos)
             if not block:
                 break
-            self.left -= len(block)
+            self.pos += len(block)
             yield block
 
     def close(self) -> None:
-        self.file.close()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 class Decoded:
-    """``file`` (coded with ``encoding``) decoded block by block; closes the file."""
+    """Identity bytes ``[start, stop)`` (``stop`` None: to the end) of the file open as ``fd``,
+    coded with ``encoding``, decoded block by block; closes ``fd``."""
 
-    def __init__(self, file: BinaryIO, encoding: str) -> None:
-        self.file = file
-        self.feed = stream_decoder(encoding)
+    def __init__(self, fd: int, encoding: str, start: int = 0, stop: int | None = None) -> None:
+        self.fd = fd
+        self.start, self.stop = start, stop
+        self._blocks = iter_decoded(functools.partial(os.read, fd), encoding, BLOCK)
+        self._held: list[bytes] = []
+
+    def read_ahead(self, limit: int) -> bytes | None:
+        """All the bytes when they come to at most ``limit``, else None, with what was decoded
+        so far held for iteration: a small body gets a Content-Length, a large one is
+        streamed, and memory stays near ``limit`` either way. (``fd`` stays open.)"""
+        held = 0
+        for piece in self._blocks:
+            self._held.append(piece)
+            held += len(piece)
+            if held > limit:
+                return None
+        return b"".join(self._held)
 
     def __iter__(self) -> Iterator[bytes]:
-        while block := self.file.read(BLOCK):
-            out = self.feed(block)
-            if out:
-                yield out
+        pos = 0
+        for piece in itertools.chain(self._held, self._blocks):
+            end = pos + len(piece)
+            if end > self.start:
+                yield piece[
+                    max(0, self.start - pos) : None if self.stop is None else self.stop - pos
+                ]
+            pos = end
+            if self.stop is not None and pos >= self.stop:
+                return  # decode no further than the slice needs
 
     def close(self) -> None:
-        self.file.close()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def decoded_length(fd: int, encoding: str, limit: int) -> int | None:
+    """How many identity bytes the file open as ``fd`` decodes to (decoded and dropped block
+    by block), or None past ``limit``; ``fd`` is left at the file's start."""
+    length = 0
+    for piece in iter_decoded(functools.partial(os.read, fd), encoding, BLOCK):
+        length += len(piece)
+        if length > limit:
+            break
+    os.lseek(fd, 0, os.SEEK_SET)
+    return length if length <= limit else None

@@ -16,6 +16,7 @@ owes to no request header (its header lists) is made once per resolution (:class
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -29,7 +30,7 @@ from werkzeug.wsgi import get_path_info, wrap_file
 from ..core.encodings import ENCODINGS, choose
 from ..core.headers import ALLOW_METHODS, cors_headers, preflight_headers
 from ..core.layout import NESTED, Layout
-from .bodies import Decoded, FileSlice
+from .bodies import Decoded, FileSlice, decoded_length
 from .resolve import ResolutionCache, Resolver, Resource, StoredFile
 
 if TYPE_CHECKING:
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
     from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
     from werkzeug.datastructures import Range
+
+log = logging.getLogger(__name__)
 
 #: A sibling at most this large is decoded in memory for an identity client, which gives the
 #: response a Content-Length; larger ones are decoded as a stream (chunked, no length).
@@ -47,6 +50,14 @@ DECODE_IN_MEMORY_LIMIT = 4 * 1024 * 1024
 #: Measured under gunicorn gthread (server CPU a request): 11 KiB chunk ~180 us read vs
 #: ~210 us wrapped; 256 KiB chunk ~290 us read vs ~240 us wrapped.
 READ_LIMIT = 32 * 1024
+#: Decoding past this many identity bytes to learn a length (a Range on a ``.gz``/``.br``-only
+#: file) is refused with 406: the work of such a request is bounded by this, not by the
+#: compression ratio. Decoding a whole body needs no length and is streamed past
+#: :data:`DECODE_IN_MEMORY_LIMIT`, so its work is the bytes the client reads.
+DECODE_LIMIT = 1024 * 1024 * 1024
+#: How often a request resolves again when the file it opens is not the one resolved (a
+#: dataset replaced under it) before it gives up with a 404.
+_ATTEMPTS = 4
 #: Statuses whose responses have no body (RFC 9110 §6.4.1).
 _NO_BODY = (204, 304)
 _STATUS = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}
@@ -108,11 +119,14 @@ class PrecomputedMiddleware:
         watcher that calls :meth:`invalidate`, a tree that does not change, or ``cache_ttl``.
     :param cache_ttl: seconds a cached resolution stays valid (None: until :meth:`invalidate`),
         like nginx's ``open_file_cache_valid``: a rewritten file is seen within that time.
-    :param decode_in_memory_limit: siblings up to this size are decoded in memory for identity
-        clients (with a Content-Length); larger ones are streamed.
+    :param decode_in_memory_limit: identity bytes decoded from a sibling (for a client that
+        takes none of the stored codings) are held in memory up to this many, to be sent with
+        a Content-Length; larger ones are streamed.
     :param encodings: the content codings to send (tokens of
         :data:`~precomp_host.encodings.ENCODINGS`; default all). Siblings of other codings are
         not looked at, as an nginx without the brotli module ignores ``.br`` files.
+    :param decode_limit: a Range on a file stored only coded decodes it once to learn its
+        length; past this many identity bytes the request gets a 406 instead.
     """
 
     def __init__(
@@ -127,6 +141,7 @@ class PrecomputedMiddleware:
         cache_ttl: float | None = None,
         decode_in_memory_limit: int = DECODE_IN_MEMORY_LIMIT,
         encodings: Iterable[str] | None = None,
+        decode_limit: int = DECODE_LIMIT,
     ) -> None:
         served = set(ENCODINGS if encodings is None else encodings)
         if unknown := served - set(ENCODINGS):
@@ -139,6 +154,7 @@ class PrecomputedMiddleware:
         self.cache_control = cache_control
         self.cache: ResolutionCache[Prepared | None] = ResolutionCache(cache_size, cache_ttl)
         self.decode_in_memory_limit = decode_in_memory_limit
+        self.decode_limit = decode_limit
         self.encodings = frozenset(served)
         self._cors_headers = cors_headers() if cors else {}
 
@@ -231,80 +247,129 @@ class PrecomputedMiddleware:
     def serve(
         self, prepared: Prepared, environ: WSGIEnvironment, start_response: StartResponse
     ) -> Iterable[bytes]:
-        """Answer a GET or HEAD: choose the variant, evaluate the conditionals, send."""
+        """Answer a GET or HEAD: choose the variant and open it, evaluate the conditionals,
+        send."""
         ranged = _single_range(environ) if "HTTP_RANGE" in environ else None
-        # A Range applies to the bytes of the selected representation (RFC 9110 §14.1.2); we
-        # always select identity for one, as Neuroglancer reads shards with Range expecting
-        # raw bytes (it sends "Accept-Encoding: identity" but other clients may not).
+        opened = self._open(prepared, environ, ranged is not None)
+        if opened is None:  # gone since it was resolved
+            return self.not_found(environ, start_response)
+        reply, fd = opened
+        try:
+            if ranged is not None and not _if_range_holds(environ, reply):
+                ranged = None
+            # Most requests carry no validator; the membership test is cheaper than the parse.
+            if (
+                "HTTP_IF_NONE_MATCH" in environ or "HTTP_IF_MODIFIED_SINCE" in environ
+            ) and _not_modified(environ, reply):
+                start_response(_STATUS[304], list(reply.not_modified))
+                body: Iterable[bytes] = []
+            elif ranged is not None:
+                body = self._send_range(fd, reply, ranged, environ, start_response)
+            elif reply.stored is not None:
+                body = self._send_whole(fd, reply, environ, start_response)
+            else:
+                body = self._send_decoded(fd, reply, environ, start_response)
+        except BaseException:
+            os.close(fd)
+            raise
+        if isinstance(body, list):  # any other body owns fd and closes it (PEP 3333)
+            os.close(fd)
+        return body
+
+    def _open(
+        self, prepared: Prepared, environ: WSGIEnvironment, ranged: bool
+    ) -> tuple[Reply, int] | None:
+        """The reply for the variant the request gets, and that variant's file, opened and
+        checked with ``fstat``: the length and validators sent are those of the bytes sent
+        (STYLE.md, a cache never outranks the disk). A file that is no longer the one resolved
+        (replaced, rewritten, gone) means resolving again; None when it is gone for good."""
         accept = environ.get("HTTP_ACCEPT_ENCODING")
-        encoding = None if ranged is not None else _choose(accept, prepared.resource.ranked)
-        reply = prepared.replies[encoding]
-        if ranged is not None and not _if_range_holds(environ, reply):
-            ranged = None
-        # Most requests carry no validator; the membership test is cheaper than the parse.
-        if (
-            "HTTP_IF_NONE_MATCH" in environ or "HTTP_IF_MODIFIED_SINCE" in environ
-        ) and _not_modified(environ, reply):
-            start_response(_STATUS[304], list(reply.not_modified))
-            return []
-        if reply.stored is not None and ranged is None:
-            return self._send_whole(reply.stored, reply, environ, start_response)
-        return self._send_part(reply, ranged, environ, start_response)
+        for _ in range(_ATTEMPTS):
+            encoding = None if ranged else _choose(accept, prepared.resource.ranked)
+            reply = prepared.replies[encoding]
+            try:
+                # A bare descriptor: a small file is read with one os.read, a larger one
+                # wrapped for sendfile (gunicorn); a file object costs as much as the rest.
+                fd = os.open(reply.source.path, os.O_RDONLY)
+            except OSError:
+                pass
+            else:
+                if reply.source.is_same_file(os.fstat(fd)):
+                    return reply, fd
+                os.close(fd)
+            key = get_path_info(environ)
+            fresh = self._prepare(key)
+            self.cache.put(key, fresh)
+            if fresh is None:
+                return None
+            prepared = fresh
+        log.warning(
+            "%s kept changing while it was opened; answered 404", prepared.resource.url_path
+        )
+        return None
 
     @staticmethod
     def _send_whole(
-        stored: StoredFile, reply: Reply, environ: WSGIEnvironment, start_response: StartResponse
+        fd: int, reply: Reply, environ: WSGIEnvironment, start_response: StartResponse
     ) -> Iterable[bytes]:
         # Most requests: a stored file, whole; no header to compute.
         start_response(_STATUS[200], list(reply.whole))
         if environ["REQUEST_METHOD"] == "HEAD":
             return []
-        # Unbuffered: the body is read once or sent with sendfile (gunicorn), and a
-        # BufferedReader costs as much as the rest of the request.
-        file = open(stored.path, "rb", buffering=0)  # noqa: SIM115 - closed below or by WSGI
-        if stored.size > READ_LIMIT:
-            return wrap_file(environ, file)
-        with file:
-            # The length announced, as sendfile would: a file rewritten since it was
-            # resolved never gets more bytes out than its Content-Length.
-            return [file.read(stored.size)]
+        size = reply.source.size
+        if size > READ_LIMIT:
+            return wrap_file(environ, open(fd, "rb", buffering=0))  # noqa: SIM115 - owns fd
+        return [os.read(fd, size)]
 
-    def _send_part(
+    def _send_range(
         self,
+        fd: int,
         reply: Reply,
-        ranged: Range | None,
+        ranged: Range,
         environ: WSGIEnvironment,
         start_response: StartResponse,
     ) -> Iterable[bytes]:
-        """A 206 or 416 for a Range, or a 200 of identity bytes decoded from a sibling."""
-        stored, source = reply.stored, reply.source
-        data: bytes | None = None  # identity bytes decoded in memory: small, or ranged
-        if stored is None and (ranged is not None or source.size <= self.decode_in_memory_limit):
-            with open(source.path, "rb") as f:
-                assert source.encoding is not None
-                data = ENCODINGS[source.encoding].decompress(f.read())
-        length = len(data) if data is not None else stored.size if stored is not None else None
-        headers = list(reply.headers)
-        status, start, stop = 200, 0, length or 0
-        if ranged is not None:
-            assert length is not None
-            span = _range_for_length(ranged.ranges[0], length)
-            if span is None:
-                refusal = {**self._cors(), "Content-Range": f"bytes */{length}"}
-                return self._simple(start_response, 416, refusal)
-            (start, stop), status = span, 206
-            headers.append(("Content-Range", f"bytes {start}-{stop - 1}/{length}"))
-        if length is not None:
-            headers.append(("Content-Length", str(stop - start)))
-        start_response(_STATUS[status], headers)
+        """A 206 (or 416) of identity bytes: of the stored file, or decoded from a sibling."""
+        source = reply.source
+        coding = source.encoding if reply.stored is None else None
+        length = source.size if coding is None else decoded_length(fd, coding, self.decode_limit)
+        if length is None:
+            return self._refuse_decoding(start_response)
+        span = _range_for_length(ranged.ranges[0], length)
+        if span is None:
+            refusal = {**self._cors(), "Content-Range": f"bytes */{length}"}
+            return self._simple(start_response, 416, refusal)
+        start, stop = span
+        headers = [*reply.headers, ("Content-Range", f"bytes {start}-{stop - 1}/{length}")]
+        headers.append(("Content-Length", str(stop - start)))
+        start_response(_STATUS[206], headers)
         if environ["REQUEST_METHOD"] == "HEAD":
             return []
+        if coding is None:
+            return FileSlice(fd, start, stop)
+        return Decoded(fd, coding, start, stop)
+
+    def _send_decoded(
+        self, fd: int, reply: Reply, environ: WSGIEnvironment, start_response: StartResponse
+    ) -> Iterable[bytes]:
+        """A 200 of identity bytes decoded from a sibling: with a Content-Length when they
+        come to at most ``decode_in_memory_limit`` bytes, else streamed without one."""
+        assert reply.source.encoding is not None
+        body = Decoded(fd, reply.source.encoding)
+        data = body.read_ahead(self.decode_in_memory_limit)
+        headers = list(reply.headers)
         if data is not None:
-            return [data[start:stop]]
-        if stored is None:
-            assert source.encoding is not None
-            return Decoded(open(source.path, "rb"), source.encoding)  # noqa: SIM115
-        return FileSlice(open(stored.path, "rb"), start, stop)  # noqa: SIM115
+            headers.append(("Content-Length", str(len(data))))
+        start_response(_STATUS[200], headers)
+        if environ["REQUEST_METHOD"] == "HEAD":
+            return []
+        return body if data is None else [data]
+
+    def _refuse_decoding(self, start_response: StartResponse) -> Iterable[bytes]:
+        # 406, as the contract answers a client that refuses every coding we could send:
+        # finding the length of identity bytes would decode more than decode_limit.
+        message = b"Not Acceptable: identity bytes too large to decode; accept gzip or br\n"
+        return self._simple(start_response, 406, self._cors(), message)
 
 
 def _single_range(environ: WSGIEnvironment) -> Range | None:

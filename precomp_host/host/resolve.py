@@ -47,13 +47,14 @@ class StoredFile:
     size: int
     mtime_ns: int
     encoding: str | None  # None: the plain file
-    #: (st_dev, st_ino): a file replaced by rename has a new inode even with the same size
+    #: st_ino and st_dev: a file replaced by rename has a new inode even with the same size
     #: and mtime (a rebuild copies mtimes onto siblings).
-    identity: tuple[int, int] = (0, 0)
+    ino: int = 0
+    dev: int = 0
 
     @classmethod
     def from_stat(cls, path: str, st: os.stat_result, encoding: str | None) -> StoredFile:
-        return cls(path, st.st_size, st.st_mtime_ns, encoding, (st.st_dev, st.st_ino))
+        return cls(path, st.st_size, st.st_mtime_ns, encoding, st.st_ino, st.st_dev)
 
     @property
     def mtime(self) -> int:
@@ -70,9 +71,10 @@ class StoredFile:
     def is_same_file(self, st: os.stat_result) -> bool:
         """Whether ``st`` (an ``fstat`` of an opened file) is the file this one describes."""
         return (
-            st.st_size == self.size
+            st.st_ino == self.ino
+            and st.st_size == self.size
             and st.st_mtime_ns == self.mtime_ns
-            and (st.st_dev, st.st_ino) == self.identity
+            and st.st_dev == self.dev
         )
 
 
