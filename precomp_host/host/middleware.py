@@ -8,9 +8,14 @@ identity bytes, every variant has its own ``ETag``, and every status carries COR
 A request goes through two halves. Resolution (:mod:`precomp_host.host.resolve`) finds the
 stored variants of the URL, behind an optional bounded :class:`~.resolve.ResolutionCache` that
 a watcher invalidates (:meth:`PrecomputedMiddleware.invalidate`). Answering, here, is three
-steps in :meth:`PrecomputedMiddleware.serve`: choose the variant, evaluate the conditionals,
-send the body (whole, a slice, or decoded: :mod:`precomp_host.host.bodies`). What an answer
-owes to no request header (its header lists) is made once per resolution (:class:`Reply`).
+steps in :meth:`PrecomputedMiddleware.serve`: choose the variant and open it, evaluate the
+conditionals (:mod:`precomp_host.host.conditional`), send the body (whole, a slice, or
+decoded: :mod:`precomp_host.host.bodies`). What an answer owes to no request header (its
+header lists) is made once per resolution (:class:`Reply`); its length and validators are
+checked against the descriptor that is sent, so a cached resolution never outranks the disk.
+
+About 400 lines, most of them the public class's documentation and measured constants; the
+request path is ``serve`` and the ``_send_*`` method it picks, each under 35 lines.
 """
 
 from __future__ import annotations
@@ -19,18 +24,17 @@ import functools
 import logging
 import os
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
-from werkzeug.http import http_date, parse_date, parse_range_header, quote_etag
-from werkzeug.sansio.http import is_resource_modified
+from werkzeug.http import http_date, quote_etag
 from werkzeug.wsgi import get_path_info, wrap_file
 
 from ..core.encodings import ENCODINGS, choose
 from ..core.headers import ALLOW_METHODS, cors_headers, preflight_headers
 from ..core.layout import NESTED, Layout
 from .bodies import Decoded, FileSlice, decoded_length
+from .conditional import if_range_holds, is_not_modified, range_for_length, single_range
 from .resolve import ResolutionCache, Resolver, Resource, StoredFile
 
 if TYPE_CHECKING:
@@ -41,8 +45,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: A sibling at most this large is decoded in memory for an identity client, which gives the
-#: response a Content-Length; larger ones are decoded as a stream (chunked, no length).
+#: Identity bytes decoded from a sibling for a client that takes none of the stored codings
+#: are held in memory up to this many, to be sent with a Content-Length; past it they are
+#: streamed (no length), so memory stays bounded whatever the compression ratio.
 DECODE_IN_MEMORY_LIMIT = 4 * 1024 * 1024
 #: A file at most this large is read and returned as one bytes object; larger ones go to the
 #: server's ``wsgi.file_wrapper``. gunicorn sends a file wrapper with ``socket.sendfile``,
@@ -249,18 +254,18 @@ class PrecomputedMiddleware:
     ) -> Iterable[bytes]:
         """Answer a GET or HEAD: choose the variant and open it, evaluate the conditionals,
         send."""
-        ranged = _single_range(environ) if "HTTP_RANGE" in environ else None
+        ranged = single_range(environ) if "HTTP_RANGE" in environ else None
         opened = self._open(prepared, environ, ranged is not None)
         if opened is None:  # gone since it was resolved
             return self.not_found(environ, start_response)
         reply, fd = opened
         try:
-            if ranged is not None and not _if_range_holds(environ, reply):
+            if ranged is not None and not if_range_holds(environ, reply.etag, reply.source.mtime):
                 ranged = None
             # Most requests carry no validator; the membership test is cheaper than the parse.
             if (
                 "HTTP_IF_NONE_MATCH" in environ or "HTTP_IF_MODIFIED_SINCE" in environ
-            ) and _not_modified(environ, reply):
+            ) and is_not_modified(environ, reply.etag, reply.source.mtime):
                 start_response(_STATUS[304], list(reply.not_modified))
                 body: Iterable[bytes] = []
             elif ranged is not None:
@@ -335,7 +340,7 @@ class PrecomputedMiddleware:
         length = source.size if coding is None else decoded_length(fd, coding, self.decode_limit)
         if length is None:
             return self._refuse_decoding(start_response)
-        span = _range_for_length(ranged.ranges[0], length)
+        span = range_for_length(ranged.ranges[0], length)
         if span is None:
             refusal = {**self._cors(), "Content-Range": f"bytes */{length}"}
             return self._simple(start_response, 416, refusal)
@@ -372,52 +377,6 @@ class PrecomputedMiddleware:
         return self._simple(start_response, 406, self._cors(), message)
 
 
-def _single_range(environ: WSGIEnvironment) -> Range | None:
-    ranged = parse_range_header(environ["HTTP_RANGE"])
-    if ranged is not None and (ranged.units != "bytes" or len(ranged.ranges) != 1):
-        return None  # RFC 9110 §14.2: a server may ignore a Range it does not support
-    return ranged
-
-
-def _range_for_length(span: tuple[int, int | None], length: int) -> tuple[int, int] | None:
-    # werkzeug's Range.range_for_length rejects a suffix longer than the file, which RFC 9110
-    # §14.1.2 says selects the whole file; a last position past the end is clipped.
-    first, stop = span
-    if first < 0:
-        first = max(0, length + first)
-        stop = length
-    elif stop is None or stop > length:
-        stop = length
-    if first >= length or first >= stop:
-        return None
-    return first, stop
-
-
-def _not_modified(environ: WSGIEnvironment, reply: Reply) -> bool:
-    # werkzeug's rule is RFC 9110 §13.2.2: If-None-Match (weak comparison) decides when
-    # present, else If-Modified-Since, an unparsable date being ignored (§13.1.3). If-Match is
-    # left out: it asks for a 412, which werkzeug's helper would turn into a 304.
-    return not is_resource_modified(
-        http_if_none_match=environ.get("HTTP_IF_NONE_MATCH"),
-        http_if_modified_since=environ.get("HTTP_IF_MODIFIED_SINCE"),
-        etag=reply.etag,
-        last_modified=datetime.fromtimestamp(reply.source.mtime, timezone.utc),
-    )
-
-
-def _if_range_holds(environ: WSGIEnvironment, reply: Reply) -> bool:
-    # RFC 9110 §13.1.5: If-Range with a strong ETag or the exact date keeps the Range;
-    # anything else means "send the whole representation". werkzeug's parse_if_range_header
-    # drops the weakness of a W/ tag, which must never match, so this stays ours.
-    value: str | None = environ.get("HTTP_IF_RANGE")
-    if value is None:
-        return True
-    if value.startswith(('"', "W/")):
-        return value == quote_etag(reply.etag)
-    date = parse_date(value)
-    return date is not None and int(date.timestamp()) == reply.source.mtime
-
-
 def make_app(
     root: str | os.PathLike[str] | None = None,
     *,
@@ -438,8 +397,9 @@ def make_app(
     :param cache_size: remember this many URL resolutions (0: stat on every request).
     :param cache_ttl: for how long, in seconds (None: until restart). The default, one second,
         saves the stat calls of repeated requests (Neuroglancer asks for the same chunks again
-        and again) while a rebuilt file is served fresh within a second, like nginx's
-        ``open_file_cache`` with ``open_file_cache_valid 1s``.
+        and again), like nginx's ``open_file_cache`` with ``open_file_cache_valid 1s``. A
+        replaced or deleted file is seen at once (the file sent is checked with ``fstat``);
+        a file that appears where there was none is seen within that time.
     :param encodings: the content codings to send (default all, see
         :class:`PrecomputedMiddleware`).
     """
