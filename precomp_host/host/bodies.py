@@ -1,9 +1,10 @@
-"""Response bodies the middleware cannot hand to ``wsgi.file_wrapper`` whole: :class:`FileSlice`
-(bytes ``[start, stop)`` of an open file) and :class:`Decoded` (identity bytes decoded from a
-``.gz``/``.br`` sibling for a client that accepts neither), plus :func:`decoded_length`.
+"""Response bodies over an open file descriptor: :class:`RawFile` (a whole file, for
+``wsgi.file_wrapper``), :class:`FileSlice` (bytes ``[start, stop)``) and :class:`Decoded`
+(identity bytes decoded from a ``.gz``/``.br`` sibling for a client that accepts neither),
+plus :func:`decoded_length`.
 
-Both are WSGI iterables over a file descriptor that they own and close in ``close()``, as PEP
-3333 requires of the server; the middleware opens and ``fstat``s that descriptor before it
+Each owns its descriptor and closes it in ``close()``, as PEP 3333 requires of the server
+for an iterable it is given; the middleware opens and ``fstat``s that descriptor before it
 sends a header, so the bytes are those the headers describe. Decoding keeps memory bounded
 whatever the compression ratio (:func:`~precomp_host.core.encodings.iter_decoded` yields
 pieces of about a block at most), and a slice of decoded bytes decodes only up to its end.
@@ -22,6 +23,37 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 BLOCK = 64 * 1024
+
+
+class RawFile:
+    """An open descriptor as the file object ``wsgi.file_wrapper`` takes (``fileno`` for
+    gunicorn's sendfile, ``read``, ``seek``/``tell`` for waitress, ``close``): ``open(fd)``
+    would build a FileIO and ``fstat`` the descriptor again, about a microsecond a request
+    that ``benchmarks/serve_inprocess.py`` sees."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def read(self, size: int = -1) -> bytes:
+        if size >= 0:
+            return os.read(self.fd, size)
+        return b"".join(iter(functools.partial(os.read, self.fd, BLOCK), b""))
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return os.lseek(self.fd, offset, whence)
+
+    def tell(self) -> int:
+        return os.lseek(self.fd, 0, os.SEEK_CUR)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 class FileSlice:

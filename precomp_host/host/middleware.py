@@ -33,7 +33,7 @@ from werkzeug.wsgi import get_path_info, wrap_file
 from ..core.encodings import ENCODINGS, choose
 from ..core.headers import ALLOW_METHODS, cors_headers, preflight_headers
 from ..core.layout import NESTED, Layout
-from .bodies import Decoded, FileSlice, decoded_length
+from .bodies import Decoded, FileSlice, RawFile, decoded_length
 from .conditional import if_range_holds, is_not_modified, range_for_length, single_range
 from .resolve import ResolutionCache, Resolver, Resource, StoredFile
 
@@ -323,7 +323,7 @@ class PrecomputedMiddleware:
             return []
         size = reply.source.size
         if size > READ_LIMIT:
-            return wrap_file(environ, open(fd, "rb", buffering=0))  # noqa: SIM115 - owns fd
+            return wrap_file(environ, RawFile(fd))  # type: ignore[arg-type] # a file enough
         return [os.read(fd, size)]
 
     def _send_range(
