@@ -59,7 +59,7 @@ READ_LIMIT = 32 * 1024
 #: file) is refused with 406: the work of such a request is bounded by this, not by the
 #: compression ratio. Decoding a whole body needs no length and is streamed past
 #: :data:`DECODE_IN_MEMORY_LIMIT`, so its work is the bytes the client reads.
-DECODE_LIMIT = 1024 * 1024 * 1024
+DECODE_LIMIT = 256 * 1024 * 1024
 #: How often a request resolves again when the file it opens is not the one resolved (a
 #: dataset replaced under it) before it gives up with a 404.
 _ATTEMPTS = 4
@@ -131,7 +131,7 @@ class PrecomputedMiddleware:
         :data:`~precomp_host.encodings.ENCODINGS`; default all). Siblings of other codings are
         not looked at, as an nginx without the brotli module ignores ``.br`` files.
     :param decode_limit: a Range on a file stored only coded decodes it once to learn its
-        length; past this many identity bytes the request gets a 406 instead.
+        length; past this many identity bytes (default 256 MiB) the request gets a 406 instead.
     """
 
     def __init__(
