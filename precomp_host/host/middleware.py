@@ -290,27 +290,26 @@ class PrecomputedMiddleware:
         (replaced, rewritten, gone) means resolving again; None when it is gone for good."""
         accept = environ.get("HTTP_ACCEPT_ENCODING")
         for _ in range(_ATTEMPTS):
-            encoding = None if ranged else _choose(accept, prepared.resource.ranked)
-            reply = prepared.replies[encoding]
+            reply = prepared.replies[None if ranged else _choose(accept, prepared.resource.ranked)]
+            source = reply.source
             try:
                 # A bare descriptor: a small file is read with one os.read, a larger one
                 # wrapped for sendfile (gunicorn); a file object costs as much as the rest.
-                fd = os.open(reply.source.path, os.O_RDONLY)
+                fd = os.open(source.path, os.O_RDONLY)
             except OSError:
-                pass
+                fd = -1
             else:
-                if reply.source.is_same_file(os.fstat(fd)):
+                st = os.fstat(fd)
+                # StoredFile.is_same_file, inline: this runs on every request
+                if (st.st_ino, st.st_size, st.st_mtime_ns, st.st_dev) == source.stat_key:
                     return reply, fd
                 os.close(fd)
-            key = get_path_info(environ)
-            fresh = self._prepare(key)
-            self.cache.put(key, fresh)
+            fresh = self._prepare(get_path_info(environ))
+            self.cache.put(get_path_info(environ), fresh)
             if fresh is None:
                 return None
             prepared = fresh
-        log.warning(
-            "%s kept changing while it was opened; answered 404", prepared.resource.url_path
-        )
+        log.warning("%s kept changing while it was opened; answered 404", source.path)
         return None
 
     @staticmethod
