@@ -58,8 +58,12 @@ def test_stored_file_knows_its_own_inode(tmp_path: Path) -> None:
     (tmp_path / "g").write_bytes(b"two")
     os.utime(tmp_path / "g", ns=(st.st_atime_ns, st.st_mtime_ns))
     os.replace(tmp_path / "g", path)
-    assert first.is_same_file(st)
-    assert not first.is_same_file(os.stat(path))
+
+    def key(st: os.stat_result) -> tuple[int, int, int, int]:
+        return StoredFile.from_stat(str(path), st, None).stat_key
+
+    assert first.stat_key == key(st)
+    assert first.stat_key != key(os.stat(path))
 
 
 def test_cache_is_bounded_least_recently_used_out() -> None:

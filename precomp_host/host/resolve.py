@@ -51,7 +51,8 @@ class StoredFile:
     #: and mtime (a rebuild copies mtimes onto siblings).
     ino: int = 0
     dev: int = 0
-    #: What an ``fstat`` of the same file gives: (st_ino, st_size, st_mtime_ns, st_dev).
+    #: What an ``fstat`` of the same file gives: (st_ino, st_size, st_mtime_ns, st_dev); the
+    #: middleware compares it with the descriptor it is about to send from.
     stat_key: tuple[int, int, int, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -72,10 +73,6 @@ class StoredFile:
         # gzip bytes must not revalidate them for an identity request (RFC 9110 §8.8.3).
         tag = f"{self.mtime_ns:x}-{self.size:x}"
         return tag if self.encoding is None else f"{tag}-{self.encoding}"
-
-    def is_same_file(self, st: os.stat_result) -> bool:
-        """Whether ``st`` (an ``fstat`` of an opened file) is the file this one describes."""
-        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_dev) == self.stat_key
 
 
 def _ranked(files: Mapping[str | None, StoredFile]) -> tuple[str | None, ...]:
