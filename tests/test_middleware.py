@@ -1,12 +1,15 @@
 """Tests of :class:`precomp_host.host.middleware.PrecomputedMiddleware`.
 
 The HTTP contract suite (``tests/contract``) runs against the middleware on a real threaded
-werkzeug server on a loopback port, in two configurations; the rest are unit tests of what the
-contract cannot see (fall-through to the wrapped app, the cache, no startup scan).
+werkzeug server on a loopback port, in three configurations; the rest are unit tests of what the
+contract cannot see (fall-through to the wrapped app, the cache, no startup scan). Resolution on
+its own is tested in ``test_resolve.py``.
 """
 
 from __future__ import annotations
 
+import io
+import os
 import socket
 import threading
 import time
@@ -17,9 +20,8 @@ from unittest import mock
 import pytest
 from werkzeug.serving import ThreadedWSGIServer
 from werkzeug.test import Client
-from werkzeug.wrappers import Response
 
-from precomp_host.core.encodings import GZIP, stream_decoder
+from precomp_host.core.encodings import GZIP, iter_decoded
 from precomp_host.core.layout import FLAT, mesh_manifest_fallbacks
 from precomp_host.host.middleware import READ_LIMIT, PrecomputedMiddleware, make_app
 from tests.contract.fixtures import write_contract_tree
@@ -186,7 +188,7 @@ def test_cache_entries_expire_after_their_ttl(tmp_path: Path) -> None:
     (tmp_path / "ds").mkdir()
     clock = [1000.0]
     app = PrecomputedMiddleware(None, tmp_path, cache_size=8, cache_ttl=1.0)
-    with mock.patch("precomp_host.host.middleware.time.monotonic", side_effect=lambda: clock[0]):
+    with mock.patch("precomp_host.host.resolve.time.monotonic", side_effect=lambda: clock[0]):
         assert app.find("/ds/info") is None
         (tmp_path / "ds" / "info").write_text("{}")
         clock[0] += 0.5
@@ -205,7 +207,7 @@ def test_cache_is_bounded(tmp_path: Path) -> None:
     app = PrecomputedMiddleware(None, tmp_path, cache_size=3)
     for i in range(10):
         assert app.find(f"/x/{i}") is None
-    assert len(app._cache) == 3
+    assert len(app.cache) == 3
 
 
 def test_first_response_does_not_depend_on_tree_size(tmp_path: Path) -> None:
@@ -253,18 +255,33 @@ def test_core_helpers_used_here() -> None:
     assert mesh_manifest_fallbacks("seg/mesh/12:0:0-1_0-1_0-1") == []
     data = bytes(range(256)) * 300
     coded = GZIP.compress(data)
-    feed = stream_decoder("gzip")
-    assert b"".join(feed(coded[i : i + 100]) for i in range(0, len(coded), 100)) == data
+    assert b"".join(iter_decoded(io.BytesIO(coded).read, "gzip", 100)) == data
 
 
-def test_wrapped_response_objects_are_closed(contract_root: Path) -> None:
-    """HEAD and 304 never open the file (filterwarnings=error catches a leaked handle)."""
-    client = Client(make_app(contract_root))
-    with client.head("/seg/8_8_8/0.shard") as r:
-        assert r.status_code == 200
-        assert r.headers["Content-Length"] == "3000"
-    resp = Response("x")
-    resp.close()
+def test_every_answer_closes_the_descriptor_it_opened(tmp_path: Path) -> None:
+    """Bodies are sent from raw descriptors, which no ResourceWarning reports: count them."""
+    data = bytes(range(256)) * 400
+    (tmp_path / "plain").write_bytes(data)
+    (tmp_path / "coded.gz").write_bytes(GZIP.compress(data))
+    client = Client(PrecomputedMiddleware(None, tmp_path, decode_in_memory_limit=1000))
+    with client.get("/plain") as r:
+        etag = r.headers["ETag"]
+    asks: list[tuple[str, str, dict[str, str]]] = [
+        ("GET", "/plain", {}),
+        ("HEAD", "/plain", {}),
+        ("GET", "/plain", {"If-None-Match": etag}),
+        ("GET", "/plain", {"Range": "bytes=5-9"}),
+        ("GET", "/plain", {"Range": "bytes=999999-"}),
+        ("GET", "/coded", {"Accept-Encoding": "gzip"}),
+        ("GET", "/coded", {}),
+        ("HEAD", "/coded", {}),
+        ("GET", "/coded", {"Range": "bytes=-5"}),
+    ]
+    before = len(os.listdir("/proc/self/fd"))
+    for method, url, headers in asks * 5:
+        with client.open(url, method=method, headers=headers) as r:
+            assert r.status_code in (200, 206, 304, 416), (method, url, headers)
+    assert len(os.listdir("/proc/self/fd")) == before
 
 
 def test_symlinks_inside_the_root_are_followed(tmp_path: Path) -> None:
@@ -346,3 +363,81 @@ def test_remembered_headers_are_not_shared_with_the_server(contract_root: Path) 
         again = _call(app, url, HTTP_ACCEPT_ENCODING=accept)[0]
         assert first == again
         assert ("X-Added-By-Server", "1") not in again
+
+
+# -- a body is always the bytes of one file (issue 11) ------------------------------------------
+
+
+def test_a_file_gone_since_it_was_resolved_is_a_404_with_cors(tmp_path: Path) -> None:
+    """A cached resolution of a file deleted since: a clean 404, not an exception (a 500)."""
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "c.gz").write_bytes(GZIP.compress(b"chunk" * 100))
+    client = Client(PrecomputedMiddleware(None, tmp_path, cache_size=8))
+    for accept in ("gzip", "identity"):
+        with client.get("/ds/c", headers={"Accept-Encoding": accept}) as r:
+            assert r.status_code == 200
+    (tmp_path / "ds" / "c.gz").unlink()
+    for accept in ("gzip", "identity"):
+        with client.get("/ds/c", headers={"Accept-Encoding": accept}) as r:
+            assert r.status_code == 404
+            assert r.headers["Access-Control-Allow-Origin"] == "*"
+
+
+@pytest.mark.parametrize("size", [100, READ_LIMIT + 5000])
+def test_a_file_replaced_since_it_was_resolved_is_sent_as_it_is_now(
+    tmp_path: Path, size: int
+) -> None:
+    """The length and validators come from the file that is sent, never from the cache."""
+    (tmp_path / "ds").mkdir()
+    path = tmp_path / "ds" / "c"
+    path.write_bytes(b"a" * size)
+    client = Client(PrecomputedMiddleware(None, tmp_path, cache_size=8))
+    with client.get("/ds/c") as r:
+        old_etag = r.headers["ETag"]
+    new = tmp_path / "ds" / ".c.partial"
+    new.write_bytes(b"b" * (size + 777))
+    os.replace(new, path)  # as a rebuild replaces it
+    with client.get("/ds/c") as r:
+        assert r.get_data() == b"b" * (size + 777)
+        assert r.headers["Content-Length"] == str(size + 777)
+        assert r.headers["ETag"] != old_etag
+    with client.get("/ds/c", headers={"If-None-Match": old_etag}) as r:
+        assert r.status_code == 200  # the old tag no longer validates
+
+
+def test_identity_from_a_sibling_is_decoded_in_bounded_pieces(tmp_path: Path) -> None:
+    """A gzip of zeros holds ~1000x its size: decoding it for an identity client must not
+    hold the whole in memory (the limit is on decoded bytes, not on the sibling's size)."""
+    decoded = 64 * 1024 * 1024
+    (tmp_path / "big.gz").write_bytes(GZIP.compress(bytes(decoded)))
+    app = PrecomputedMiddleware(None, tmp_path)
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/big", "HTTP_ACCEPT_ENCODING": "identity"}
+    got: list[tuple[str, str]] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc: Any = None) -> Any:
+        got.extend(headers)
+
+    body = app(environ, start_response)
+    try:
+        total = largest = 0
+        for piece in body:
+            total += len(piece)
+            largest = max(largest, len(piece))
+    finally:
+        getattr(body, "close", lambda: None)()
+    assert total == decoded
+    assert "Content-Length" not in dict(got)  # past decode_in_memory_limit: streamed
+    assert largest <= 256 * 1024
+
+
+def test_a_range_that_would_decode_past_the_limit_is_406_with_cors(tmp_path: Path) -> None:
+    (tmp_path / "c.gz").write_bytes(GZIP.compress(bytes(range(256)) * 40))
+    client = Client(PrecomputedMiddleware(None, tmp_path, decode_limit=5000))
+    with client.get("/c", headers={"Range": "bytes=0-9"}) as r:
+        assert r.status_code == 406
+        assert r.headers["Access-Control-Allow-Origin"] == "*"
+    client = Client(PrecomputedMiddleware(None, tmp_path, decode_limit=256 * 40))
+    with client.get("/c", headers={"Range": "bytes=-3"}) as r:
+        assert r.status_code == 206
+        assert r.get_data() == bytes([253, 254, 255])
+        assert r.headers["Content-Range"] == f"bytes {256 * 40 - 3}-{256 * 40 - 1}/{256 * 40}"
