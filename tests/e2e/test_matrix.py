@@ -96,7 +96,7 @@ def real_server(kind: str, root: Path) -> Iterator[str]:
             site_root = work / "root"
             shutil.copytree(root, site_root)
             site = deploy.Site.make(site_root, PREFIX)
-            (site_root / ".htaccess").write_text(deploy.render_apache(site, "htaccess"))
+            (site_root / ".htaccess").write_text(deploy.render("apache", site)[".htaccess"])
             server = RealServer("apache", work / kind, work / "site.conf")
             server.emitted.write_text(htaccess_host(site_root))
             with server:
@@ -110,13 +110,15 @@ def real_server(kind: str, root: Path) -> Iterator[str]:
             work / kind,
             work / "site.conf",
             listen_in_emitted=whole,
+            brotli=kind == "nginx-brotli",
         )
         listen = server.listen if whole else None
         if kind == "apache":
-            emitted = deploy.render_apache(deploy.Site.make(root, PREFIX, listen=listen))
+            emitted = deploy.render("apache", deploy.Site.make(root, PREFIX, listen=listen))
+            emitted = emitted["apache.conf"]
         else:
             site = deploy.Site.make(root, PREFIX, listen=listen, brotli=kind == "nginx-brotli")
-            emitted = deploy.render_nginx(site)
+            emitted = deploy.render("nginx", site)["nginx.conf"]
         server.emitted.write_text(emitted)
         with server:
             yield server.base_url + PREFIX
