@@ -517,7 +517,8 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
         for finding in survey.findings(args.target, deploy.survey_site(site), brotli=args.brotli):
             if finding.error:
                 raise CommandError(finding.message)
-            print(finding.message)
+            if not args.quiet:
+                print(finding.message)
     cache_control = args.cache_control or headers.DEPLOY_CACHE_CONTROL
     try:
         paths = deploy.write_files(

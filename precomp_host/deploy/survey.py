@@ -84,6 +84,7 @@ def survey(root: str | Path, datasets: Iterable[tuple[str, Dataset]]) -> TreeSur
     if not root.is_dir():
         return TreeSurvey.unknown()
     s = TreeSurvey()
+    s.symlinks += [e.name for e in _sample(root) if e.is_symlink()]
     for rel, dataset in datasets:
         s.datasets += 1
         folder = root / rel

@@ -114,8 +114,8 @@ def real_server(kind: str, root: Path) -> Iterator[str]:
         )
         listen = server.listen if whole else None
         if kind == "apache":
-            emitted = deploy.render("apache", deploy.Site.make(root, PREFIX, listen=listen))
-            emitted = emitted["apache.conf"]
+            site = deploy.Site.make(root, PREFIX, listen=listen)
+            emitted = deploy.render("apache", site)["apache.conf"]
         else:
             site = deploy.Site.make(root, PREFIX, listen=listen, brotli=kind == "nginx-brotli")
             emitted = deploy.render("nginx", site)["nginx.conf"]
