@@ -104,7 +104,7 @@ def serve(argv: list[str], port: int, env: dict[str, str]) -> list[int]:
 
 def nginx_site(
     base: Path, *, apply_steps: bool = True
-) -> tuple[list[str], subprocess.CompletedProcess[str]]:
+) -> tuple[list[int], subprocess.CompletedProcess[str]]:
     etc, prefix, port = "/etc/nginx", base / "etc-nginx", free_port()
     copy_tree(etc, prefix)
     # Debian's nginx was built with --prefix=/usr/share/nginx: modules/ is relative to it.
