@@ -22,7 +22,7 @@ from tests.contract.fixtures import write_contract_tree
 from tests.realservers import APACHE, NGINX, free_port, require, stop_process, wait_for_port
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 pytestmark = pytest.mark.slow
 
@@ -42,16 +42,21 @@ def base() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def copy_tree(etc: str, prefix: Path) -> None:
-    """``etc`` copied to ``prefix``, links resolved, every mention of ``etc`` moved there."""
-    shutil.copytree(etc, prefix, symlinks=False)
+def edit_configs(prefix: Path, edit: Callable[[str], str]) -> None:
+    """Every text file under ``prefix`` rewritten by ``edit``."""
     for path in prefix.rglob("*"):
         if path.is_file() and not path.is_symlink():
             try:
                 text = path.read_text()
             except UnicodeDecodeError:
                 continue
-            path.write_text(text.replace(etc, str(prefix)))
+            path.write_text(edit(text))
+
+
+def copy_tree(etc: str, prefix: Path) -> None:
+    """``etc`` copied to ``prefix``, links resolved, every mention of ``etc`` moved there."""
+    shutil.copytree(etc, prefix, symlinks=False)
+    edit_configs(prefix, lambda text: text.replace(etc, str(prefix)))
 
 
 def run_steps(steps: list[str], etc: str, prefix: Path, env: dict[str, str]) -> None:
@@ -66,15 +71,13 @@ def run_steps(steps: list[str], etc: str, prefix: Path, env: dict[str, str]) -> 
 
 def move_port(prefix: Path, port: int, patterns: tuple[str, ...]) -> None:
     """Port 80 -> ``port`` in every config file (``patterns``: regexes around the 80)."""
-    for path in prefix.rglob("*"):
-        if path.is_file() and not path.is_symlink():
-            try:
-                text = path.read_text()
-            except UnicodeDecodeError:
-                continue
-            for pattern in patterns:
-                text = re.sub(pattern, lambda m: m.group(1) + str(port), text)
-            path.write_text(text)
+
+    def edit(text: str) -> str:
+        for pattern in patterns:
+            text = re.sub(pattern, lambda m: m.group(1) + str(port), text)
+        return text
+
+    edit_configs(prefix, edit)
 
 
 def fetch_all(port: int) -> list[int]:
