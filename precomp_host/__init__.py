@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .core.layout import FLAT, LAYOUTS, NESTED, Layout
 from .core.model import ChunkKey, Dataset, InvalidInfoError, Scale
+from .core.sharding import InvalidShardingError, ShardingSpec
 
 __all__ = [
     "FLAT",
@@ -12,7 +13,9 @@ __all__ = [
     "ChunkKey",
     "Dataset",
     "InvalidInfoError",
+    "InvalidShardingError",
     "Layout",
     "Scale",
+    "ShardingSpec",
 ]
 __version__ = "0.1.0"

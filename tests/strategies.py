@@ -17,6 +17,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from precomp_host.core.model import DATA_TYPES, ChunkKey, Scale, Vec3
+from precomp_host.core.sharding import DATA_ENCODINGS, HASHES, ShardingSpec
 
 #: Characters of scale keys: what real keys use (``8_8_40``, ``s0``, ``4.5_4.5_40``) plus a few
 #: punctuation marks. No ``/`` (a key is one path segment) and no control characters.
@@ -26,7 +27,9 @@ SCALE_KEY_ALPHABET = string.ascii_letters + string.digits + "_-.:"
 DATASET_MEMBERS = frozenset(
     {"type", "data_type", "num_channels", "scales", "mesh", "segment_properties", "@type"}
 )
-SCALE_MEMBERS = frozenset({"key", "size", "resolution", "chunk_sizes", "voxel_offset", "encoding"})
+SCALE_MEMBERS = frozenset(
+    {"key", "size", "resolution", "chunk_sizes", "voxel_offset", "encoding", "sharding"}
+)
 
 
 @cache
@@ -117,9 +120,26 @@ def any_chunk_keys(draw: st.DrawFn) -> ChunkKey:
 
 
 @st.composite
+def sharding_specs(draw: st.DrawFn) -> ShardingSpec:
+    """Any valid spec, at the limits tensorstore enforces (minishard + shard bits <= 64)."""
+    minishard_bits = draw(st.integers(0, 60))
+    return ShardingSpec(
+        preshift_bits=draw(st.integers(0, 64)),
+        minishard_bits=minishard_bits,
+        shard_bits=draw(st.integers(0, 64 - minishard_bits)),
+        hash=draw(st.sampled_from(HASHES)),
+        minishard_index_encoding=draw(st.sampled_from(DATA_ENCODINGS)),
+        data_encoding=draw(st.sampled_from(DATA_ENCODINGS)),
+    )
+
+
+@st.composite
 def scale_jsons(draw: st.DrawFn, key: str) -> dict[str, Any]:
-    """One canonical ``scales`` entry (as ``Scale.to_json`` writes it), unknown members included."""
-    others = draw(st.lists(vec3s(1, 512), max_size=2))
+    """One canonical ``scales`` entry (as ``Scale.to_json`` writes it), unknown members included.
+
+    Sharded scales have a single chunk size (volume.md)."""
+    sharding = draw(st.none() | sharding_specs())
+    others = [] if sharding else draw(st.lists(vec3s(1, 512), max_size=2))
     return {
         "key": key,
         "size": list(draw(vec3s(1, 10**6))),
@@ -127,6 +147,7 @@ def scale_jsons(draw: st.DrawFn, key: str) -> dict[str, Any]:
         "chunk_sizes": [list(draw(vec3s(1, 512))), *(list(c) for c in others)],
         "voxel_offset": list(draw(vec3s(-(10**6), 10**6))),
         "encoding": draw(st.sampled_from(["raw", "jpeg", "png", "compressed_segmentation"])),
+        **({"sharding": sharding.to_json()} if sharding else {}),
         **draw(extra_members(SCALE_MEMBERS)),
     }
 

@@ -54,6 +54,8 @@ LIGHT_AT_IMPORT = frozenset({"cli", "package", "entry"})
 CORE_THIRD_PARTY: dict[str, frozenset[str]] = {
     "encodings": frozenset({"brotli", "deflate"}),
     "templates": frozenset({"jinja2"}),
+    # murmurhash3_x86_128 shard hashing (sharded.md), imported lazily: optional extra "sharded"
+    "sharding": frozenset({"mmh3"}),
 }
 
 

@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from precomp_host.cli.commands import ProgressView, main
+from precomp_host.cli.commands import COMMANDS, main
+from precomp_host.cli.progress import ProgressView
 from precomp_host.core.progress import Progress
 
 if TYPE_CHECKING:
@@ -469,7 +470,7 @@ def test_after_a_full_disk_a_rerun_succeeds(tmp_path: Path) -> None:
 # -- --help and progress ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["build", "--help"], ["sample", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], *([c, "--help"] for c in COMMANDS)])
 @pytest.mark.slow  # real processes
 def test_help_does_not_import_numpy(argv: list[str]) -> None:
     code = (
@@ -479,7 +480,8 @@ def test_help_does_not_import_numpy(argv: list[str]) -> None:
         f"    main({argv!r})\n"
         "except SystemExit as e:\n"
         "    assert e.code == 0, e.code\n"
-        "heavy = [m for m in ('numpy', 'tifffile', 'PIL', 'tensorstore') if m in sys.modules]\n"
+        "heavy = ('numpy', 'tifffile', 'PIL', 'tensorstore', 'watchdog', 'jinja2', 'brotli')\n"
+        "heavy = [m for m in heavy if m in sys.modules]\n"
         "print('HEAVY', heavy, file=sys.stderr)\n"
     )
     result = subprocess.run(
@@ -573,7 +575,7 @@ def test_progress_view_draws_a_bar_with_rate_and_eta_on_a_tty(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     clock = [1000.0]  # the redraw throttle reads time.monotonic(); make it deterministic
-    monkeypatch.setattr("precomp_host.cli.commands.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("precomp_host.cli.progress.time.monotonic", lambda: clock[0])
     stream = io.StringIO()
     view = ProgressView(stream, "img", tty=True)
     view(Progress(done=5, total=10, bytes_written=2_500_000, elapsed=2.5))

@@ -384,7 +384,7 @@ def _tree(tmp_path: Path, suffixes: tuple[str, ...]) -> Path:
 
 
 def test_findings_say_what_the_target_will_do(tmp_path: Path) -> None:
-    br_only = survey.survey(_tree(tmp_path, (".br",)), deploy.find_datasets(tmp_path / "root"))
+    br_only = survey.survey(_tree(tmp_path, (".br",)))
     assert (br_only.br_only, br_only.flat, br_only.nested) == (1, True, False)
     errors = [f for f in survey.findings("nginx", br_only) if f.error]
     assert len(errors) == 1
@@ -392,7 +392,7 @@ def test_findings_say_what_the_target_will_do(tmp_path: Path) -> None:
     assert not any(f.error for f in survey.findings("nginx", br_only, brotli=True))
     assert any("406" in f.message for f in survey.findings("apache", br_only))
     shutil.rmtree(tmp_path / "root")
-    gz_only = survey.survey(_tree(tmp_path, (".gz",)), deploy.find_datasets(tmp_path / "root"))
+    gz_only = survey.survey(_tree(tmp_path, (".gz",)))
     assert any(".htaccess" in f.message and "406" in f.message
                for f in survey.findings("apache", gz_only))  # fmt: skip
     assert not any(".htaccess" in f.message for f in survey.findings("nginx", gz_only))

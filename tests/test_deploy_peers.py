@@ -4,16 +4,19 @@ stored only compressed. Every chunk, by its URL, through real nginx (with and wi
 module) and Apache (vhost and ``.htaccess``): a browser gets a coding it accepts that decodes to
 the stored data; a client without any gets the decoded bytes or a 406, never a 404.
 
-The trees are made by the peers themselves in their own venv (``PEERS_PYTHON``, default
-``benchmarks/.venv-peers/bin/python``); without one this module is skipped, and the contract
-tree's ``ngs-gz``, ``flat-gz`` and ``img-br`` resources (the same layouts) still run everywhere.
+The trees are made by the peers themselves: in this venv with the ``test-peers`` extra, or in
+``PEERS_PYTHON`` / ``benchmarks/.venv-peers``; without them this module is skipped, and the
+contract tree's ``ngs-gz``, ``flat-gz`` and ``img-br`` resources (the same layouts) still run
+everywhere.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,7 +36,18 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parent.parent
-PEERS_PYTHON = Path(os.environ.get("PEERS_PYTHON", REPO / "benchmarks/.venv-peers/bin/python"))
+
+
+def _peers_python() -> Path:
+    """``PEERS_PYTHON``, else this Python with the ``test-peers`` extra, else the benchmarks'."""
+    if "PEERS_PYTHON" in os.environ:
+        return Path(os.environ["PEERS_PYTHON"])
+    if all(importlib.util.find_spec(m) for m in ("cloudvolume", "neuroglancer_scripts")):
+        return Path(sys.executable)
+    return REPO / "benchmarks/.venv-peers/bin/python"
+
+
+PEERS_PYTHON = _peers_python()
 PREFIX = "/data"
 BROWSER = "gzip, deflate, br, zstd"
 

@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING
 import pytest
 
 from precomp_host.core.encodings import GZIP
+from precomp_host.core.headers import REVALIDATE
 from precomp_host.core.templates import environment, templates_dir
-from precomp_host.host.devserver import DevServer, fragment, summarize
+from precomp_host.core.viewer import fragment
+from precomp_host.host.devserver import EVENTS_ROUTE, DevServer, summarize
 from tests.contract.fixtures import write_contract_tree
 from tests.contract.suite import ContractServer, ContractSuite
 from tests.e2e.viewer import CHROMIUM, CHROMIUM_ARGS
@@ -158,19 +160,14 @@ def read_event_stream(url: str, path: str, until: bytes, timeout: float = 10) ->
 
 
 def test_epoch_event_stream(server: DevServer) -> None:
-    assert b"data: 0" in read_event_stream(server.url, "/__precomp__/events", b"data: 0")
+    assert b"data: 0" in read_event_stream(server.url, EVENTS_ROUTE, b"data: 0")
     server.epoch.bump()
-    assert b"data: 1" in read_event_stream(server.url, "/__precomp__/events", b"data: 1")
+    assert b"data: 1" in read_event_stream(server.url, EVENTS_ROUTE, b"data: 1")
 
 
 def test_neuroglancer_event_stream_answers(server: DevServer) -> None:
     got = read_event_stream(server.url, "/events/precomp?c=1&gc=0", b"precomp-host")
     assert got.startswith(b":")
-
-
-def test_fragment_round_trips() -> None:
-    state = {"layers": [{"source": "precomputed://http://127.0.0.1:1/a b", "type": "image"}]}
-    assert json.loads(urllib.parse.unquote(fragment(state)[2:])) == state
 
 
 # -- live reload in a real browser -----------------------------------------------------------
@@ -291,3 +288,12 @@ def test_serve_runs_in_a_process_until_interrupted(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_pages_follow_the_events_route(server: DevServer) -> None:
+    # The route is handed to the templates: the pages subscribe to the stream the server answers.
+    for path in ("/", "/viewer/"):
+        status, headers, body = get(server.url, path)
+        assert status == 200
+        assert headers["Cache-Control"] == REVALIDATE
+        assert f"new EventSource({json.dumps(EVENTS_ROUTE)})" in body.decode(), path

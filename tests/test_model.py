@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from precomp_host.core.model import ChunkKey, Dataset, InvalidInfoError, Scale, scale_key_for
+from precomp_host.core.sharding import ShardingSpec
 from tests.strategies import chunk_keys, dataset_jsons, scales
 
 # The example of neuroglancer's volume.md, with one member of our own at each level.
@@ -42,6 +43,18 @@ EXAMPLE: dict[str, Any] = {
     ],
     "mesh": "mesh",
     "lab:notes": ["kept", 1, None],
+}
+
+
+# The sharding member of tensorstore's metadata_test.cc example scale.
+SHARDING: dict[str, Any] = {
+    "@type": "neuroglancer_uint64_sharded_v1",
+    "preshift_bits": 9,
+    "hash": "identity",
+    "minishard_bits": 6,
+    "shard_bits": 11,
+    "minishard_index_encoding": "gzip",
+    "data_encoding": "gzip",
 }
 
 
@@ -94,6 +107,39 @@ def test_integral_resolution_is_written_as_integer() -> None:
     assert scale_key_for((4.5, 4.5, 40)) == "4.5_4.5_40"
 
 
+def test_sharded_scale_round_trips_typed() -> None:
+    d = _scale_info(sharding=SHARDING)
+    ds = Dataset.from_json(d)
+    s = ds.scales[0]
+    assert s.is_sharded
+    assert not ds.scales[1].is_sharded
+    assert s.sharding == ShardingSpec(
+        preshift_bits=9,
+        minishard_bits=6,
+        shard_bits=11,
+        hash="identity",
+        minishard_index_encoding="gzip",
+        data_encoding="gzip",
+    )
+    assert "sharding" not in s.extra
+    assert ds.to_json() == d
+    assert "sharding" not in ds.scales[1].to_json()
+
+
+def test_sharding_encodings_default_to_raw_and_are_written() -> None:
+    sharding = {k: v for k, v in SHARDING.items() if not k.endswith("encoding")}
+    s = Dataset.from_json(_scale_info(sharding=sharding)).scales[0]
+    assert s.sharding is not None
+    assert (s.sharding.data_encoding, s.sharding.minishard_index_encoding) == ("raw", "raw")
+    written = s.to_json()["sharding"]
+    assert (written["data_encoding"], written["minishard_index_encoding"]) == ("raw", "raw")
+
+
+def test_invalid_sharding_names_the_scale() -> None:
+    with pytest.raises(InvalidInfoError, match="scale 8_8_40: sharding shard_bits"):
+        Dataset.from_json(_scale_info(sharding={**SHARDING, "shard_bits": 60}))
+
+
 def test_scale_lookup() -> None:
     ds = Dataset.from_json(EXAMPLE)
     assert ds.scale("16_16_40") is ds.scales[1]
@@ -138,6 +184,12 @@ def test_scale_lookup() -> None:
         pytest.param(_scale_info(chunk_sizes=[64, 64, 64]), id="chunk_sizes-flat"),
         pytest.param(_scale_info(chunk_sizes=[[64, 0, 64]]), id="chunk_size-zero"),
         pytest.param(_scale_info(chunk_sizes=[[64, 64, 64], [1, 1]]), id="other-chunk-size-2d"),
+        pytest.param(_scale_info(sharding={"@type": "x"}), id="sharding-bad-type"),
+        pytest.param(_scale_info(sharding=[]), id="sharding-not-object"),
+        pytest.param(
+            _scale_info(sharding=SHARDING, chunk_sizes=[[64, 64, 64], [32, 32, 32]]),
+            id="sharded-with-two-chunk-sizes",
+        ),
         pytest.param(_scale_info(voxel_offset=[0, 0]), id="voxel_offset-2d"),
         pytest.param(_scale_info(voxel_offset=[0, 0.5, 0]), id="voxel_offset-float"),
         pytest.param(_scale_info(encoding=1), id="encoding-not-string"),

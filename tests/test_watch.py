@@ -17,7 +17,7 @@ from watchdog.events import (
     FileOpenedEvent,
 )
 
-from precomp_host.host.watch import DataWatcher, Epoch, find_datasets
+from precomp_host.host.watch import DataWatcher, Epoch
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -36,12 +36,6 @@ def root(tmp_path: Path) -> Path:
 
 def watcher(root: Path) -> DataWatcher:
     return DataWatcher(root, lambda changed: None)
-
-
-def test_find_datasets_stops_at_info(root: Path) -> None:
-    assert find_datasets(root) == ["a", "b", "group/c"]
-    (root / "info").write_text("{}")
-    assert find_datasets(root) == [""]
 
 
 def test_info_rewrite_reports_its_dataset(root: Path) -> None:

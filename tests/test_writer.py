@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import random
 from typing import TYPE_CHECKING
 
 import pytest
 
-from precomp_host.build.writer import DatasetWriter
+from precomp_host.build.writer import DatasetWriter, DiskFullError
 from precomp_host.core.encodings import BROTLI, GZIP
 from precomp_host.core.layout import NESTED, TMP_DIR
 
@@ -70,3 +71,29 @@ def test_brotli_only_request_keeps_a_plain_file(tmp_path: Path) -> None:
 def test_unknown_encoding_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="zstd"):
         DatasetWriter(tmp_path, NESTED, compress=("gzip", "zstd"))
+
+
+def test_open_atomic_streams_a_plain_file_into_place(writer: DatasetWriter) -> None:
+    with writer.open_atomic("s/0.shard") as f:
+        f.write(SMOOTH)
+        f.write(SMOOTH)
+        assert not (writer.root / "s/0.shard").exists()  # only at the end of the block
+    assert stored(writer.root) == {"s/0.shard"}  # no siblings, temporary file gone
+    assert (writer.root / "s/0.shard").read_bytes() == SMOOTH * 2
+
+
+@pytest.mark.parametrize(
+    ("error", "raised"),
+    [(OSError(errno.ENOSPC, "no space"), DiskFullError), (RuntimeError("boom"), RuntimeError)],
+)
+def test_open_atomic_leaves_nothing_on_error(
+    writer: DatasetWriter, error: Exception, raised: type[Exception]
+) -> None:
+    def write_then_fail() -> None:
+        with writer.open_atomic("s/0.shard") as f:
+            f.write(SMOOTH)
+            raise error
+
+    with pytest.raises(raised):
+        write_then_fail()
+    assert stored(writer.root) == set()

@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .chunk_codecs import ChunkCodec, make_codec
 from ..core.layout import LAYOUTS
-from .plan import plan_dataset
 from ..core.progress import Progress
+from .chunk_codecs import ChunkCodec, make_codec
+from .plan import plan_dataset
 from .pyramid import DOWNSAMPLERS, Downsampler
 from .segmentation import (
     MESH_JOURNAL_DIR,

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..core.model import box_name
 from .meshes import (
     MESH_INFO,
     REGION_SIZE,
@@ -35,7 +36,6 @@ from .meshes import (
     manifest_name,
     mesh_region,
 )
-from ..core.model import box_name
 from .segment_properties import (
     SEGMENT_PROPERTIES_DIR,
     SegmentRow,

@@ -19,6 +19,7 @@ which is what ``--resume`` checks (:meth:`DatasetWriter.is_complete`).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -32,7 +33,8 @@ from ..core.encodings import ENCODINGS, GZIP, worth_storing
 from ..core.layout import PARTIAL_SUFFIX, TMP_DIR
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
+    from typing import BinaryIO
 
     from ..core.layout import Layout
     from ..core.model import ChunkKey, Dataset
@@ -114,18 +116,32 @@ class DatasetWriter:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def _write_atomic(self, final: Path, data: bytes) -> None:
+    @contextlib.contextmanager
+    def _open_atomic(self, final: Path) -> Iterator[BinaryIO]:
         self._ensure_dir(final.parent)
         tmp = self.tmp / f"{uuid.uuid4().hex}{PARTIAL_SUFFIX}"
         try:
             with open(tmp, "wb") as f:
-                f.write(data)
+                yield f
             os.replace(tmp, final)
         except OSError as e:
             tmp.unlink(missing_ok=True)
             if e.errno in _DISK_FULL:
                 raise DiskFullError(e.errno, f"disk full while writing {final}") from None
             raise
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def _write_atomic(self, final: Path, data: bytes) -> None:
+        with self._open_atomic(final) as f:
+            f.write(data)
+
+    def open_atomic(self, rel_path: str) -> contextlib.AbstractContextManager[BinaryIO]:
+        """A file to stream ``rel_path`` into, renamed into place when the block ends without
+        an error (removed otherwise). Stored plain, without siblings: for files read with
+        Range and too large to hold in memory (shards)."""
+        return self._open_atomic(self._final(rel_path))
 
     def put(self, rel_path: str, data: bytes, *, precompress: bool = True) -> int:
         """Write ``data`` at ``rel_path`` with its effective siblings; returns bytes stored."""

@@ -1,7 +1,8 @@
 """The ``precomp-host`` command: the only place that prints or draws progress.
 
-``main`` parses the arguments and calls the wings lazily, so ``--help`` imports neither numpy
-nor watchdog.
+``commands`` holds the table of subcommands and ``main``; ``build`` (build, sample), ``serve`` and
+``deploy`` each add their arguments and run their wing, imported lazily so that ``--help``
+imports neither numpy nor watchdog; ``options`` and ``progress`` are what they share.
 """
 
 from __future__ import annotations

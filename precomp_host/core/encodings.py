@@ -45,6 +45,9 @@ class ContentEncoding:
     suffix: str  # the sibling's suffix on disk
     compress: Callable[[bytes], bytes]
     decompress: Callable[[bytes], bytes]
+    #: Other tokens a client may send for this coding; they count only when ``name`` itself is
+    #: not listed in ``Accept-Encoding``.
+    aliases: tuple[str, ...] = ()
 
 
 def gzip_compress(data: bytes, level: int = GZIP_LEVEL) -> bytes:
@@ -68,7 +71,8 @@ def brotli_decompress(data: bytes) -> bytes:
     return bytes(brotli.decompress(data))
 
 
-GZIP = ContentEncoding("gzip", ".gz", gzip_compress, gzip_decompress)
+# RFC 9110 §8.4.1.3: a recipient should treat x-gzip as equivalent to gzip.
+GZIP = ContentEncoding("gzip", ".gz", gzip_compress, gzip_decompress, aliases=("x-gzip",))
 BROTLI = ContentEncoding("br", ".br", brotli_compress, brotli_decompress)
 
 #: Every content encoding we store or serve, by HTTP token, in order of preference on a tie.
@@ -142,8 +146,8 @@ def choose(accept_encoding: str | None, variants: Mapping[str | None, float]) ->
             q = accepted.get("identity", star if star == 0 else None)
             return q is None or q > 0
         q = accepted.get(name)
-        if q is None and name == "gzip":
-            q = accepted.get("x-gzip")  # RFC 9110 §8.4.1.3: equivalent to gzip
+        for alias in ENCODINGS[name].aliases:
+            q = accepted.get(alias) if q is None else q
         if q is None:
             # "*" stands for codings not listed, but never turns compression on by itself
             # when identity exists (whitenoise test_get_accept_star).

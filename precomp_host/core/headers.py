@@ -17,9 +17,16 @@ ALLOW_HEADERS = ("Range", "If-None-Match", "If-Modified-Since", "Cache-Control")
 #: How long a browser may cache a preflight answer, in seconds.
 PREFLIGHT_MAX_AGE = 86400
 
-#: Cache-Control for the dev server: always revalidate (cheap 304s with ETag) so a rebuilt
-#: dataset shows at once; deployments choose their own.
-DEV_CACHE_CONTROL = "no-cache"
+#: Cache-Control of a response that may be stored but must be revalidated before every use
+#: (RFC 9111 §5.2.2.4): a cheap 304 with the ETag, and a changed file shows at once.
+REVALIDATE = "no-cache"
+#: Cache-Control of a file whose name changes with its content (a hashed bundle file): a year
+#: (RFC 2616 §14.21's customary ceiling) and no revalidation even on reload (RFC 8246).
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+#: Cache-Control for the dev server's data: always revalidate, so a rebuilt dataset shows at
+#: once; deployments choose their own (:data:`DEPLOY_CACHE_CONTROL`).
+DEV_CACHE_CONTROL = REVALIDATE
 
 
 def cors_headers() -> dict[str, str]:

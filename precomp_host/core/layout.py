@@ -100,7 +100,7 @@ class NestedLayout(Layout):
         return nested_url(url_path)
 
 
-#: Files in progress: the generator writes each file as ``<TMP_DIR>/<name><PARTIAL_SUFFIX>`` inside
+#: Files in progress: the generator writes each file as ``<TMP_DIR>/<uuid><PARTIAL_SUFFIX>`` inside
 #: the dataset and renames it into place. The watcher takes a ``.partial`` file as "a build is
 #: running here"; uploads and servers never publish such files.
 TMP_DIR = ".precomp-tmp"

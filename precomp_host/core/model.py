@@ -4,7 +4,8 @@ The central class is :class:`Dataset` (the whole ``info``), made of :class:`Scal
 which tiles its voxel box ``[voxel_offset, voxel_offset + size)`` with :class:`ChunkKey` boxes.
 Members this module does not model are kept in ``extra`` and written back unchanged, as
 tensorstore's ``extra_attributes`` are (neuroglancer ``src/datasource/precomputed/volume.md``).
-Standard library only: everything else in the package builds on this module.
+A scale's ``sharding`` member is typed (:class:`~.sharding.ShardingSpec`). Standard library and
+``core.sharding`` only: everything else in the package builds on this module.
 """
 
 from __future__ import annotations
@@ -12,12 +13,23 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+from .sharding import InvalidShardingError, ShardingSpec
 
 Vec3 = tuple[int, int, int]
 Res3 = tuple[float, float, float]
 VolumeType = Literal["image", "segmentation"]
+#: The ``type`` values of an ``info``, the default (``image``) first.
+VOLUME_TYPES: tuple[VolumeType, ...] = get_args(VolumeType)
+
+#: The file that makes a folder a dataset (and a mesh or segment-property folder one of its
+#: parts); written last by the build, so its appearance means "complete".
+INFO_NAME = "info"
+#: ``@type`` of a mesh folder's ``info`` (neuroglancer ``src/datasource/precomputed/meshes.md``).
+LEGACY_MESH_TYPE = "neuroglancer_legacy_mesh"
+MULTILOD_MESH_TYPE = "neuroglancer_multilod_draco"
 
 #: Data types the spec allows for ``data_type``.
 DATA_TYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "float32")
@@ -124,7 +136,13 @@ class Scale:
     encoding: str = "raw"
     #: Further ``chunk_sizes`` entries after the first, which is the one we write.
     other_chunk_sizes: tuple[Vec3, ...] = ()
+    #: How chunks are stored: one file each (``None``) or in shard files (sharded.md).
+    sharding: ShardingSpec | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_sharded(self) -> bool:
+        return self.sharding is not None
 
     @property
     def stop(self) -> Vec3:
@@ -194,10 +212,18 @@ class Scale:
         if not isinstance(sizes, Sequence) or not sizes:
             raise InvalidInfoError(f"scale {key}: chunk_sizes must be a non-empty list")
         chunk_sizes = [_vec3(c, f"scale {key}: chunk_sizes", positive=True) for c in sizes]
-        known = {"key", "size", "resolution", "chunk_sizes", "voxel_offset", "encoding"}
+        known = {"key", "size", "resolution", "chunk_sizes", "voxel_offset", "encoding", "sharding"}
         encoding = obj.get("encoding", "raw")
         if not isinstance(encoding, str):
             raise InvalidInfoError(f"scale {key}: encoding must be a string")
+        sharding = None
+        if obj.get("sharding") is not None:
+            try:
+                sharding = ShardingSpec.from_json(obj["sharding"])
+            except InvalidShardingError as e:
+                raise InvalidInfoError(f"scale {key}: {e}") from None
+            if len(chunk_sizes) != 1:  # volume.md: a sharded scale has a single chunk size
+                raise InvalidInfoError(f"scale {key}: a sharded scale has one chunk size")
         return cls(
             key=key,
             size=_vec3(obj.get("size"), f"scale {key}: size", positive=True),
@@ -206,6 +232,7 @@ class Scale:
             voxel_offset=_vec3(obj.get("voxel_offset", [0, 0, 0]), f"scale {key}: voxel_offset"),
             encoding=encoding,
             other_chunk_sizes=tuple(chunk_sizes[1:]),
+            sharding=sharding,
             extra={k: v for k, v in obj.items() if k not in known},
         )
 
@@ -217,6 +244,7 @@ class Scale:
             "chunk_sizes": [list(self.chunk_size), *(list(c) for c in self.other_chunk_sizes)],
             "voxel_offset": list(self.voxel_offset),
             "encoding": self.encoding,
+            **({"sharding": self.sharding.to_json()} if self.sharding is not None else {}),
             **self.extra,
         }
 
@@ -292,6 +320,3 @@ class Dataset:
             out["segment_properties"] = self.segment_properties
         out.update((k, v) for k, v in self.extra.items() if k != "@type")
         return out
-
-    def with_scales(self, scales: Sequence[Scale]) -> Dataset:
-        return replace(self, scales=tuple(scales))

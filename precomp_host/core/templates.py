@@ -20,8 +20,9 @@ HTML_EXTENSIONS = ("html", "html.j2", "htm", "xml")
 def templates_dir() -> Path:
     """The folder holding the ``*.j2`` templates."""
     spec = importlib.util.find_spec("precomp_host.templates")
-    # submodule_search_locations, not importlib.resources.files(): templates/ has no
-    # __init__.py, and for a namespace package files() returns a MultiplexedPath, not a folder.
+    # The spec's folder, without importing the package: its __init__.py only exists so that
+    # setuptools ships templates/ as precomp_host.templates, and an editable install maps the
+    # name to the repository's folder the same way.
     if spec is not None and spec.submodule_search_locations:
         return Path(next(iter(spec.submodule_search_locations)))
     return Path(__file__).resolve().parents[2] / "templates"

@@ -1,12 +1,12 @@
 """Object stores (S3, GCS) for a folder of datasets: one :class:`StoreObject` per URL.
 
 An object store cannot negotiate or rewrite: each URL Neuroglancer asks for must be one object,
-under its flat name (:data:`~precomp_host.layout.FLAT`), stored as the bytes every browser can
+under its flat name (:data:`~precomp_host.core.layout.FLAT`), stored as the bytes every browser can
 take. :func:`plan_objects` decides them from the tree without reading data: the ``.gz`` sibling
 with ``Content-Encoding: gzip`` when there is one (every browser accepts gzip; br is not
 universal and S3 cannot choose), the plain file for files read with ``Range`` (shards,
 multi-resolution mesh data: "sharded data must be served without any Content-Encoding"),
-Content-Type from :mod:`~precomp_host.media_types`. :func:`upload_s3` sends them with boto3
+Content-Type from :mod:`~precomp_host.core.media_types`. :func:`upload_s3` sends them with boto3
 (optional extra ``s3``), skipping objects already there with the same size and MD5 ETag, so an
 interrupted upload resumes; :func:`write_gcs_staging` lays them out for ``gcloud storage cp``.
 The bucket settings (CORS rules, public-read policy) are rendered here too, from
@@ -28,16 +28,13 @@ from typing import TYPE_CHECKING, Any
 
 from ..core import headers, layout, media_types
 from ..core.encodings import BY_SUFFIX, ENCODINGS, GZIP
+from ..core.model import INFO_NAME, LEGACY_MESH_TYPE, MULTILOD_MESH_TYPE
 from ..core.progress import Progress
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
 log = logging.getLogger(__name__)
-
-#: Mesh info ``@type`` values (spec: meshes.md) and what their files need.
-_LEGACY_MESH = "neuroglancer_legacy_mesh"
-_MULTILOD_MESH = "neuroglancer_multilod_draco"
 
 
 _SUFFIX_OF = {e.name: suffix for suffix, e in BY_SUFFIX.items()}
@@ -57,7 +54,7 @@ class StoreObject:
     def is_info(self) -> bool:
         """An ``info`` file: it announces a complete dataset (or mesh or property set), so it
         is stored after everything else."""
-        return self.key.rpartition("/")[2] == "info"
+        return self.key.rpartition("/")[2] == INFO_NAME
 
     def body(self) -> bytes:
         data = self.path.read_bytes()
@@ -70,7 +67,7 @@ class StoreObject:
 def _mesh_type(folder: Path) -> str | None:
     """The ``@type`` of ``folder/info`` when it is a mesh (or any) info, else None."""
     try:
-        doc = json.loads((folder / "info").read_text())
+        doc = json.loads((folder / INFO_NAME).read_text())
     except (OSError, ValueError):
         return None
     kind = doc.get("@type") if isinstance(doc, dict) else None
@@ -84,7 +81,7 @@ def _object_key(rel: str, mesh_type: str | None, names: set[str]) -> str:
         return layout.FLAT.path_for(key)
     # A colon-free legacy manifest (<id> or <id>.json): the store cannot fall back, so the
     # object gets the name Neuroglancer asks for (unless the real <id>:0 is there too).
-    url = layout.mesh_manifest_url(rel) if mesh_type == _LEGACY_MESH else None
+    url = layout.mesh_manifest_url(rel) if mesh_type == LEGACY_MESH_TYPE else None
     if url is not None and url.rpartition("/")[2] not in names:
         return url
     return rel
@@ -97,7 +94,7 @@ def _choose(plain: Path, key: str, stored: set[str | None], mesh_type: str | Non
         return plain.with_name(plain.name + _SUFFIX_OF[coding])
 
     # Read with Range (spec: sharded.md, meshes.md): stored plain, never with a coding.
-    ranged = key.endswith(".shard") or (mesh_type == _MULTILOD_MESH and "." not in plain.name)
+    ranged = key.endswith(".shard") or (mesh_type == MULTILOD_MESH_TYPE and "." not in plain.name)
     if ranged and None not in stored:
         coding = GZIP.name if GZIP.name in stored else sorted(c for c in stored if c)[0]
         return StoreObject(key, sibling(coding), media, None, recode=coding)
@@ -222,7 +219,7 @@ def upload_s3(
         if obj.content_encoding is not None:
             extra["ContentEncoding"] = obj.content_encoding
         if obj.path == site_index:
-            extra["CacheControl"] = "no-cache"
+            extra["CacheControl"] = headers.REVALIDATE
         client.put_object(Bucket=bucket, Key=key, Body=data, **extra)
         return len(data)
 
@@ -271,7 +268,7 @@ def render_s3_cors() -> str:
 
 
 def cors_rule() -> dict[str, Any]:
-    """One S3 CORS rule granting what :mod:`~precomp_host.headers` grants everywhere."""
+    """One S3 CORS rule granting what :mod:`~precomp_host.core.headers` grants everywhere."""
     return {
         "AllowedOrigins": [headers.cors_headers()["Access-Control-Allow-Origin"]],
         "AllowedMethods": [m for m in headers.ALLOW_METHODS if m != "OPTIONS"],

@@ -3,13 +3,14 @@
 The central function is :func:`render`, which turns a :class:`Site` (what is served where) into
 the text of one target's files; the nginx and Apache configs are rendered by
 :mod:`~precomp_host.deploy.servers` for what :func:`~precomp_host.deploy.survey.survey` finds in
-the tree. :func:`write_files` writes a target's files into a folder (and the site's
-``index.html`` into the root); uploads to S3 live in :mod:`precomp_host.deploy.objectstores`.
+the tree. :func:`write_files` writes a target's files into a folder, and :func:`render_index`
+the site's ``index.html`` into the root (the datasets of
+:func:`~precomp_host.core.datasets.find_datasets`, the links of :mod:`~precomp_host.core.viewer`);
+uploads to S3 and GCS live in :mod:`precomp_host.deploy.objectstores`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -18,7 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..core import headers
-from ..core.model import Dataset, InvalidInfoError
+from ..core.datasets import dataset_name, find_datasets, read_dataset
+from ..core.viewer import PAGE_BASE, page_relative_link
 from .objectstores import (
     render_gcs_cors,
     render_s3_cors,
@@ -33,17 +35,13 @@ from .servers import (
     render_template,
 )
 from .survey import TreeSurvey, survey
+from .targets import Target
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
-Target = Literal["nginx", "apache", "s3", "gcs"]
-TARGETS: tuple[Target, ...] = ("nginx", "apache", "s3", "gcs")
-
-#: The public app that opens a dataset link of the index page.
-NEUROGLANCER_APP = "https://neuroglancer-demo.appspot.com/"
 @dataclass(frozen=True)
 class Site:
     """A folder of datasets served at a URL prefix.
@@ -73,40 +71,22 @@ class Site:
 
 def survey_site(site: Site) -> TreeSurvey:
     """What the server configs need to know of the site's tree (see :func:`survey`)."""
-    if not site.root.is_dir():
-        return TreeSurvey.unknown()
-    return survey(site.root, find_datasets(site.root))
-
-
-def find_datasets(root: Path) -> list[tuple[str, Dataset]]:
-    """``(relative path, Dataset)`` for the root itself or each folder below it with an info.
-
-    Looks one and two levels down only (``root/ds/info``, ``root/group/ds/info``): listing
-    the datasets must not walk millions of chunk folders.
-    """
-    found: list[tuple[str, Dataset]] = []
-    candidates = [root, *sorted(p for p in root.iterdir() if p.is_dir())]
-    candidates += [q for p in candidates[1:] for q in sorted(p.iterdir()) if q.is_dir()]
-    for folder in candidates:
-        info = folder / "info"
-        if not info.is_file():
-            continue
-        if any(folder.is_relative_to(d) and folder != d for d in (root / r for r, _ in found)):
-            continue  # a dataset's own subfolder (mesh/, segment_properties/)
-        try:
-            dataset = Dataset.from_json(json.loads(info.read_text()))
-        except (ValueError, InvalidInfoError) as exc:
-            log.warning("skipping %s: %s", info, exc)
-            continue
-        rel = folder.relative_to(root).as_posix()
-        found.append(("" if rel == "." else rel, dataset))
-    return found
+    return survey(site.root)
 
 
 def render_index(site: Site) -> str:
-    """The site's ``index.html``: each dataset with a link that opens it in Neuroglancer."""
+    """The site's ``index.html``: each dataset with a link that opens it in Neuroglancer.
+
+    The datasets are :func:`~precomp_host.core.datasets.find_datasets`' (the dev server lists
+    the same); a folder whose ``info`` cannot be read is left out with a warning.
+    """
     rows = []
-    for rel, ds in find_datasets(site.root):
+    for rel in find_datasets(site.root):
+        try:
+            ds = read_dataset(site.root / rel)
+        except (OSError, ValueError) as exc:
+            log.warning("skipping %s: %s", site.root / rel, exc)
+            continue
         scale = ds.scales[0]
         rows.append(
             {
@@ -118,9 +98,10 @@ def render_index(site: Site) -> str:
                 "resolution": " × ".join(f"{r:g}" for r in scale.resolution),
                 "scales": len(ds.scales),
                 "encoding": scale.encoding,
+                "link": page_relative_link(rel, ds.type, dataset_name(site.root, rel)),
             }
         )
-    return render_template("site-index.html.j2", datasets=rows, app=NEUROGLANCER_APP)
+    return render_template("site-index.html.j2", datasets=rows, page_base=PAGE_BASE)
 
 
 def render(target: Target, site: Site, bucket: str = "BUCKET") -> dict[str, str]:

@@ -13,15 +13,11 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
 
 from ..core import layout
+from ..core.datasets import find_datasets, read_dataset
 from ..core.encodings import BROTLI, GZIP
-
-if TYPE_CHECKING:
-    from collections.abc import Iterable
-
-    from ..core.model import Dataset
+from .targets import Target
 
 #: Entries looked at per folder: enough to see the layout and the stored variants.
 SAMPLE = 64
@@ -77,15 +73,19 @@ def _count_files(s: TreeSurvey, entries: list[os.DirEntry[str]]) -> None:
             s.shards = s.shards or name.endswith(".shard")
 
 
-def survey(root: str | Path, datasets: Iterable[tuple[str, Dataset]]) -> TreeSurvey:
-    """Sample ``datasets`` (``(path relative to root, Dataset)``, as
-    :func:`~precomp_host.deploy.site.find_datasets` lists them) under ``root``."""
+def survey(root: str | Path) -> TreeSurvey:
+    """Sample the datasets under ``root`` (:func:`~precomp_host.core.datasets.find_datasets`;
+    one whose ``info`` cannot be read is left out, as the site index leaves it out)."""
     root = Path(root)
     if not root.is_dir():
         return TreeSurvey.unknown()
     s = TreeSurvey()
     s.symlinks += [e.name for e in _sample(root) if e.is_symlink()]
-    for rel, dataset in datasets:
+    for rel in find_datasets(root):
+        try:
+            dataset = read_dataset(root / rel)
+        except (OSError, ValueError):
+            continue
         s.datasets += 1
         folder = root / rel
         for entry in _sample(folder):
@@ -110,8 +110,6 @@ def survey(root: str | Path, datasets: Iterable[tuple[str, Dataset]]) -> TreeSur
             s.legacy_manifests |= any(_LEGACY_MANIFEST.match(n) for n in stems)
     return s
 
-
-Target = Literal["nginx", "apache", "s3", "gcs"]
 
 
 @dataclass(frozen=True)

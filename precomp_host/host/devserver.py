@@ -7,13 +7,17 @@ fetch revalidates with a cheap 304 and a rebuilt chunk shows at once), and adds
 * ``/``: an index of the datasets (type, data type, size, scales, encodings, mesh and segment
   properties) with "open in Neuroglancer" links;
 * ``/viewer/#!{state}``: a page that embeds Neuroglancer and reloads it, keeping its state (the
-  URL fragment), when the :class:`~precomp_host.watch.DataWatcher` reports a change;
+  URL fragment), when the :class:`~precomp_host.host.watch.DataWatcher` reports a change;
 * ``/v/<token>/``: when the ``neuroglancer`` package is installed, its built client, same-origin
   (it is the Python-integration build: it must live under ``/v/<token>/`` and it opens an event
   stream at ``/events/<token>``, answered here with keep-alives); otherwise links go to the
   public Neuroglancer app, which may fetch from ``http://127.0.0.1`` (a potentially trustworthy
   origin, W3C Secure Contexts §3.1);
-* ``/__precomp__/events``: a server-sent event stream of the data epoch, which our pages follow.
+* :data:`EVENTS_ROUTE`: a server-sent event stream of the data epoch, which our pages follow
+  (handed to the templates, never typed in them).
+
+The datasets listed are :func:`~precomp_host.core.datasets.find_datasets`' (the deployed index
+lists the same), and each link opens :func:`~precomp_host.core.viewer.dataset_state`.
 """
 
 from __future__ import annotations
@@ -23,7 +27,6 @@ import json
 import logging
 import socket
 import threading
-import urllib.parse
 import webbrowser
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,13 +38,14 @@ from werkzeug.serving import ThreadedWSGIServer
 from werkzeug.utils import send_from_directory
 from werkzeug.wrappers import Request, Response
 
-from ..core.headers import DEV_CACHE_CONTROL
+from ..core.datasets import dataset_name, find_datasets, read_dataset
+from ..core.headers import DEV_CACHE_CONTROL, IMMUTABLE, REVALIDATE
 from ..core.layout import FLAT
 from ..core.media_types import HTML, JSON
-from ..core.model import Dataset, InvalidInfoError
 from ..core.templates import environment
+from ..core.viewer import PUBLIC_VIEWER, dataset_state, dataset_url, fragment
 from .middleware import PrecomputedMiddleware
-from .watch import DataWatcher, Epoch, find_datasets
+from .watch import DataWatcher, Epoch
 
 if TYPE_CHECKING:
     import os
@@ -50,12 +54,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: The public Neuroglancer app, used when the neuroglancer package is not installed.
-PUBLIC_VIEWER = "https://neuroglancer-demo.appspot.com/"
 #: The ``/v/<token>/`` token of the bundled client; any token is accepted, this one is linked.
 TOKEN = "precomp"
-#: Cache-Control of the client bundle's hashed files.
-IMMUTABLE = "public, max-age=31536000, immutable"
+#: The server-sent event stream of the data epoch that our pages follow.
+EVENTS_ROUTE = "/__precomp__/events"
+#: The current epoch as JSON, for scripts that poll instead of streaming.
+EPOCH_ROUTE = "/__precomp__/epoch"
 #: Seconds between keep-alive comments on event streams (proxies drop idle connections).
 KEEPALIVE = 15.0
 
@@ -97,28 +101,25 @@ class DatasetSummary:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def state(self, base_url: str) -> dict[str, Any]:
-        """The Neuroglancer state showing this dataset as one layer."""
-        url = base_url.rstrip("/") + ("/" + self.path if self.path else "")
-        layer = {"type": self.type or "image", "source": f"precomputed://{url}", "name": self.name}
-        return {"layers": [layer], "selectedLayer": {"layer": self.name}, "layout": "4panel"}
+        """The Neuroglancer state showing this dataset, served under ``base_url``."""
+        return dataset_state(dataset_url(base_url, self.path), self.type or "image", self.name)
 
 
 def summarize(root: str | os.PathLike[str], rel: str) -> DatasetSummary:
     """Read the ``info`` of the dataset at ``root/rel`` (and stat one chunk's siblings)."""
     folder = Path(root, rel)
-    name = rel.rsplit("/", 1)[-1] or Path(root).resolve().name
+    name = dataset_name(root, rel)
     try:
-        info = json.loads((folder / "info").read_bytes())
-        ds = Dataset.from_json(info)
-    except (OSError, ValueError, InvalidInfoError) as e:
+        ds = read_dataset(folder)
+    except (OSError, ValueError) as e:
         return DatasetSummary(rel, name, error=str(e))
     scales = tuple(
-        ScaleSummary(s.key, s.size, s.resolution, s.chunk_size, s.encoding, "sharding" in s.extra)
+        ScaleSummary(s.key, s.size, s.resolution, s.chunk_size, s.encoding, s.is_sharded)
         for s in ds.scales
     )
     stored: tuple[str, ...] = ()
     first = ds.scales[0] if ds.scales else None
-    if first is not None and "sharding" not in first.extra:
+    if first is not None and not first.is_sharded:
         # Resolved as a request for the chunk would be: flat or nested, plain and siblings.
         found = PrecomputedMiddleware(None, folder).find(FLAT.path_for(first.chunk_key((0, 0, 0))))
         if found is not None:
@@ -134,11 +135,6 @@ def summarize(root: str | os.PathLike[str], rel: str) -> DatasetSummary:
         segment_properties=ds.segment_properties,
         stored=stored,
     )
-
-
-def fragment(state: dict[str, Any]) -> str:
-    """The URL fragment Neuroglancer reads its state from: ``#!`` + URI-encoded JSON."""
-    return "#!" + urllib.parse.quote(json.dumps(state, separators=(",", ":")), safe=",:[]{}/@")
 
 
 class _NoDelayServer(ThreadedWSGIServer):
@@ -198,15 +194,15 @@ class DevServer:
         self._state_generation = 0
         self.routes = Map(
             [
-                Rule("/", endpoint="index"),
-                Rule("/viewer/", endpoint="viewer"),
-                Rule("/v/<token>/", endpoint="client", defaults={"name": "index.html"}),
-                Rule("/v/<token>/<path:name>", endpoint="client"),
-                Rule("/events/<token>", endpoint="ng_events"),
-                Rule("/state/<token>", endpoint="ng_state", methods=["POST"]),
-                Rule("/action/<token>", endpoint="ng_action", methods=["POST"]),
-                Rule("/__precomp__/events", endpoint="events"),
-                Rule("/__precomp__/epoch", endpoint="epoch"),
+                Rule("/", endpoint=self._page_index),
+                Rule("/viewer/", endpoint=self._page_viewer),
+                Rule("/v/<token>/", endpoint=self._page_client, defaults={"name": "index.html"}),
+                Rule("/v/<token>/<path:name>", endpoint=self._page_client),
+                Rule("/events/<token>", endpoint=self._page_ng_events),
+                Rule("/state/<token>", endpoint=self._page_ng_state, methods=["POST"]),
+                Rule("/action/<token>", endpoint=self._page_ng_action, methods=["POST"]),
+                Rule(EVENTS_ROUTE, endpoint=self._page_events),
+                Rule(EPOCH_ROUTE, endpoint=self._page_epoch),
             ]
         )
 
@@ -280,10 +276,10 @@ class DevServer:
         adapter = self.routes.bind_to_environ(environ)
         try:
             endpoint, args = adapter.match()
-        except Exception:  # NotFound, MethodNotAllowed, RequestRedirect: answer as a file would
+        except HTTPException:  # NotFound, MethodNotAllowed, RequestRedirect: as a file would be
             return self.files.not_found(environ, start_response)
         request = Request(environ)
-        handler: Callable[..., Response] = getattr(self, f"_page_{endpoint}")
+        handler: Callable[..., Response] = endpoint  # a _page_* method (the Map's endpoints)
         try:
             response = handler(request, **args)
         except NotFound:
@@ -306,7 +302,7 @@ class DevServer:
             rows.append(
                 {
                     "summary": summary,
-                    "url": base + ("/" + rel if rel else ""),
+                    "url": dataset_url(base, rel),
                     "open": self._viewer_url(state) if not summary.error else None,
                     "client": f"/v/{TOKEN}/{fragment(state)}" if self.client_dir else None,
                     "public": PUBLIC_VIEWER + fragment(state),
@@ -318,15 +314,19 @@ class DevServer:
             epoch=self.epoch.value,
             has_client=self.client_dir is not None,
             public_viewer=PUBLIC_VIEWER,
+            events_url=EVENTS_ROUTE,
         )
-        return Response(html, content_type=HTML, headers={"Cache-Control": "no-cache"})
+        return Response(html, content_type=HTML, headers={"Cache-Control": REVALIDATE})
 
     def _page_viewer(self, request: Request) -> Response:
         client = f"/v/{TOKEN}/" if self.client_dir is not None else PUBLIC_VIEWER
         html = self.templates.get_template("viewer.html.j2").render(
-            client=client, same_origin=self.client_dir is not None, epoch=self.epoch.value
+            client=client,
+            same_origin=self.client_dir is not None,
+            epoch=self.epoch.value,
+            events_url=EVENTS_ROUTE,
         )
-        return Response(html, content_type=HTML, headers={"Cache-Control": "no-cache"})
+        return Response(html, content_type=HTML, headers={"Cache-Control": REVALIDATE})
 
     def _page_client(self, request: Request, token: str, name: str) -> Response:
         if self.client_dir is None:
@@ -341,7 +341,7 @@ class DevServer:
         # live reload only revalidates index.html and the data (Chrome's reload does not
         # revalidate fresh subresources).
         immutable = name != "index.html"
-        response.headers["Cache-Control"] = IMMUTABLE if immutable else "no-cache"
+        response.headers["Cache-Control"] = IMMUTABLE if immutable else REVALIDATE
         return response
 
     def _stream(self, events: Iterator[str]) -> Response:
@@ -356,7 +356,7 @@ class DevServer:
                     self._streams -= 1
                     self._streams_cond.notify_all()
 
-        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        headers = {"Cache-Control": REVALIDATE, "X-Accel-Buffering": "no"}
         return Response(body(), content_type="text/event-stream", headers=headers)
 
     def _page_ng_events(self, request: Request, token: str) -> Response:

@@ -6,8 +6,10 @@ mkdocs #2477) feeds file events to :meth:`DataWatcher.dispatch`. Bursts are debo
 the dev server's pages wait on it over an event stream and reload the viewer.
 
 A build in progress must not cause a reload of half-written data. The generator writes every
-file to ``<name>.partial`` and renames it, and writes ``info`` last; so a dataset in which a
-``.partial`` file appeared is *building*, and only its ``info`` being rewritten makes it ready.
+file as ``.precomp-tmp/<uuid>.partial`` inside the dataset and renames it into place, and writes
+``info`` last; so a dataset in which a ``.partial`` file appeared is *building*, and only its
+``info`` being rewritten makes it ready. Which folders are datasets is
+:func:`~precomp_host.core.datasets.find_datasets`' rule, the one every index uses.
 Changes made without ``.partial`` files (a chunk copied by hand) are reported after the debounce.
 
 Polling a million chunk files is too slow, so the polling observer watches only the root and
@@ -31,7 +33,9 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 
+from ..core.datasets import find_datasets
 from ..core.layout import PARTIAL_SUFFIX
+from ..core.model import INFO_NAME
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -40,7 +44,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-INFO = "info"
 #: Events that mean content changed; opened/closed-without-write/attrib do not.
 _CHANGE_EVENTS = frozenset(
     {
@@ -71,32 +74,6 @@ class Epoch:
         with self._cond:
             self._cond.wait_for(lambda: self.value > since, timeout=timeout)
             return self.value
-
-
-def find_datasets(root: str | os.PathLike[str], max_depth: int = 3) -> list[str]:
-    """Relative POSIX paths of the folders under ``root`` that hold an ``info`` (``""``: root).
-
-    Only folders down to ``max_depth`` are listed and a dataset's own folders are never entered,
-    so the cost does not grow with the number of chunks.
-    """
-    found: list[str] = []
-
-    def walk(path: str, rel: str, depth: int) -> None:
-        if os.path.isfile(os.path.join(path, INFO)):
-            found.append(rel)
-            return
-        if depth >= max_depth:
-            return
-        try:
-            entries = sorted(os.scandir(path), key=lambda e: e.name)
-        except OSError:
-            return
-        for entry in entries:
-            if entry.is_dir() and not entry.name.startswith("."):
-                walk(entry.path, f"{rel}/{entry.name}" if rel else entry.name, depth + 1)
-
-    walk(os.fspath(root), "", 0)
-    return found
 
 
 class _Handler(FileSystemEventHandler):
@@ -179,12 +156,12 @@ class DataWatcher:
     def _record(self, rel: str) -> None:
         folder, _, name = rel.rpartition("/")
         with self._cond:
-            if name == INFO and folder not in self.datasets and self._is_dataset_info(rel):
+            if name == INFO_NAME and folder not in self.datasets and self._is_dataset_info(rel):
                 self.datasets.add(folder)
                 if self.poll:
                     self._schedule(os.path.join(self.root, folder))
             dataset = self.dataset_of(rel)
-            if name == INFO and folder == dataset:
+            if name == INFO_NAME and folder == dataset:
                 self._info_changed.add(dataset)
             elif name.endswith(PARTIAL_SUFFIX):
                 self._building.add(dataset)

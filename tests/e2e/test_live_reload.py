@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from precomp_host.host.devserver import DevServer, fragment
+from precomp_host.core.viewer import fragment
+from precomp_host.host.devserver import DevServer
 
 from .handmade import write_image
 from .viewer import check_view, image_state, missing

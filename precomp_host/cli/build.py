@@ -1,0 +1,289 @@
+"""``precomp-host build`` and ``precomp-host sample``: arguments to :class:`BuildOptions`, then
+:func:`~precomp_host.build.builder.build_dataset` with a :class:`~.progress.ProgressView`.
+
+The choices offered come from the registries' names (:mod:`precomp_host.build.names`,
+:data:`~precomp_host.core.layout.LAYOUTS`), which import no numpy: ``--help`` stays light.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+from ..core.layout import LAYOUTS, NESTED
+from ..core.model import VOLUME_TYPES
+from .options import CommandError, positive_float, positive_int, vec3
+from .progress import ProgressView
+
+if TYPE_CHECKING:
+    from ..build.builder import BuildOptions
+
+
+def _compress_list(text: str) -> tuple[str, ...]:
+    from ..core.encodings import ENCODINGS
+
+    if text.strip().lower() in ("", "none"):
+        return ()
+    names = tuple(t.strip() for t in text.split(",") if t.strip())
+    for n in names:
+        if n not in ENCODINGS:
+            known = ", ".join(ENCODINGS)
+            raise argparse.ArgumentTypeError(f"unknown compression {n!r} (use {known} or none)")
+    return names
+
+
+def _add_output_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--chunk-size",
+        type=positive_int,
+        nargs="+",
+        default=[64],
+        metavar="N",
+        help="chunk size: one number for a cube or three for x y z (default 64)",
+    )
+    p.add_argument(
+        "--scales",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="number of scales (default: down to where the volume fits one chunk)",
+    )
+    p.add_argument(
+        "--layout",
+        choices=tuple(LAYOUTS),
+        default=NESTED.name,
+        help="chunk files as key/x0-x1/y0-y1/z0-z1 (nested, default) or flat",
+    )
+    p.add_argument(
+        "--compress",
+        type=_compress_list,
+        default=None,  # BuildOptions' default: every content coding
+        metavar="LIST",
+        help="precompressed siblings to store: gzip,br (default), gzip, br or none",
+    )
+    p.add_argument(
+        "--keep-identity",
+        action="store_true",
+        help="also store the uncompressed file beside its .gz",
+    )
+    p.add_argument(
+        "--workers",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="encoding threads (default: all cores)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted build into OUT, skipping finished chunks and mesh regions",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace the dataset already in OUT")
+
+
+def _add_segmentation_arguments(p: argparse.ArgumentParser) -> None:
+    from ..build.names import LABEL_DOWNSAMPLER_NAMES, PRESET_NAMES
+
+    g = p.add_argument_group("segmentation (--type segmentation)")
+    g.add_argument(
+        "--block-size",
+        type=positive_int,
+        nargs="+",
+        default=[8],
+        metavar="N",
+        help="compressed_segmentation block size: 1 or 3 numbers (default 8)",
+    )
+    g.add_argument(
+        "--downsample",
+        choices=LABEL_DOWNSAMPLER_NAMES,
+        default=None,
+        help="label pyramid: most frequent label per block (mode, default) or first voxel",
+    )
+    g.add_argument(
+        "--sparse", action="store_true", help="mode ignores background 0 unless a block is all 0"
+    )
+    g.add_argument("--mesh", action="store_true", help="write legacy meshes of every segment")
+    g.add_argument(
+        "--segments", nargs="+", default=None, metavar="ID", help="mesh only these segment ids"
+    )
+    g.add_argument(
+        "--mesh-simplification",
+        choices=PRESET_NAMES,
+        default=None,
+        help="fqmr (default, fast), quadric (igneous' simplifier and defaults) or none",
+    )
+    g.add_argument(
+        "--names", default=None, metavar="CSV", help="segment names: a CSV of id,name[,tags]"
+    )
+
+
+def add_build_arguments(p: argparse.ArgumentParser) -> None:
+    from ..build.names import CODEC_NAMES
+
+    p.add_argument(
+        "source",
+        metavar="SRC",
+        help="folder of 2D TIFF slices, a glob, a multi-page/OME TIFF, or a .npy",
+    )
+    p.add_argument("out", metavar="OUT", help="dataset folder to write")
+    p.add_argument(
+        "--resolution",
+        type=positive_float,
+        nargs=3,
+        required=True,
+        metavar=("X", "Y", "Z"),
+        help="voxel size in nanometres",
+    )
+    p.add_argument("--type", dest="volume_type", choices=VOLUME_TYPES, default=VOLUME_TYPES[0])
+    p.add_argument(
+        "--encoding",
+        default=None,
+        choices=CODEC_NAMES,
+        help="chunk encoding (default raw for images, compressed_segmentation for"
+        " segmentations; jpeg and png need uint8 with 1 or 3 channels)",
+    )
+    p.add_argument("--jpeg-quality", type=positive_int, default=95, metavar="Q")
+    _add_segmentation_arguments(p)
+    p.add_argument(
+        "--voxel-offset",
+        type=int,
+        nargs=3,
+        default=[0, 0, 0],
+        metavar=("X", "Y", "Z"),
+        help="position of the first voxel (default 0 0 0)",
+    )
+    p.add_argument(
+        "--npy-axes",
+        default=None,
+        metavar="AXES",
+        help="axes of a .npy array, e.g. ZYX (default), XYZ, ZYXC",
+    )
+    _add_output_arguments(p)
+
+
+def _segmentation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """BuildOptions members for ``--type segmentation`` (an error if used on an image)."""
+    from ..build.meshes import PRESETS
+    from ..build.segment_properties import NamesError, read_names_csv
+    from ..build.segmentation import SegmentationOptions, parse_segments
+
+    seg_only = [
+        flag
+        for flag, used in (
+            ("--downsample", args.downsample),
+            ("--sparse", args.sparse),
+            ("--mesh", args.mesh),
+            ("--segments", args.segments),
+            ("--mesh-simplification", args.mesh_simplification),
+            ("--names", args.names),
+        )
+        if used
+    ]
+    if args.volume_type != "segmentation":
+        if seg_only:
+            raise CommandError(f"{seg_only[0]} needs --type segmentation")
+        return {"encoding": args.encoding or "raw"}
+    if args.sparse and args.downsample == "stride":
+        raise CommandError("--sparse applies to mode downsampling, not stride")
+    try:
+        segments = parse_segments(args.segments) if args.segments is not None else None
+        names = tuple(read_names_csv(args.names)) if args.names else ()
+    except (ValueError, NamesError) as e:
+        raise CommandError(str(e)) from None
+    if segments is not None and not args.mesh:
+        raise CommandError("--segments selects what --mesh meshes; add --mesh")
+    if args.mesh_simplification is not None and not args.mesh:
+        raise CommandError("--mesh-simplification applies to --mesh; add --mesh")
+    encoding = args.encoding or "compressed_segmentation"
+    block = vec3(args.block_size, "--block-size")
+    return {
+        "encoding": encoding,
+        "codec_options": {"block_size": block} if encoding == "compressed_segmentation" else {},
+        "downsample": "mode_sparse" if args.sparse else args.downsample or "mode",
+        "segmentation": SegmentationOptions(
+            mesh=args.mesh,
+            segments=segments,
+            names=names,
+            simplification=PRESETS[args.mesh_simplification or "fqmr"],
+        ),
+    }
+
+
+def _build_options(args: argparse.Namespace, **kw: Any) -> BuildOptions:
+    from ..build.builder import BuildOptions
+
+    if args.compress is not None:
+        kw["compress"] = args.compress
+    return BuildOptions(
+        resolution=tuple(args.resolution),
+        chunk_size=vec3(args.chunk_size, "--chunk-size"),
+        max_scales=args.scales,
+        layout=args.layout,
+        keep_identity=args.keep_identity,
+        workers=args.workers,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        **kw,
+    )
+
+
+def _run_build(source: Any, out: str, options: BuildOptions, label: str, quiet: bool) -> None:
+    from ..build.builder import BuildError, build_dataset
+
+    view = None if quiet else ProgressView(sys.stderr, label)
+    try:
+        build_dataset(source, out, options, progress=view)
+    except BuildError as e:
+        raise CommandError(str(e)) from None
+
+
+def run_build(args: argparse.Namespace) -> int:
+    kwargs = _segmentation_kwargs(args)
+    if kwargs["encoding"] == "jpeg":
+        kwargs["codec_options"] = {"quality": args.jpeg_quality}
+    options = _build_options(
+        args,
+        volume_type=args.volume_type,
+        voxel_offset=tuple(args.voxel_offset),
+        npy_axes=args.npy_axes,
+        **kwargs,
+    )
+    _run_build(args.source, args.out, options, os.path.basename(args.out.rstrip("/")), args.quiet)
+    if not args.quiet:
+        print(f"Wrote {args.out}. View it with: precomp-host serve {args.out}")
+    return 0
+
+
+def add_sample_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "out",
+        metavar="OUT",
+        nargs="?",
+        default="sample-data",
+        help="folder for the sample datasets (default ./sample-data)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier sample")
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    from ..build.builder import BuildOptions
+    from ..build.sample import SAMPLE_RESOLUTION, sample_image, sample_labels, sample_labels_options
+    from ..build.sources import volume_from_array
+
+    image_out = os.path.join(args.out, "image")
+    options = BuildOptions(resolution=SAMPLE_RESOLUTION, overwrite=args.overwrite)
+    _run_build(volume_from_array(sample_image()), image_out, options, "image", args.quiet)
+    print(f"Sample dataset written to {image_out}")
+    labels_out = os.path.join(args.out, "labels")
+    _run_build(
+        volume_from_array(sample_labels()),
+        labels_out,
+        sample_labels_options(args.overwrite),
+        "labels",
+        args.quiet,
+    )
+    print(f"Sample segmentation (meshes, names) written to {labels_out}")
+    print(f"View it in Neuroglancer with:  precomp-host serve {args.out} --open")
+    return 0

@@ -1,0 +1,65 @@
+"""Which folders under a root are datasets: :func:`find_datasets`, one rule for every index.
+
+A dataset is a folder holding an ``info`` file (:data:`~precomp_host.core.model.INFO_NAME`). The
+dev server's index, its watcher and the deployed ``index.html`` all list datasets with
+:func:`find_datasets`, so a dataset shows on all of them or on none. :func:`read_dataset` reads
+one ``info`` into a :class:`~precomp_host.core.model.Dataset`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .model import INFO_NAME, Dataset
+
+#: How many folders below the root a dataset may sit (``root/group/sub/ds/info`` is 3). The
+#: walk never enters a dataset's own folders, so its cost does not grow with the chunk count,
+#: but every other folder down to this depth is listed.
+MAX_DEPTH = 3
+
+
+def find_datasets(root: str | os.PathLike[str], max_depth: int = MAX_DEPTH) -> list[str]:
+    """Relative POSIX paths of the folders under ``root`` that hold an ``info`` (``""``: root).
+
+    Sorted depth-first by name. Hidden folders (``.precomp-tmp``, ``.git``) are skipped, and a
+    dataset's subfolders (``mesh/``, ``segment_properties/``, which have an ``info`` too) are
+    parts of it, not datasets.
+
+    :param root: the folder to list.
+    :param max_depth: the deepest level looked at (0: the root only).
+    """
+    found: list[str] = []
+
+    def walk(path: str, rel: str, depth: int) -> None:
+        if os.path.isfile(os.path.join(path, INFO_NAME)):
+            found.append(rel)
+            return
+        if depth >= max_depth:
+            return
+        try:
+            entries = sorted(os.scandir(path), key=lambda e: e.name)
+        except OSError:
+            return
+        for entry in entries:
+            if entry.is_dir() and not entry.name.startswith("."):
+                walk(entry.path, f"{rel}/{entry.name}" if rel else entry.name, depth + 1)
+
+    walk(os.fspath(root), "", 0)
+    return found
+
+
+def dataset_name(root: str | os.PathLike[str], rel: str) -> str:
+    """A short name for the dataset at ``root/rel``: its folder's name (the root's for ``""``)."""
+    return rel.rsplit("/", 1)[-1] or Path(root).resolve().name
+
+
+def read_dataset(folder: str | os.PathLike[str]) -> Dataset:
+    """The :class:`Dataset` of ``folder/info``.
+
+    :raises OSError: the file cannot be read.
+    :raises ValueError: it is not JSON, or (:class:`~precomp_host.core.model.InvalidInfoError`)
+        not a valid ``info``.
+    """
+    return Dataset.from_json(json.loads(Path(folder, INFO_NAME).read_bytes()))
