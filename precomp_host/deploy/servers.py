@@ -126,7 +126,7 @@ def render_nginx(site: Site, tree: TreeSurvey | None = None, *, default_server: 
     return render_template(
         "nginx.conf.j2",
         **_context(site, tree),
-        brotli=site.brotli,
+        brotli=BROTLI.name in served_encodings(site, "nginx"),
         internal=NGINX_INTERNAL,
         # Only a .br stored and no br module: the fallback answers 406 instead of 404.
         undecodable=True,
@@ -145,9 +145,11 @@ def render_apache(
     return render_template(
         f"apache-{form}.conf.j2",
         **_context(site, tree),
-        encodings=[
+        encodings=[  # tried in this order: the smaller br first
             {"name": e.name, "suffix": e.suffix}
-            for e in sorted(ENCODINGS.values(), key=lambda e: e is GZIP)  # br before gzip
+            for e in sorted(map(ENCODINGS.get, served_encodings(site, "apache")),
+                            key=lambda e: e is GZIP)  # fmt: skip
+            if e is not None
         ],
         # <FilesMatch> sees the file sent: the JSON names, with or without a sibling suffix.
         apache_json_regex="(?:{})(?:{})?$".format(
