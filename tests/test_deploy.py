@@ -245,9 +245,11 @@ def _fetch(url: str, accept: str | None) -> tuple[int, dict[str, str], bytes]:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("build", ["default", "keep-identity"])
 @pytest.mark.parametrize("form", ["nginx", "nginx-brotli", "apache-vhost", "apache-htaccess"])
-def test_built_dataset_through_real_servers(form: str) -> None:
-    """Every chunk of a fresh build, by its flat URL, decodes to the bytes the build wrote."""
+def test_built_dataset_through_real_servers(form: str, build: str) -> None:
+    """Every chunk of a fresh build (``.gz`` + ``.br``, or with ``--keep-identity`` the plain
+    file too), by its flat URL, decodes to the bytes the build wrote."""
     import numpy as np
 
     from precomp_host.core.model import Dataset
@@ -262,7 +264,8 @@ def test_built_dataset_through_real_servers(form: str) -> None:
         root = base / "root"
         subprocess.run([sys.executable, "-m", "precomp_host", "build", str(base / "vol.npy"),
                         str(root / "vol"), "--resolution", "8", "8", "8", "--chunk-size", "32",
-                        "-q"], check=True, cwd=REPO, timeout=120)  # fmt: skip
+                        "-q", *(["--keep-identity"] if build == "keep-identity" else [])],
+                       check=True, cwd=REPO, timeout=120)  # fmt: skip
         server = RealServer(kind, base / "w", base / "site.conf", listen_in_emitted=True,
                             brotli=form == "nginx-brotli")  # fmt: skip
         site = deploy.Site.make(root, "/data", listen=server.listen, brotli=form == "nginx-brotli")
@@ -279,8 +282,8 @@ def test_built_dataset_through_real_servers(form: str) -> None:
             server.emitted.write_text(deploy.render("nginx", site)["nginx.conf"])
         dataset = Dataset.from_json(__import__("json").loads((root / "vol" / "info").read_text()))
         accepts: list[str | None] = ["gzip, deflate, br, zstd", "gzip, deflate"]
-        if form != "apache-htaccess":
-            accepts.append(None)  # identity: decoded by the server
+        if form != "apache-htaccess" or build == "keep-identity":
+            accepts.append(None)  # identity: the plain file, or decoded by the server
         with server:
             status, hdrs, body = _fetch(f"{server.base_url}/data/vol/info", "gzip")
             assert status == 200
