@@ -720,6 +720,9 @@ PROBES: dict[str, Callable[[ContractServer], None]] = {
     "plain-file-for-identity": _strict(
         "test_variant_choice", res=RES["img-plain-gz"], accept="identity"
     ),  # fmt: skip
+    "coded-when-accepted": _strict(
+        "test_variant_choice", res=RES["img-gz"], accept="gzip, deflate, br"
+    ),  # fmt: skip
     "smallest-variant": _strict(
         "test_variant_choice", res=RES["img-gz-br"], accept=ACCEPTS["weighted"]
     ),  # fmt: skip
