@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from precomp_host.deploy import example_files
+from precomp_host.deploy.site import example_files
 
 HERE = Path(__file__).resolve().parent
 

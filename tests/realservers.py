@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 APACHE = shutil.which("apache2") or "/usr/sbin/apache2"
 APACHE_MODULES = Path("/usr/lib/apache2/modules")
+#: Debian's libnginx-mod-http-brotli-static (what ``deploy nginx --brotli`` needs).
+NGINX_BROTLI = Path("/usr/lib/nginx/modules/ngx_http_brotli_static_module.so")
 #: moto's S3 API server (the ``moto[server]`` test dependency), beside this Python.
 MOTO = Path(sys.executable).with_name("moto_server")
 #: The credentials moto accepts (any), for the server and its clients.
@@ -92,16 +94,18 @@ def free_port() -> int:
         return port
 
 
-def nginx_main(workdir: Path, include: Path, listen: str | None) -> str:
-    """A main nginx.conf: the emitted snippet inside a server, or the emitted server block."""
+def nginx_main(workdir: Path, include: Path, listen: str | None, brotli: bool = False) -> str:
+    """A main nginx.conf: the emitted snippet inside a server, or the emitted server block
+    (``brotli``: with the brotli_static module loaded)."""
     body = f"include {include};"
     if listen is not None:
         body = f"server {{\n    listen {listen};\n    {body}\n}}"
     temps = " ".join(f"{k}_temp_path {workdir / k};" for k in
                      ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))  # fmt: skip
     user = "user root;\n" if os.geteuid() == 0 else ""
+    load = f"load_module {NGINX_BROTLI};\n" if brotli else ""
     return (
-        f"daemon off;\n{user}worker_processes 1;\npid {workdir / 'nginx.pid'};\n"
+        f"{load}daemon off;\n{user}worker_processes 1;\npid {workdir / 'nginx.pid'};\n"
         f"error_log {workdir / 'error.log'} warn;\nevents {{ worker_connections 256; }}\n"
         f"http {{\n    access_log off;\n    sendfile on;\n    {temps}\n    {body}\n}}\n"
     )
@@ -133,6 +137,7 @@ class RealServer:
     workdir: Path
     emitted: Path  # the file precomp_host.deploy.site wrote
     listen_in_emitted: bool = False  # the emitted file holds its own server/VirtualHost
+    brotli: bool = False  # nginx: load the brotli_static module
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
 
@@ -148,7 +153,7 @@ class RealServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         if self.kind == "nginx":
             listen = None if self.listen_in_emitted else self.listen
-            text = nginx_main(self.workdir, self.emitted, listen)
+            text = nginx_main(self.workdir, self.emitted, listen, self.brotli)
         else:
             text = apache_main(self.workdir, self.emitted, self.listen,
                                wrap_vhost=not self.listen_in_emitted)  # fmt: skip

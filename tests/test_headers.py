@@ -52,4 +52,13 @@ def test_values_are_well_formed() -> None:
             assert value == value.strip()
             assert "\r" not in value
             assert "\n" not in value
-    assert DEV_CACHE_CONTROL == "no-cache"
+    # Cache-Control values are directive lists (RFC 9111 §5.2): token or token=token/number,
+    # and the dev server's makes every reuse revalidate (no freshness lifetime).
+    for value in (DEV_CACHE_CONTROL, headers.DEPLOY_CACHE_CONTROL):
+        for directive in value.split(","):
+            name, _, arg = directive.strip().partition("=")
+            assert TOKEN.fullmatch(name), value
+            assert not arg or TOKEN.fullmatch(arg), value
+    dev = {d.strip().split("=")[0] for d in DEV_CACHE_CONTROL.split(",")}
+    assert "no-cache" in dev or "no-store" in dev
+    assert "max-age" not in dev or "no-cache" in dev

@@ -1,7 +1,9 @@
-"""The HTTP contract against ``make_app`` under real WSGI servers run as subprocesses.
+"""The client tier of the HTTP contract against ``make_app`` under real WSGI servers.
 
 gunicorn (threaded worker: ``wsgi.file_wrapper`` is sendfile) and waitress (its own
-buffering and chunking) each serve the contract tree on a free loopback port.
+buffering and chunking) each serve the contract tree on a free loopback port. They run the
+middleware's own code, which test_middleware.py holds to both tiers in-process: here only
+what the transport could break (the client tier) is checked again.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.contract.fixtures import write_contract_tree
-from tests.contract.suite import ContractServer, ContractSuite
+from tests.contract.suite import ClientTier, ContractServer
 from tests.realservers import free_port, running_process
 
 if TYPE_CHECKING:
@@ -40,7 +42,7 @@ def contract_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-class TestGunicorn(ContractSuite):
+class TestGunicorn(ClientTier):
     @pytest.fixture(scope="class")
     @classmethod
     def contract_server(cls, contract_root: Path) -> Iterator[ContractServer]:
@@ -65,7 +67,7 @@ class TestGunicorn(ContractSuite):
             )
 
 
-class TestWaitress(ContractSuite):
+class TestWaitress(ClientTier):
     @pytest.fixture(scope="class")
     @classmethod
     def contract_server(cls, contract_root: Path) -> Iterator[ContractServer]:

@@ -1,28 +1,31 @@
 #!/usr/bin/env bash
 # Serve DATASET_DIR (a dataset or a folder of datasets) with the emitted nginx config on
 # http://127.0.0.1:PORT/data/ (default port 8080), in the foreground; Ctrl-C stops it.
-# Writes DATASET_DIR/index.html (the site index). Needs Debian's nginx; PYTHON (default
-# python3) must import precomp_host and jinja2.
+# Writes DATASET_DIR/index.html (the site index). Needs Debian's nginx; with
+# libnginx-mod-http-brotli-static installed, .br files are sent too (--brotli).
+# Runs the precomp-host of the repository's .venv (made by the README's first command), else
+# the one on PATH; PRECOMP_HOST=/path/to/precomp-host overrides both.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$(dirname "$here")")
 data=$(realpath "${1:?usage: deploy/nginx/run.sh DATASET_DIR [PORT]}")
 port=${2:-8080}
+precomp=${PRECOMP_HOST:-$( [ -x "$repo/.venv/bin/precomp-host" ] && echo "$repo/.venv/bin/precomp-host" || command -v precomp-host || true)}
+[ -n "$precomp" ] || { echo "precomp-host not found: run the README's first command" >&2; exit 2; }
 nginx=$(command -v nginx || echo /usr/sbin/nginx)
+brotli_module=/usr/lib/nginx/modules/ngx_http_brotli_static_module.so
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" "${PYTHON:-python3}" - "$data" "$work" "$port" <<'PY'
-import sys
-from precomp_host.deploy import site as deploy
-data, work, port = sys.argv[1:]
-deploy.write_files("nginx", data, work, url_prefix="/data", listen=f"127.0.0.1:{port}",
-                   brotli=True)
-PY
+load="" brotli=""
+if [ -f "$brotli_module" ]; then load="load_module $brotli_module;" brotli=--brotli; fi
+"$precomp" deploy nginx "$data" --url-prefix /data --out "$work" \
+  --listen "127.0.0.1:$port" $brotli >&2
 
 user=""
 [ "$(id -u)" = 0 ] && user="user root;"
 cat > "$work/main.conf" <<CONF
+$load
 daemon off;
 $user
 worker_processes 1;

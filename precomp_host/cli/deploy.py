@@ -60,9 +60,21 @@ def add_deploy_arguments(p: argparse.ArgumentParser) -> None:
 def run_deploy(args: argparse.Namespace) -> int:
     from ..core import headers
     from ..deploy import site as deploy
+    from ..deploy import survey
 
     if not os.path.isdir(args.root):
         raise CommandError(f"{args.root}: no such folder")
+    # What the target will do with the tree, said before anything is written.
+    refused = survey.refused_options(args.target, vars(args))
+    if refused:
+        raise CommandError(refused[0])
+    if args.target in ("nginx", "apache"):
+        site = deploy.Site.make(args.root, args.url_prefix)
+        for finding in survey.findings(args.target, deploy.survey_site(site), brotli=args.brotli):
+            if finding.error:
+                raise CommandError(finding.message)
+            if not args.quiet:
+                print(finding.message)
     cache_control = args.cache_control or headers.DEPLOY_CACHE_CONTROL
     try:
         paths = deploy.write_files(

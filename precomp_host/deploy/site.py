@@ -1,34 +1,25 @@
 """Deployment files for a folder of datasets: nginx, Apache, S3 and GCS, rendered from templates.
 
 The central function is :func:`render`, which turns a :class:`Site` (what is served where) into
-the text of one target's files (:func:`render_nginx`, :func:`render_apache`: one file each).
-Nothing in ``templates/`` is typed twice: the rewrite pattern
-(:mod:`~precomp_host.core.layout`), the sibling suffixes (:mod:`~precomp_host.core.encodings`),
-the media types (:mod:`~precomp_host.core.media_types`) and the CORS and cache headers
-(:mod:`~precomp_host.core.headers`) are passed in from here. :func:`write_files` writes a
-target's files into a folder, and :func:`render_index` the site's ``index.html`` into the root
-(the datasets of :func:`~precomp_host.core.datasets.find_datasets`, the links of
-:mod:`~precomp_host.core.viewer`); uploads to S3 and GCS live in
-:mod:`precomp_host.deploy.objectstores`.
-
-The servers choose the variant with patterns from :func:`accept_regex`, the same rule as
-:func:`precomp_host.core.encodings.choose` (q-values, the last entry wins), rather than with
-nginx's gzip_static/brotli_static: Debian's brotli_static misreads Accept-Encoding when ``br``
-ends the last request header (measured: it falls back to gzip, or 404s a br-only file).
+the text of one target's files; the nginx and Apache configs are rendered by
+:mod:`~precomp_host.deploy.servers` for what :func:`~precomp_host.deploy.survey.survey` finds in
+the tree. :func:`write_files` writes a target's files into a folder, and :func:`render_index`
+the site's ``index.html`` into the root (the datasets of
+:func:`~precomp_host.core.datasets.find_datasets`, the links of :mod:`~precomp_host.core.viewer`);
+uploads to S3 and GCS live in :mod:`precomp_host.deploy.objectstores`.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..core import headers, layout, media_types
+from ..core import headers
 from ..core.datasets import dataset_name, find_datasets, read_dataset
-from ..core.encodings import BROTLI, ENCODINGS, GZIP
-from ..core.templates import environment
 from ..core.viewer import PAGE_BASE, page_relative_link
 from .objectstores import (
     render_gcs_cors,
@@ -36,57 +27,20 @@ from .objectstores import (
     render_s3_policy,
     write_gcs_staging,
 )
+from .servers import (
+    APACHE_HTACCESS_MODULES,
+    APACHE_VHOST_MODULES,
+    render_apache,
+    render_nginx,
+    render_template,
+)
+from .survey import TreeSurvey, survey
 from .targets import Target
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 log = logging.getLogger(__name__)
-
-#: Internal URL namespace of the nginx stages (never reachable from outside: ``internal``).
-NGINX_INTERNAL = "/.precomp"
-#: How many leading path levels the Apache configs check for symlinks (404 when one is).
-SYMLINK_DEPTH = 8
-#: Apache modules each form needs (``a2enmod``): the templates' headers and ``next_steps``.
-APACHE_VHOST_MODULES = ("rewrite", "headers", "deflate", "buffer", "mime")
-APACHE_HTACCESS_MODULES = ("rewrite", "headers", "mime")
-#: Apache vhost: the largest inflated body held in memory so that a Range over it gets a 206
-#: (larger ones are streamed and a Range gets the whole body, 200). A chunk is rarely above a
-#: few MiB; 128^3 uint64 is 16 MiB.
-APACHE_INFLATE_BUFFER = 64 * 1024 * 1024
-# nginx's gzip_static always looks for X.gz: GZIP.suffix must stay ".gz" (a test checks it).
-
-# Config templates are written with block tags on their own lines.
-_ENV = environment().overlay(trim_blocks=True, lstrip_blocks=True)
-
-
-def render_template(name: str, **context: Any) -> str:
-    return _ENV.get_template(name).render(**context)
-
-
-def accept_regex(coding: str) -> str:
-    """A PCRE that matches an ``Accept-Encoding`` value accepting ``coding`` (case-blind use).
-
-    Mirrors :func:`precomp_host.core.encodings.parse_accept_encoding`: the coding (or an alias) is
-    listed with no q or a q above 0, and is not listed again later (the last entry wins).
-    ``*`` is not matched: it never turns compression on while identity exists.
-    """
-    q_value = r"(?!0(?:\.0*)?\s*(?:,|$))(?:1(?:\.0*)?|0(?:\.\d*)?)"
-
-    def listed(token: str) -> str:  # "token", or "token;q=..." with q > 0, listed last
-        return (
-            rf"(?:^|,)\s*{token}\s*(?:;\s*q\s*=\s*{q_value}\s*)?(?=,|$)"
-            rf"(?!.*,\s*{token}\s*(?:[;,]|$))"
-        )
-
-    name = re.escape(coding)
-    aliases = "|".join(re.escape(a) for a in ENCODINGS[coding].aliases)
-    if not aliases:
-        return listed(name)
-    # An alias counts only when the coding's own name is not listed at all.
-    absent = rf"^(?!.*(?:^|,)\s*{name}\s*(?:[;,]|$))"
-    return rf"{listed(name)}|{absent}.*?{listed(f'(?:{aliases})')}"
-
 
 @dataclass(frozen=True)
 class Site:
@@ -115,88 +69,9 @@ class Site:
         return cls(root, prefix, **kw)
 
 
-def _common(site: Site) -> dict[str, Any]:
-    return {
-        "root": str(site.root),
-        "root_regex": re.escape(str(site.root)),
-        "prefix": site.url_prefix,
-        "listen": site.listen,
-        "cors": list(headers.cors_headers().items()),
-        "preflight": list(headers.preflight_headers().items()),
-        "methods": headers.ALLOW_METHODS,
-        "methods_regex": "^(?:" + "|".join(headers.ALLOW_METHODS) + ")$",
-        "cache_control": site.cache_control,
-        "chunk_pattern": layout.URL_PATTERN,
-        "chunk_replacement": layout.URL_REPLACEMENT,
-        "manifest_pattern": layout.MESH_MANIFEST_PATTERN,
-        "manifest_fallbacks": layout.MESH_MANIFEST_FALLBACKS,
-        "manifest_type": media_types.media_type_for("mesh/1:0"),
-        "type_rules": [(regex, media) for _, regex, media in media_types.RULES],
-        "default_type": media_types.OCTET_STREAM,
-        "symlink_depth": SYMLINK_DEPTH,
-        "all_encodings": [{"name": e.name, "suffix": e.suffix} for e in ENCODINGS.values()],
-    }
-
-
-def served_encodings(site: Site, server: Literal["nginx", "apache"]) -> tuple[str, ...]:
-    """The content codings ``server`` sends for ``site``, in :data:`ENCODINGS` order.
-
-    Apache sends ``.br`` siblings with core directives; nginx needs the brotli_static module,
-    so it sends them only when ``site.brotli`` says the module is there.
-    """
-    return tuple(
-        e.name for e in ENCODINGS.values() if server == "apache" or site.brotli or e is not BROTLI
-    )
-
-
-def _encodings(site: Site, server: Literal["nginx", "apache"]) -> list[dict[str, str]]:
-    """Template context for the content codings ``server`` sends (the tie order)."""
-    names = served_encodings(site, server)
-    return [
-        {"name": e.name, "suffix": e.suffix, "accept_regex": accept_regex(e.name)}
-        for e in ENCODINGS.values()
-        if e.name in names
-    ]
-
-
-def render_nginx(site: Site) -> str:
-    """``nginx.conf``: a snippet for inside ``server {}``, or a server block with ``listen``."""
-    return render_template(
-        "nginx.conf.j2",
-        **_common(site),
-        served_encodings=_encodings(site, "nginx"),
-        internal=NGINX_INTERNAL,
-        gzip_suffix=GZIP.suffix,
-    )
-
-
-def _with_sibling_suffix(regex: str) -> str:
-    """A :data:`~precomp_host.core.media_types.RULES` regex that also matches ``X.gz``/``X.br``."""
-    if not regex.endswith("$"):
-        raise ValueError(f"media type rule not anchored at the end: {regex}")
-    suffixes = "|".join(re.escape(e.suffix) for e in ENCODINGS.values())
-    return f"{regex[:-1]}(?:{suffixes})?$"
-
-
-def render_apache(site: Site, form: Literal["vhost", "htaccess"] = "vhost") -> str:
-    """``<VirtualHost>`` (or a block to include in one without ``listen``), or ``.htaccess``.
-
-    Only the vhost form decodes gz-only files for clients without gzip: mod_deflate's INFLATE
-    filter does not run after a per-directory (``.htaccess``) rewrite.
-    """
-    context = _common(site)
-    context["served_encodings"] = _encodings(site, "apache")
-    context["type_rules"] = [
-        (_with_sibling_suffix(rx), media) for rx, media in context["type_rules"]
-    ]
-    return render_template(
-        f"apache-{form}.conf.j2",
-        **context,
-        inflate=form == "vhost",
-        inflate_buffer=APACHE_INFLATE_BUFFER,
-        modules=APACHE_VHOST_MODULES if form == "vhost" else APACHE_HTACCESS_MODULES,
-        gzip_suffix=GZIP.suffix,
-    )
+def survey_site(site: Site) -> TreeSurvey:
+    """What the server configs need to know of the site's tree (see :func:`survey`)."""
+    return survey(site.root)
 
 
 def render_index(site: Site) -> str:
@@ -232,10 +107,10 @@ def render_index(site: Site) -> str:
 def render(target: Target, site: Site, bucket: str = "BUCKET") -> dict[str, str]:
     """File name -> text of every file of ``target`` (index.html excluded)."""
     makers: dict[Target, Callable[[], dict[str, str]]] = {
-        "nginx": lambda: {"nginx.conf": render_nginx(site)},
+        "nginx": lambda: {"nginx.conf": render_nginx(site, survey_site(site))},
         "apache": lambda: {
-            "apache.conf": render_apache(site, "vhost"),
-            ".htaccess": render_apache(site, "htaccess"),
+            "apache.conf": render_apache(site, "vhost", survey_site(site)),
+            ".htaccess": render_apache(site, "htaccess", survey_site(site)),
         },
         "s3": lambda: {
             "cors.json": render_s3_cors(),
@@ -281,6 +156,24 @@ def write_files(
     return written
 
 
+@dataclass(frozen=True)
+class Host:
+    """How commands run on the machine the steps are printed for (:func:`next_steps`)."""
+
+    root: bool  # as root: no sudo (absent on many servers)
+    systemd: bool  # systemd running: systemctl; else the servers' own reload commands
+
+    @classmethod
+    def here(cls) -> Host:
+        # sd_booted(3): systemd is running when this folder exists.
+        return cls(os.geteuid() == 0, Path("/run/systemd/system").is_dir())
+
+
+#: Debian's stock sites, which answer on port 80 before ours would (measured: 404 on every URL).
+NGINX_STOCK_SITE = "/etc/nginx/sites-enabled/default"
+APACHE_STOCK_SITE = "000-default"
+
+
 def next_steps(
     target: Target,
     out: str | Path,
@@ -288,34 +181,52 @@ def next_steps(
     url_prefix: str = "",
     listen: str | None = None,
     brotli: bool = False,
+    host: Host | None = None,
 ) -> list[str]:
-    """What to run after :func:`write_files` to have a working site (the README's commands)."""
+    """What to run after :func:`write_files` to have a working site (the README's commands):
+    shell lines (a ``#`` comment says why), for ``host`` (default: this machine)."""
+    host = host or Host.here()
+    sudo = "" if host.root else "sudo "
     out, root = Path(out), Path(site_root)
     port = (listen or "").rsplit(":", 1)[-1]
-    host = "<this host>" + (f":{port}" if port not in ("", "80") else "")
-    index = f"then open http://{host}{Site.make(root, url_prefix).url_prefix}/ (the index)"
+    on_80 = listen is not None and port in ("", "80")
+    url_host = "<this host>" + (f":{port}" if port not in ("", "80") else "")
+    index = f"# then open http://{url_host}{Site.make(root, url_prefix).url_prefix}/ (the index)"
     if target == "nginx":
-        conf = out / "nginx.conf"
-        reload = "sudo nginx -t && sudo systemctl reload nginx"
+        reload = (f"{sudo}nginx -t && {sudo}systemctl reload nginx" if host.systemd
+                  else f"{sudo}nginx -t && {sudo}nginx -s reload  # or: {sudo}nginx, to start it")  # fmt: skip
         steps = []
         if brotli:
-            steps.append("sudo apt-get install libnginx-mod-http-brotli-static  # for --brotli")
+            steps.append(f"{sudo}apt-get install libnginx-mod-http-brotli-static  # for --brotli")
         if listen:
-            steps.append(f"sudo cp {conf} /etc/nginx/conf.d/precomputed.conf && {reload}")
+            steps.append(f"{sudo}cp {out / 'nginx.conf'} /etc/nginx/conf.d/precomputed.conf")
+            if on_80:
+                steps.append(f"{sudo}rm {NGINX_STOCK_SITE}  # Debian's stock site is port 80's "
+                             "default_server too: nginx -t fails while both are there")  # fmt: skip
         else:
-            steps.append(f"add 'include {conf.resolve()};' inside your server {{ }} block, then:")
-            steps.append(reload)
-        return [*steps, index]
+            steps.append(f"# add 'include {(out / 'nginx.conf').resolve()};' inside your server {{ }}")
+        return [*steps, reload, index]
     if target == "apache":
-        return [
-            f"sudo cp {out / 'apache.conf'} /etc/apache2/sites-available/precomputed.conf"
-            f" && sudo a2enmod {' '.join(APACHE_VHOST_MODULES)} && sudo a2ensite precomputed"
-            " && sudo apache2ctl configtest && sudo systemctl reload apache2",
-            f"or, on a shared host: cp {out / '.htaccess'} {root}/ (needs a2enmod"
-            f" {' '.join(APACHE_HTACCESS_MODULES)}, AllowOverride FileInfo,"
-            " Options FollowSymLinks)",
-            index,
-        ]
+        reload = (f"{sudo}apache2ctl configtest && {sudo}systemctl reload apache2" if host.systemd
+                  else f"{sudo}apache2ctl configtest && {sudo}apache2ctl graceful")  # fmt: skip
+        steps = []
+        if listen:
+            steps.append(f"{sudo}cp {out / 'apache.conf'} /etc/apache2/sites-available/precomputed.conf")
+            steps.append(f"{sudo}a2enmod {' '.join(APACHE_VHOST_MODULES)} && {sudo}a2ensite precomputed")
+            if on_80:
+                steps.append(f"{sudo}a2dissite {APACHE_STOCK_SITE}  # Debian's stock site is the "
+                             "first <VirtualHost *:80>: it would answer every request (404)")  # fmt: skip
+            else:
+                steps.append(f"echo 'Listen {port}' | {sudo}tee -a /etc/apache2/ports.conf  # "
+                             "Apache listens only on the ports named there")  # fmt: skip
+        else:
+            steps.append(f"# add 'Include {(out / 'apache.conf').resolve()}' inside your <VirtualHost>,"
+                         f" then: {sudo}a2enmod {' '.join(APACHE_VHOST_MODULES)}")  # fmt: skip
+        steps.append(reload)
+        steps.append(f"# or, on a shared host: cp {out / '.htaccess'} {root}/ (needs a2enmod "
+                     f"{' '.join(APACHE_HTACCESS_MODULES)}, AllowOverride FileInfo, "
+                     "Options FollowSymLinks)")  # fmt: skip
+        return [*steps, index]
     if target == "gcs":
         return [f"sh {out / 'gcloud-upload.sh'}"]
     return []
