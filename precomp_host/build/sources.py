@@ -5,7 +5,9 @@ so memory is bounded by the slab, not by the depth of the stack. Sources:
 
 * a folder of 2D TIFF slices, or a glob of them, in natural order (``z2`` before ``z10``);
 * one TIFF (multi-page, 3D, OME-TIFF), read page by page or through a memory map;
-* a ``.npy`` file, memory-mapped.
+* a ``.npy`` file, memory-mapped;
+* a TIFF-tile dataset (a folder with an ``info``, chunks as 3D TIFFs), in
+  :mod:`~precomp_host.build.tiff_tiles`.
 
 Everything that can be checked without reading pixels is checked when the volume is opened
 (every slice's shape and dtype, every file being a TIFF), so bad input fails before anything is
@@ -360,6 +362,8 @@ def open_volume(source: str | os.PathLike[str], *, npy_axes: str | None = None) 
         if not files:
             raise SourceError(f"{src}: no file matches this pattern")
         return _stack(files)
+    if os.path.isdir(src) and os.path.isfile(os.path.join(src, "info")):
+        return _open_tiff_tiles(src)
     if os.path.isdir(src):
         names = sorted((n for n in os.listdir(src) if not n.startswith(".")), key=natural_key)
         # Every entry but folders: a FIFO or device among the slices is refused, not skipped.
@@ -376,6 +380,17 @@ def open_volume(source: str | os.PathLike[str], *, npy_axes: str | None = None) 
         arr_ndim = _npy_ndim(src)
         return _open_npy(src, npy_axes or ("ZYX" if arr_ndim == 3 else "ZYXC"))
     return _open_tiff(src)
+
+
+def _open_tiff_tiles(folder: str) -> Volume:
+    # A precomputed-tif dataset (info + one 3D TIFF per chunk, issue #15); imported here, as
+    # its module reports its own errors and needs nothing of this one.
+    from .tiff_tiles import TiffTileError, TiffTileVolume
+
+    try:
+        return TiffTileVolume(folder)
+    except TiffTileError as e:
+        raise SourceError(str(e)) from None
 
 
 def _npy_ndim(path: str) -> int:

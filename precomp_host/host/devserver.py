@@ -44,6 +44,7 @@ from ..core.layout import FLAT
 from ..core.media_types import HTML, JSON
 from ..core.templates import environment
 from ..core.viewer import PUBLIC_VIEWER, dataset_state, dataset_url, fragment
+from .api import WritePolicy, make_api_app
 from .middleware import PrecomputedMiddleware
 from .watch import DataWatcher, Epoch
 
@@ -160,6 +161,7 @@ class DevServer:
     :param port: the port, 0 for a free one.
     :param poll: watch with a ``PollingObserver`` (network mounts, Docker).
     :param watch: set to False to serve without a watcher.
+    :param policy: who may write annotations (default: nobody).
     :param client_dir: the built Neuroglancer client to serve under ``/v/<token>/``; default
         the installed ``neuroglancer`` package's, None if it is not installed.
     """
@@ -174,6 +176,7 @@ class DevServer:
         watch: bool = True,
         client_dir: Path | None | bool = True,
         cache_control: str | None = DEV_CACHE_CONTROL,
+        policy: WritePolicy | None = None,
     ) -> None:
         self.root = Path(root).resolve()
         if not self.root.is_dir():
@@ -183,7 +186,8 @@ class DevServer:
         self.files = PrecomputedMiddleware(self.pages, self.root, cache_control=cache_control)
         self.templates = environment()
         self.watcher = DataWatcher(self.root, self._changed, poll=poll) if watch else None
-        self.server = _NoDelayServer(host, port, self.files)
+        # The NeuroTrALE API (annotations, TIFF tiles, /api/) in front of the files.
+        self.server = _NoDelayServer(host, port, make_api_app(self.files, self.root, policy))
         self._closing = threading.Event()
         self._streams = 0
         self._streams_cond = threading.Condition()
@@ -405,12 +409,13 @@ def serve(
     poll: bool = False,
     *,
     ready: Callable[[str], None] | None = None,
+    policy: WritePolicy | None = None,
 ) -> None:
     """Run the dev server until interrupted (``precomp-host serve``).
 
     :param ready: called with the base URL once the server listens (the CLI prints it).
     """
-    server = DevServer(root, host, port, poll=poll)
+    server = DevServer(root, host, port, poll=poll, policy=policy)
     try:
         if ready is not None:
             ready(server.url)
