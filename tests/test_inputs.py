@@ -443,3 +443,39 @@ def test_precomputed_tree_over_http(tmp_path: Path) -> None:
         thread.join()
     assert_grid(info, (4.0, 4.0, 40.0), (3, 5, 7))
     np.testing.assert_array_equal(scale0(tmp_path / "ds", tmp_path), vol)
+
+
+def test_ome_zarr_source_pyramid_is_reused(tmp_path: Path) -> None:
+    """--use-source-pyramid: each OME level becomes a scale as stored, not downsampled again."""
+    zarr = pytest.importorskip("zarr")
+    ome_writer = pytest.importorskip("ome_zarr.writer")
+    from precomp_host.build.inputs.source_pyramid import build_source_pyramid
+    from precomp_host.build.inputs.zarr import open_ome_levels
+
+    data = pattern(SHAPE)
+    group = zarr.open_group(tmp_path / "img.zarr", mode="w")
+    ome_writer.write_image(
+        data.T, group, axes="zyx", scale_factors=[2],
+        scale={"z": 2.0, "y": 0.5, "x": 0.5},
+        axes_units={"z": "micrometer", "y": "micrometer", "x": "micrometer"},
+    )  # fmt: skip
+    levels = open_ome_levels(str(tmp_path / "img.zarr"))
+    assert len(levels) == 2
+    res, offset = resolve_grid(levels[0], None, None, "img.zarr")
+    options = BuildOptions(resolution=res, voxel_offset=offset, chunk_size=(16, 16, 16))
+    build_source_pyramid(levels, tmp_path / "ds", options)
+    info = json.loads((tmp_path / "ds" / "info").read_text())
+    # ome-zarr records level 1's true voxel size (0.5 um x 37/18 along x, not 1 um): kept.
+    ms = group.attrs["ome"]["multiscales"][0]
+    level1_um = ms["datasets"][1]["coordinateTransformations"][0]["scale"][::-1]
+    assert info["scales"][0]["resolution"] == [500, 500, 2000]
+    assert info["scales"][1]["resolution"] == pytest.approx([1000 * v for v in level1_um])
+    assert [s["voxel_offset"] for s in info["scales"]] == [[0, 0, 0], [0, 0, 0]]
+    flat = flat_copy(tmp_path / "ds", tmp_path / "flat")
+    assert_all_chunks_present(flat)
+    # ome-zarr's level 1 (its own resize, not a mean) is what scale 1 holds, voxel for voxel.
+    want = np.asarray(group["s1"][:]).T
+    got = read_scale(flat, 1)[..., 0]
+    assert np.any(got != 0)
+    np.testing.assert_array_equal(got, want)
+    assert not list((tmp_path / "ds").glob(".precomp-source-level*")), "no leftovers"

@@ -70,9 +70,7 @@ def _ome_level(
     multiscale: dict[str, Any], level: int, ndim: int, where: str
 ) -> tuple[str, str, dict[str, str], list[float], list[float]]:
     """(array path, axis letters, letter -> unit, scale, translation) of one OME level."""
-    datasets = multiscale.get("datasets") or []
-    if not 0 <= level < len(datasets):
-        raise SourceError(f"{where}: the multiscale has {len(datasets)} levels, not {level + 1}")
+    datasets = multiscale["datasets"]  # the level exists: _ome_array checked it
     raw_axes = multiscale.get("axes", ["t", "c", "z", "y", "x"][-ndim:])  # v0.1/0.2: implied
     names = [a["name"] if isinstance(a, dict) else a for a in raw_axes]
     letters = ""
@@ -171,12 +169,36 @@ def _ome_volume(
     array: Any, multiscale: dict[str, Any], level: int, where: str, timepoint: int | None
 ) -> AxesVolume:
     _, letters, units, scale, shift = _ome_level(multiscale, level, array.ndim, where)
+    if level > 0:
+        # NGFF translations place voxel centres; precomputed places every scale's corner at
+        # voxel_offset * resolution. Level 0's centre is taken as its corner (as for NIfTI),
+        # so a lower level's corner is placed by the same rule to keep the levels aligned.
+        _, _, _, base, _ = _ome_level(multiscale, 0, array.ndim, where)
+        shift = [t - s / 2 + b / 2 for t, s, b in zip(shift, scale, base, strict=True)]
     if len(letters) != array.ndim:
         raise SourceError(
             f"{where}: {len(letters)} axes in the metadata, {array.ndim} in the array"
         )
     resolution, offset = _grid(letters, units, scale, shift, where)
     return _volume(array, letters, where, timepoint, resolution, offset)
+
+
+def open_ome_levels(
+    path: str, *, dataset: str | None = None, timepoint: int | None = None
+) -> list[AxesVolume]:
+    """Every level of an OME-Zarr multiscale image, full size first (``--use-source-pyramid``)."""
+    zarr = require("zarr", "zarr", "Zarr")
+    first = open_zarr(path, dataset=dataset, timepoint=timepoint)
+    group = zarr.open(store=path, mode="r")
+    if dataset:
+        group = group[dataset.strip("/")]
+    multiscales = _multiscales(dict(group.attrs)) if isinstance(group, zarr.Group) else None
+    if multiscales is None:
+        raise SourceError(f"{path}: --use-source-pyramid needs an OME-Zarr multiscale image group")
+    levels = [first]
+    for level in range(1, len(multiscales[0].get("datasets") or [])):
+        levels.append(open_zarr(path, dataset=dataset, timepoint=timepoint, level=level))
+    return levels
 
 
 def _plain_volume(array: Any, where: str, timepoint: int | None) -> AxesVolume:
