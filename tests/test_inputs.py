@@ -479,3 +479,91 @@ def test_ome_zarr_source_pyramid_is_reused(tmp_path: Path) -> None:
     assert np.any(got != 0)
     np.testing.assert_array_equal(got, want)
     assert not list((tmp_path / "ds").glob(".precomp-source-level*")), "no leftovers"
+
+
+# -- the command line: one line and exit 2 per bad input; the grid from the file --------------
+
+
+def _bad_zarr(tmp: Path) -> tuple[list[str], str]:
+    import zarr
+
+    zarr.open_group(tmp / "g.zarr", mode="w").create_array("raw", shape=(4, 4, 4), dtype="u1")
+    return [str(tmp / "g.zarr"), "--dataset", "labels"], "g.zarr:labels: no such array"
+
+
+def _h5_group(tmp: Path) -> tuple[list[str], str]:
+    import h5py
+
+    with h5py.File(tmp / "f.h5", "w") as f:
+        f.create_dataset("g/raw", data=np.ones((4, 4, 4), np.uint8))
+    return [str(tmp / "f.h5"), "--dataset", "/g"], "f.h5:/g: is a group, not a dataset"
+
+
+def _ims_channel(tmp: Path) -> tuple[list[str], str]:
+    write_imaris(tmp / "s.ims", [pattern(SHAPE)], (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+    return [str(tmp / "s.ims"), "--channel", "3"], "s.ims: channel 3 is outside 0..0"
+
+
+def _nifti_4d(tmp: Path) -> tuple[list[str], str]:
+    nib = pytest.importorskip("nibabel")
+    nib.save(nib.Nifti1Image(np.ones((4, 4, 4, 3), np.int16), np.eye(4)), tmp / "b.nii.gz")
+    return [str(tmp / "b.nii.gz")], "--timepoint 0..2"
+
+
+@pytest.mark.slow  # real processes
+@pytest.mark.parametrize(
+    "case",
+    [_bad_zarr, _h5_group, _ims_channel, _nifti_4d],
+    ids=["zarr without the array", "hdf5 path is a group", "ims channel", "nifti 4d"],
+)
+def test_bad_input_one_line_exit_2(tmp_path: Path, case: Any) -> None:
+    from .test_cli import assert_bad_input, assert_nothing_written, run_cli
+
+    args, mention = case(tmp_path)
+    result = run_cli("build", *args, tmp_path / "out")
+    assert_bad_input(result, mention)
+    assert_nothing_written(tmp_path / "out")
+
+
+@pytest.mark.slow  # real processes
+def test_missing_extra_one_line_exit_2(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    pytest.importorskip("h5py")
+    with open(tmp_path / "f.h5", "wb"):
+        pass
+    code = (
+        "import sys; sys.modules['h5py'] = None; from precomp_host.cli import main;"
+        f" raise SystemExit(main(['build', {str(tmp_path / 'f.h5')!r}, {str(tmp_path / 'o')!r}]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        "precomp-host: error: reading HDF5 needs the h5py package: pip install 'precomp-host[hdf5]'"
+    ]
+
+
+@pytest.mark.slow  # real processes
+def test_cli_takes_the_grid_from_the_file_and_notes_an_override(tmp_path: Path) -> None:
+    from .test_cli import run_cli
+
+    nib = pytest.importorskip("nibabel")
+    affine = np.diag([2.0, 2.0, 3.0, 1.0])
+    affine[:3, 3] = (-20.0, 10.0, 6.0)
+    nib.save(nib.Nifti1Image(pattern(SHAPE, "int16"), affine), tmp_path / "v.nii")
+    result = run_cli("build", tmp_path / "v.nii", tmp_path / "a", "-q")
+    assert result.returncode == 0, result.stderr
+    info = json.loads((tmp_path / "a" / "info").read_text())
+    assert_grid(info, (2e6, 2e6, 3e6), (-10, 5, 2))
+    result = run_cli(
+        "build", tmp_path / "v.nii", tmp_path / "b", "-q", "--resolution", "1", "1", "1"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--resolution 1 1 1 nm overrides the file's voxel size 2e+06 2e+06 3e+06 nm" in (
+        result.stderr
+    )
+    info = json.loads((tmp_path / "b" / "info").read_text())
+    assert_grid(info, (1.0, 1.0, 1.0), (-10, 5, 2))
