@@ -19,7 +19,7 @@ import numpy as np
 from ..sources import SourceError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable
     from types import ModuleType
 
     from ...core.model import Res3, Vec3
@@ -82,6 +82,18 @@ def offset_in_voxels(origin: float, voxel: float, where: str, axis: str) -> int:
     return round(n)
 
 
+def choose_timepoint(where: str, count: int, timepoint: int | None) -> int:
+    """The time point to read of ``count``: required when there is more than one."""
+    if timepoint is None and count > 1:
+        raise SourceError(
+            f"{where}: {count} time points: choose one with --timepoint 0..{count - 1}"
+        )
+    t = timepoint or 0
+    if not 0 <= t < count:
+        raise SourceError(f"{where}: time point {t} is outside 0..{count - 1}")
+    return t
+
+
 def _numpy_read(array: Any, index: tuple[Any, ...]) -> np.ndarray:
     return np.asarray(array[index])
 
@@ -92,8 +104,8 @@ class AxesVolume:
     :param array: anything sliced with a tuple of slices and ints (numpy, zarr, h5py, a
         nibabel array proxy, a tensorstore store with ``reader``).
     :param axes: one letter per dimension of ``array``: ``X``, ``Y`` (required), ``Z``, ``C``;
-        any other letter must be in ``fixed`` or have size 1.
-    :param fixed: letter -> the index read along it (``T`` -> ``--timepoint``).
+        any other letter (``T`` aside) must have size 1.
+    :param timepoint: the index along ``T`` (``--timepoint``); needed when ``T`` has more than one.
     :param flipped: letters whose order is reversed (a NIfTI axis whose affine is negative).
     :param resolution: voxel size in nm (x, y, z) read from the file, or None.
     :param voxel_offset: position of the first voxel, in voxels, read from the file.
@@ -105,7 +117,7 @@ class AxesVolume:
         axes: str,
         *,
         where: str,
-        fixed: Mapping[str, int] | None = None,
+        timepoint: int | None = None,
         flipped: str = "",
         resolution: Res3 | None = None,
         voxel_offset: Vec3 = (0, 0, 0),
@@ -116,17 +128,15 @@ class AxesVolume:
             raise SourceError(f"{where}: axes {axes!r} do not name the {len(shape)} dimensions")
         if not {"X", "Y"} <= set(axes):
             raise SourceError(f"{where}: no x and y axes among {axes!r}")
-        fixed = dict(fixed or {})
+        fixed: dict[str, int] = {}
+        if "T" in axes:
+            fixed["T"] = choose_timepoint(where, shape[axes.index("T")], timepoint)
         for letter, n in zip(axes, shape, strict=True):
             if letter in "XYZC" or letter in fixed:
                 continue
             if n != 1:
                 raise SourceError(f"{where}: axis {letter!r} has {n} entries; cannot pick one")
             fixed[letter] = 0
-        for letter, i in fixed.items():
-            n = shape[axes.index(letter)]
-            if not 0 <= i < n:
-                raise SourceError(f"{where}: index {i} along {letter!r} is outside 0..{n - 1}")
         self.array, self.axes, self.where = array, axes, where
         self.fixed, self.flipped, self._read = fixed, flipped, reader
         self.sizes = dict(zip(axes, shape, strict=True))

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..sources import SourceError
-from .base import AxesVolume, offset_in_voxels, require, to_nm
+from .base import AxesVolume, choose_timepoint, offset_in_voxels, require, to_nm
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +72,8 @@ def open_hdf5(path: str, *, dataset: str | None = None, timepoint: int | None = 
         f.close()
         raise SourceError(f"{where}: {node.ndim} dimensions without axistags; cannot tell the axes")
     resolution, offset = _hdf5_grid(attrs, where)
-    if "T" in letters and node.shape[letters.index("T")] > 1 and timepoint is None:
-        n = node.shape[letters.index("T")]
-        f.close()
-        raise SourceError(f"{where}: {n} time points: choose one with --timepoint 0..{n - 1}")
-    fixed = {"T": timepoint} if timepoint is not None and "T" in letters else {}
     return AxesVolume(
-        node, letters, where=where, fixed=fixed, resolution=resolution, voxel_offset=offset
+        node, letters, where=where, timepoint=timepoint, resolution=resolution, voxel_offset=offset
     )
 
 
@@ -166,15 +161,12 @@ def open_imaris(
         raise SourceError(
             f"{where}: not an Imaris file, or no resolution level {level} ({e})"
         ) from None
-    timepoints = sorted(k for k in level_group if k.startswith("TimePoint "))
-    if len(timepoints) > 1 and timepoint is None:
+    count = len([k for k in level_group if k.startswith("TimePoint ")])
+    try:
+        t = choose_timepoint(where, count, timepoint)
+    except SourceError:
         f.close()
-        n = len(timepoints)
-        raise SourceError(f"{where}: {n} time points: choose one with --timepoint 0..{n - 1}")
-    t = timepoint or 0
-    if f"TimePoint {t}" not in level_group:
-        f.close()
-        raise SourceError(f"{where}: time point {t} is outside 0..{len(timepoints) - 1}")
+        raise
     tp = level_group[f"TimePoint {t}"]
     count = len([k for k in tp if k.startswith("Channel ")])
     if channel is not None and not 0 <= channel < count:

@@ -67,11 +67,6 @@ def open_nifti(path: str, *, timepoint: int | None = None) -> AxesVolume:
     axes = "".join(["ijk", "T", "C"][: len(shape) - 2]) if len(shape) <= 5 else ""
     if not axes:
         raise SourceError(f"{path}: NIfTI image has {len(shape)} dimensions, at most 5 expected")
-    if len(shape) >= 4 and shape[3] > 1 and timepoint is None:
-        raise SourceError(
-            f"{path}: 4D NIfTI with {shape[3]} volumes:"
-            f" choose one with --timepoint 0..{shape[3] - 1}"
-        )
     # NIFTI_UNITS_UNKNOWN is read as millimetres, as nibabel, FSL and neuroglancer-scripts do.
     unit = "mm" if space_unit in (None, "unknown") else space_unit
     if unit not in ("mm", "micron", "meter"):
@@ -80,12 +75,11 @@ def open_nifti(path: str, *, timepoint: int | None = None) -> AxesVolume:
     resolution = tuple(to_nm(s, unit, path) for s in size_nm)
     proxy = img.dataobj
     array = _Scaled(proxy, np.dtype(np.float32)) if _is_scaled(proxy) else proxy
-    fixed = {"T": timepoint} if timepoint is not None and len(shape) >= 4 else {}
     return AxesVolume(
         array,
         letters + axes[3:],
         where=path,
-        fixed=fixed,
+        timepoint=timepoint,
         flipped=flipped,
         resolution=(resolution[0], resolution[1], resolution[2]),
         voxel_offset=offset,

@@ -222,15 +222,10 @@ def _volume(
     offset: tuple[int, int, int],
     reader: Any = None,
 ) -> AxesVolume:
-    shape = tuple(int(n) for n in array.shape)
-    if "T" in letters and shape[letters.index("T")] > 1 and timepoint is None:
-        n = shape[letters.index("T")]
-        raise SourceError(f"{where}: {n} time points: choose one with --timepoint 0..{n - 1}")
-    fixed = {"T": timepoint} if timepoint is not None and "T" in letters else {}
     extra = {"reader": reader} if reader is not None else {}
     return AxesVolume(
-        array, letters, where=where, fixed=fixed, resolution=resolution, voxel_offset=offset,
-        **extra,
+        array, letters, where=where, timepoint=timepoint, resolution=resolution,
+        voxel_offset=offset, **extra,
     )  # fmt: skip
 
 
