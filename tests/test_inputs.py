@@ -293,6 +293,14 @@ def test_imaris_channels_and_grid(tmp_path: Path) -> None:
     np.testing.assert_array_equal(scale0(tmp_path / "one", tmp_path)[..., 0], data // 3)
 
 
+def test_container_options_apply_only_where_they_mean_something(tmp_path: Path) -> None:
+    np.save(tmp_path / "v.npy", np.ones((2, 3, 4), np.uint8))
+    with pytest.raises(SourceError, match=r"v.npy: --dataset does not apply to a TIFF or .npy"):
+        open_source(tmp_path / "v.npy", dataset="/raw")
+    with pytest.raises(SourceError, match=r"x.nii.gz: no such file or folder"):
+        open_source(tmp_path / "x.nii.gz")
+
+
 def test_missing_extra_names_the_install_line(monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 

@@ -54,28 +54,59 @@ def open_source(
     from . import zarr as zarr_input
 
     src = os.fspath(source)
-    if precomputed.is_url(src) or (os.path.isdir(src) and precomputed.is_precomputed(src)):
-        return precomputed.PrecomputedVolume(src)
-    if not os.path.exists(src) and not any(ch in src for ch in "*?["):
+    kind = _kind_of(src)
+    if kind != "precomputed" and not os.path.exists(src) and not any(c in src for c in "*?["):
         raise SourceError(f"{src}: no such file or folder")
-    volume: Volume
+    given = {"--dataset": dataset, "--timepoint": timepoint, "--channel": channel}
+    for flag, value in given.items():
+        if value is not None and flag not in _OPTIONS[kind]:
+            raise SourceError(f"{src}: {flag} does not apply to a {kind} source")
+    if kind == "precomputed":
+        return precomputed.PrecomputedVolume(src)
+    if kind == "NIfTI":
+        return nifti.open_nifti(src, timepoint=timepoint)
+    if kind == "N5":
+        return zarr_input.open_n5(src, dataset=dataset, timepoint=timepoint)
+    if kind == "Zarr":
+        return zarr_input.open_zarr(src, dataset=dataset, timepoint=timepoint)
+    if kind == "Imaris":
+        return hdf5.open_imaris(src, channel=channel, timepoint=timepoint)
+    if kind == "HDF5":
+        return hdf5.open_hdf5(src, dataset=dataset, timepoint=timepoint)
+    return open_volume(src, npy_axes=npy_axes)
+
+
+#: The container options each kind of source takes (the others are an error, not ignored).
+_OPTIONS: dict[str, frozenset[str]] = {
+    "precomputed": frozenset(),
+    "NIfTI": frozenset({"--timepoint"}),
+    "N5": frozenset({"--dataset", "--timepoint"}),
+    "Zarr": frozenset({"--dataset", "--timepoint"}),
+    "Imaris": frozenset({"--timepoint", "--channel"}),
+    "HDF5": frozenset({"--dataset", "--timepoint"}),
+    "TIFF or .npy": frozenset(),
+}
+
+
+def _kind_of(src: str) -> str:
+    from . import hdf5, nifti, precomputed
+    from . import zarr as zarr_input
+
+    if precomputed.is_url(src) or (os.path.isdir(src) and precomputed.is_precomputed(src)):
+        return "precomputed"
     if _is_kind(src, nifti.NIFTI_SUFFIXES):
-        volume = nifti.open_nifti(src, timepoint=timepoint)
-    elif _is_kind(src, zarr_input.N5_SUFFIXES) or os.path.isfile(
+        return "NIfTI"
+    if _is_kind(src, zarr_input.N5_SUFFIXES) or os.path.isfile(
         os.path.join(src, "attributes.json")
     ):
-        volume = zarr_input.open_n5(src, dataset=dataset, timepoint=timepoint)
-    elif _is_kind(src, zarr_input.ZARR_SUFFIXES) or _has_zarr_metadata(src):
-        volume = zarr_input.open_zarr(src, dataset=dataset, timepoint=timepoint)
-    elif _is_kind(src, hdf5.IMARIS_SUFFIXES):
-        volume = hdf5.open_imaris(src, channel=channel, timepoint=timepoint)
-    elif _is_kind(src, hdf5.HDF5_SUFFIXES):
-        volume = hdf5.open_hdf5(src, dataset=dataset, timepoint=timepoint)
-    else:
-        return open_volume(src, npy_axes=npy_axes)
-    if channel is not None and not _is_kind(src, hdf5.IMARIS_SUFFIXES):
-        raise SourceError(f"{src}: --channel is for Imaris files; this volume keeps its channels")
-    return volume
+        return "N5"
+    if _is_kind(src, zarr_input.ZARR_SUFFIXES) or _has_zarr_metadata(src):
+        return "Zarr"
+    if _is_kind(src, hdf5.IMARIS_SUFFIXES):
+        return "Imaris"
+    if _is_kind(src, hdf5.HDF5_SUFFIXES):
+        return "HDF5"
+    return "TIFF or .npy"
 
 
 def _has_zarr_metadata(src: str) -> bool:
