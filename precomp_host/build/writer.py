@@ -205,6 +205,10 @@ class DatasetWriter:
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(parents=True)
 
+    def abort(self) -> None:
+        """Drop the temporary folder of a write that stops without a new ``info``."""
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
     def commit(self, dataset: Dataset) -> None:
         """Write ``info``: the last file of a build."""
         self.put_json("info", dataset.to_json())

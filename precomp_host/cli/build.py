@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..core.layout import LAYOUTS, NESTED
 from ..core.model import VOLUME_TYPES
-from .options import CommandError, positive_float, positive_int, vec3
+from .options import CommandError, non_negative_int, positive_float, positive_int, vec3
 from .progress import ProgressView
 
 if TYPE_CHECKING:
@@ -126,18 +126,25 @@ def add_build_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "source",
         metavar="SRC",
-        help="folder of 2D TIFF slices, a glob, a multi-page/OME TIFF, or a .npy",
+        help="folder of 2D TIFF slices, a glob, a multi-page/OME TIFF, a .npy, a .nii(.gz),"
+        " a .zarr or .n5 folder, an .h5 or .ims file, or a precomputed dataset (folder or URL)",
     )
     p.add_argument("out", metavar="OUT", help="dataset folder to write")
     p.add_argument(
         "--resolution",
         type=positive_float,
         nargs=3,
-        required=True,
+        default=None,
         metavar=("X", "Y", "Z"),
-        help="voxel size in nanometres",
+        help="voxel size in nanometres (default: the file's, where it has one)",
     )
-    p.add_argument("--type", dest="volume_type", choices=VOLUME_TYPES, default=VOLUME_TYPES[0])
+    p.add_argument(
+        "--type",
+        dest="volume_type",
+        choices=VOLUME_TYPES,
+        default=None,
+        help=f"default: a precomputed source's own type, else {VOLUME_TYPES[0]}",
+    )
     p.add_argument(
         "--encoding",
         default=None,
@@ -151,9 +158,9 @@ def add_build_arguments(p: argparse.ArgumentParser) -> None:
         "--voxel-offset",
         type=int,
         nargs=3,
-        default=[0, 0, 0],
+        default=None,
         metavar=("X", "Y", "Z"),
-        help="position of the first voxel (default 0 0 0)",
+        help="position of the first voxel (default: the file's origin, else 0 0 0)",
     )
     p.add_argument(
         "--npy-axes",
@@ -161,7 +168,57 @@ def add_build_arguments(p: argparse.ArgumentParser) -> None:
         metavar="AXES",
         help="axes of a .npy array, e.g. ZYX (default), XYZ, ZYXC",
     )
+    _add_input_arguments(p)
     _add_output_arguments(p)
+
+
+def _add_input_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("containers (HDF5, Zarr, N5, NIfTI, Imaris)")
+    g.add_argument("--dataset", metavar="PATH", help="the array inside an HDF5, Zarr or N5 file")
+    g.add_argument(
+        "--timepoint", type=non_negative_int, metavar="T", help="the time point of a 4D volume"
+    )
+    g.add_argument(
+        "--channel", type=non_negative_int, metavar="C", help="one channel of an Imaris file"
+    )
+    g.add_argument(
+        "--use-source-pyramid",
+        action="store_true",
+        help="OME-Zarr: store the file's own levels as the scales instead of downsampling",
+    )
+
+
+def _open_input(args: argparse.Namespace) -> list[Any]:
+    """The source volume (every level with --use-source-pyramid); sets the grid on ``args``."""
+    from ..build.inputs import open_source, resolve_grid
+    from ..build.inputs.zarr import open_ome_levels
+    from ..build.sources import SourceError
+
+    levels: list[Any]
+    try:
+        if args.use_source_pyramid:
+            levels = open_ome_levels(args.source, dataset=args.dataset, timepoint=args.timepoint)
+        else:
+            levels = [
+                open_source(
+                    args.source,
+                    dataset=args.dataset,
+                    timepoint=args.timepoint,
+                    channel=args.channel,
+                    npy_axes=args.npy_axes,
+                )
+            ]
+        args.resolution, args.voxel_offset = resolve_grid(
+            levels[0],
+            tuple(args.resolution) if args.resolution is not None else None,
+            tuple(args.voxel_offset) if args.voxel_offset is not None else None,
+            args.source,
+        )
+    except SourceError as e:
+        raise CommandError(str(e)) from None
+    if args.volume_type is None:
+        args.volume_type = getattr(levels[0], "volume_type", VOLUME_TYPES[0])
+    return levels
 
 
 class _KindOptions(NamedTuple):
@@ -264,11 +321,35 @@ def _run_build(source: Any, out: str, options: BuildOptions, label: str, quiet: 
 
 
 def run_build(args: argparse.Namespace) -> int:
+    levels = _open_input(args)
     options = _build_options(args)
-    _run_build(args.source, args.out, options, os.path.basename(args.out.rstrip("/")), args.quiet)
+    label = os.path.basename(args.out.rstrip("/"))
+    if len(levels) > 1:
+        from ..build.builder import BuildError
+        from ..build.inputs.source_pyramid import build_source_pyramid
+
+        view = None if args.quiet else ProgressView(sys.stderr, label)
+        try:
+            build_source_pyramid(levels, args.out, options, view)
+        except BuildError as e:
+            raise CommandError(str(e)) from None
+    else:
+        _run_build(levels[0], args.out, options, label, args.quiet)
+    _carry_over(levels[0], args)
     if not args.quiet:
         print(f"Wrote {args.out}. View it with: precomp-host serve {args.out}")
     return 0
+
+
+def _carry_over(volume: Any, args: argparse.Namespace) -> None:
+    """A precomputed source's meshes and segment properties, unless this build made its own."""
+    from ..build.inputs.precomputed import PrecomputedVolume, carry_over
+
+    if isinstance(volume, PrecomputedVolume) and not args.mesh:
+        compress = {"compress": args.compress} if args.compress is not None else {}
+        carried = carry_over(volume, args.out, layout=args.layout, **compress)
+        if carried and not args.quiet:
+            print(f"Carried over from {args.source}: {', '.join(carried)}")
 
 
 def add_sample_arguments(p: argparse.ArgumentParser) -> None:

@@ -35,7 +35,9 @@ class Command:
 
 COMMANDS: dict[str, Command] = {
     "build": Command(
-        "TIFF stack / OME-TIFF / .npy -> precomputed dataset", add_build_arguments, run_build
+        "TIFF, .npy, NIfTI, (OME-)Zarr, N5, HDF5, Imaris or precomputed -> precomputed",
+        add_build_arguments,
+        run_build,
     ),
     "sample": Command(
         "build the embedded sample dataset(s) and say how to view", add_sample_arguments, run_sample

@@ -32,11 +32,13 @@ from ..core.encodings import ENCODINGS, choose, is_effective
 from ..core.headers import ALLOW_METHODS, cors_headers
 from ..core.layout import CHUNK_NAME_PATTERN
 from ..core.media_types import OCTET_STREAM
-from .middleware import PrecomputedMiddleware
+from .conditional import range_for_length
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
     from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+
+    from .middleware import PrecomputedMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +219,7 @@ class TiffTileMiddleware:
         ranges = parse_range_header(environ.get("HTTP_RANGE"))
         if ranges is not None and ranges.units == "bytes" and len(ranges.ranges) == 1:
             # The middleware's reading of a range (suffixes, clipping), one rule for both.
-            span = PrecomputedMiddleware._range_for_length(ranges.ranges[0], len(body))
+            span = range_for_length(ranges.ranges[0], len(body))
             if span is None:
                 unsatisfiable = ("Content-Range", f"bytes */{len(body)}")
                 start_response(_STATUS[416], [*headers, unsatisfiable, ("Content-Length", "0")])
