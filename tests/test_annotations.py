@@ -405,3 +405,19 @@ def test_csv_and_json_tables(tmp_path: Path) -> None:
     parquet.write_bytes(b"PAR1")
     with pytest.raises(AnnotationSourceError, match="Parquet"):
         open_annotations(parquet)
+
+
+def test_cli_builds_a_neurotrale_tree(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from precomp_host.cli import main
+
+    tree = _neurotrale_tree(tmp_path)
+    out = tmp_path / "layers"
+    assert main(["annotations", "build", str(tree), str(out), "--resolution", "4", "4", "40"]) == 0
+    printed = capsys.readouterr().out
+    assert "points: 2 annotations" in printed
+    assert "lines: 6 annotations" in printed
+    assert json.loads((out / "points/info").read_text())["dimensions"]["z"] == [4e-8, "m"]
+    assert json.loads((out / "lines/info").read_text())["annotation_type"] == "LINE"
+    assert main(["annotations", "build", str(tree), str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["annotations", "build", str(tmp_path / "nope.csv"), str(out)]) == 2
