@@ -421,3 +421,32 @@ def test_cli_builds_a_neurotrale_tree(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["annotations", "build", str(tree), str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert main(["annotations", "build", str(tmp_path / "nope.csv"), str(out)]) == 2
+
+
+def test_every_cell_samples_at_its_levels_one_rate(tmp_path: Path) -> None:
+    """The spec's rule, recomputed from the files: at each level, every cell emits its remaining
+    points (those not emitted by a coarser level) at the one rate ``limit / maxCount(level)``,
+    rounded to a whole count, so a dense cluster and a sparse region are sampled alike."""
+    rng = np.random.default_rng(5)
+    dense = rng.normal([100, 100, 10], 4, (6000, 3))
+    sparse = rng.random((1500, 3)) * [400, 400, 40]
+    geometry = np.clip(np.vstack([dense, sparse]), 0, None)
+    table = AnnotationTable("POINT", geometry, np.arange(1, 7501), DIMS)
+    write_annotations({"": table}, tmp_path / "out", limit=200)
+    info = json.loads((tmp_path / "out/info").read_text())
+    levels = spatial_cells(tmp_path / "out", info)
+    emitted_at = {i: n for n, cells in enumerate(levels) for ids in cells.values() for i in ids}
+    assert sorted(emitted_at) == list(range(1, 7501))
+    lower = np.array(info["lower_bound"])
+    for n, level in enumerate(info["spatial"][:-1]):
+        chunk = np.array(level["chunk_size"])
+        cell_of = np.floor((geometry - lower) / chunk).astype(int)
+        remaining: dict[tuple[int, ...], int] = {}
+        for row, ann_id in enumerate(range(1, 7501)):
+            if emitted_at[ann_id] >= n:
+                key = tuple(cell_of[row].tolist())
+                remaining[key] = remaining.get(key, 0) + 1
+        rate = min(1.0, 200 / max(remaining.values()))
+        for cell, count in remaining.items():
+            got = len(levels[n].get(cell, []))
+            assert int(np.floor(count * rate)) <= got <= int(np.ceil(count * rate)), (n, cell)
