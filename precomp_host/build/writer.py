@@ -158,11 +158,17 @@ class DatasetWriter:
             out[""] = data
         return out
 
-    def put(self, rel_path: str, data: bytes) -> int:
-        """Write ``data`` at ``rel_path`` with its effective siblings; returns bytes stored."""
+    def put(self, rel_path: str, data: bytes, *, precompress: bool = True) -> int:
+        """Write ``data`` at ``rel_path`` with its effective siblings; returns bytes stored.
+
+        ``precompress=False`` stores the plain file alone: files read with Range (shards,
+        multi-resolution mesh data, annotation files a reader fetches by byte range) must be
+        served without a Content-Encoding (sharded.md), so they get no siblings.
+        """
         final = self._final(rel_path)
         written = 0
-        for suffix, blob in self._variants(data).items():
+        variants = self._variants(data) if precompress else {"": data}
+        for suffix, blob in variants.items():
             self._write_atomic(final.with_name(final.name + suffix), blob)
             written += len(blob)
         return written

@@ -1,10 +1,10 @@
 """The ``precomp-host`` command: :data:`COMMANDS` and :func:`main`.
 
 The only package that prints, configures logging or draws progress. Each command lives in its
-own module (``build``, ``serve``, ``deploy``) as an ``add_*_arguments`` function beside the
-handler that turns the arguments into keyword arguments and imports its wing lazily, so that
-``--help`` imports neither numpy nor watchdog. Shared options come from parent parsers
-(:mod:`.options`). Errors in the input end with one line on stderr and exit code 2.
+own module (``build``, ``serve``, ``deploy``, ``annotations``) as an ``add_*_arguments``
+function beside the handler that turns the arguments into keyword arguments and imports its wing
+lazily, so that ``--help`` imports neither numpy nor watchdog. Shared options come from parent
+parsers (:mod:`.options`). Errors in the input end with one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .annotations import add_annotations_arguments, run_annotations
 from .build import add_build_arguments, add_sample_arguments, run_build, run_sample
 from .deploy import add_deploy_arguments, run_deploy
 from .options import EXIT_BAD_INPUT, CommandError, Parser, common_options
@@ -49,6 +50,11 @@ COMMANDS: dict[str, Command] = {
         "server configs, or an object-store upload, for a folder of datasets",
         add_deploy_arguments,
         run_deploy,
+    ),
+    "annotations": Command(
+        "annotations in Neuroglancer's precomputed format (build)",
+        add_annotations_arguments,
+        run_annotations,
     ),
 }
 

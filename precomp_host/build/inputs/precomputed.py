@@ -266,8 +266,5 @@ def _copy_folder(tree: TreeReader, src: str, dst: str, writer: DatasetWriter) ->
             data = _gunzip(data, f"{tree.root}/{base}")
         if base.endswith("/info"):
             writer.put_json(target, json.loads(data))
-        elif plain:  # read with Range (multi-resolution mesh data): stored as is, no siblings
-            with writer.open_atomic(target) as f:
-                f.write(data)
         else:
-            writer.put(target, data)
+            writer.put(target, data, precompress=not plain)

@@ -1,0 +1,238 @@
+"""Neuroglancer draws annotation layers built by ``precomp-host annotations build`` (issue 16).
+
+The sample image (``precomp-host sample``) and, in voxel coordinates over it, a NeuroTrALE tree
+with a grid of points and a few polygons and axons in the middle z slice. Neuroglancer opens the
+image with the points and the lines as annotation layers in colours the grey image never has
+(magenta points, cyan lines), over the dev server and real nginx. What is checked is counted:
+spatial cells fetched and answered, the annotations those cells hold (read back from disk), and
+the pixels of each colour drawn. Neuroglancer draws a cell that failed as empty without an error,
+so a layer that "loaded" proves nothing by itself. The negative control moves the spatial index's
+bounds away from the data: nothing may be fetched or drawn, and the check must say so.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import subprocess
+import sys
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from .test_matrix import (
+    MIN_CHUNKS,
+    REPO,
+    devserver,
+    origin_of,
+    real_server,
+    sample,
+    shape_and_resolution,
+)
+from .viewer import check_view, image_state
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from .conftest import Client
+    from .viewer import Browser, ViewResult
+
+    View = Callable[[dict[str, Any], str], ViewResult]
+
+pytestmark = pytest.mark.slow
+__all__ = ["sample"]  # the fixture, shared with the matrix
+
+POINT_COLOR = "#ff00ff"
+LINE_COLOR = "#00ffff"
+#: Neuroglancer's annotation layers draw the colours above; the grey sample image has none.
+MIN_POINT_PIXELS = 200
+MIN_LINE_PIXELS = 200
+
+
+def write_tree(root: Path, shape: list[int]) -> tuple[int, int]:
+    """A NeuroTrALE tree over the image's middle z slice; returns (points, shapes) written."""
+    sx, sy, sz = shape
+    z = sz // 2
+    xs = np.linspace(sx * 0.1, sx * 0.9, 20)
+    ys = np.linspace(sy * 0.1, sy * 0.9, 20)
+    points = [
+        {"id": 1000 + i, "type": "point", "anntype": "neuron", "point": [float(x), float(y), z],
+         "reviewed": False, "visited": False}
+        for i, (x, y) in enumerate((x, y) for x in xs for y in ys)
+    ]  # fmt: skip
+    shapes = []
+    for k in range(4):
+        x0, y0 = sx * (0.15 + 0.2 * k), sy * 0.2
+        shapes.append(
+            {"id": 10 + k, "type": "polygon", "anntype": "glia", "reviewed": True,
+             "visited": False, "points": [[x0, y0, z], [x0 + sx * 0.1, y0, z],
+                                          [x0 + sx * 0.1, y0 + sy * 0.1, z],
+                                          [x0, y0 + sy * 0.1, z]]}
+        )  # fmt: skip
+        shapes.append(
+            {"id": 20 + k, "type": "linestring", "anntype": "axon", "length": 1.0,
+             "reviewed": False, "visited": True,
+             "points": [[sx * 0.05, sy * (0.5 + 0.1 * k), z], [sx * 0.5, sy * (0.55 + 0.1 * k), z],
+                        [sx * 0.95, sy * (0.5 + 0.1 * k), z]]}
+        )  # fmt: skip
+    block = root / "x0001_y0001"
+    block.mkdir(parents=True)
+    (block / f"z-{z:04d}.json").write_text(json.dumps(points + shapes[::2]))
+    (block / "fibers.json").write_text(json.dumps(shapes[1::2]))
+    return len(points), len(shapes)
+
+
+@pytest.fixture(scope="module")
+def annotated(sample: Path) -> Path:
+    """The sample root with ``ann/points`` and ``ann/lines`` built over its image."""
+    shape, resolution = shape_and_resolution(sample / "image")
+    tree = sample.parent / "neurotrale"
+    write_tree(tree, shape)
+    subprocess.run(
+        [sys.executable, "-m", "precomp_host", "annotations", "build", str(tree),
+         str(sample / "ann"), "--resolution", *map(str, resolution), "--limit", "64", "-q"],
+        check=True, cwd=REPO, timeout=120,
+    )  # fmt: skip
+    return sample
+
+
+def annotation_layer(url: str, name: str, color: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "annotation", "source": f"precomputed://{url}", "name": name,
+            "annotationColor": color, **extra}  # fmt: skip
+
+
+def colour_pixels(result: ViewResult, color: str) -> int:
+    """Canvas pixels close to ``color`` (the annotations; the image is grey)."""
+    if not result.screenshot:
+        return 0
+    with Image.open(io.BytesIO(result.screenshot)) as img:
+        rgb = np.asarray(img.convert("RGB")).astype(int)
+    target = np.array([int(color[i : i + 2], 16) for i in (1, 3, 5)])
+    return int((np.abs(rgb - target).max(axis=2) < 60).sum())
+
+
+def fetched_annotations(result: ViewResult, folder: Path, prefix: str) -> tuple[int, int]:
+    """(cells answered OK, annotations in them) of the spatial requests under ``prefix``."""
+    cells = [r for r in result.requests if f"/{prefix}/spatial" in r.path and r.ok]
+    held = 0
+    for r in cells:
+        rel = r.path.split("?")[0].split(f"/{prefix}/", 1)[1]
+        path = folder / rel
+        data = path.read_bytes() if path.exists() else _gunzip(path)
+        held += struct.unpack_from("<Q", data)[0]
+    return len(cells), held
+
+
+def _gunzip(path: Path) -> bytes:
+    import gzip
+
+    return gzip.decompress(path.with_name(path.name + ".gz").read_bytes())
+
+
+def annotation_problems(result: ViewResult, root: Path, points: int) -> list[str]:
+    problems = []
+    cells, held = fetched_annotations(result, root / "ann" / "points", "ann/points")
+    if cells == 0:
+        problems.append("no point cell fetched")
+    if held < points:
+        problems.append(f"fetched cells hold {held} of the {points} points in view")
+    failed = [r.path for r in result.requests if "/ann/" in r.path and not r.ok]
+    if failed:
+        problems.append(f"annotation requests failed: {failed[:3]}")
+    if colour_pixels(result, POINT_COLOR) < MIN_POINT_PIXELS:
+        problems.append("points not drawn")
+    if colour_pixels(result, LINE_COLOR) < MIN_LINE_PIXELS:
+        problems.append("lines not drawn")
+    return problems
+
+
+def state(url: str, root: Path) -> dict[str, Any]:
+    shape, resolution = shape_and_resolution(root / "image")
+    s = image_state(f"precomputed://{url}/image", shape, resolution)
+    s["layers"] += [
+        annotation_layer(f"{url}/ann/points", "points", POINT_COLOR),
+        annotation_layer(f"{url}/ann/lines", "lines", LINE_COLOR),
+    ]
+    return s
+
+
+def open_image_then_annotations(
+    browser: Browser, client: Client, state: dict[str, Any], origin: str
+) -> tuple[ViewResult, ViewResult]:
+    """The image alone, settled; then the whole state (annotation layers added) in the same
+    page, settled again: (image view, view with annotations; its requests are the new ones).
+
+    In one step, Neuroglancer 2.41.2's client often never requests a single image chunk when
+    annotation layers come with the image on the first load (2 of 4 views, same server, same
+    state), while the annotation layers draw; adding them to an open view, as a user does, is
+    reliable and lets each check look at its own requests.
+    """
+    with browser.session(origin) as session:
+        image_only = {**state, "layers": state["layers"][:1]}
+        session.page.goto(client.url(image_only), wait_until="load")
+        image = session.settle()
+        since = len(session.requests)
+        session.frame().evaluate("s => window.viewer.state.restoreState(s)", state)
+        both = session.settle(since=since)
+    print(image.summary(), both.summary(), sep="\n")
+    return image, both
+
+
+@pytest.mark.parametrize("server", ["serve", "nginx"])
+def test_points_and_lines_drawn_over_the_image(
+    browser: Browser, client: Client, annotated: Path, server: str
+) -> None:
+    serving = devserver(annotated) if server == "serve" else real_server(server, annotated)
+    with serving as url:
+        image, result = open_image_then_annotations(
+            browser, client, state(url, annotated), origin_of(url)
+        )
+    assert check_view(image, min_chunks=MIN_CHUNKS) == [], image.summary()
+    assert annotation_problems(result, annotated, 400) == [], result.summary()
+    # The image is still drawn under them: grey pixels beside the two colours.
+    assert result.panels, result.summary()
+    assert not result.panels[0].blank, result.summary()
+
+
+def test_negative_wrong_spatial_bounds_draw_nothing(
+    view: View, annotated: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    root = tmp_path / "root"
+    shutil.copytree(annotated, root)
+    info_path = root / "ann" / "points" / "info"
+    info = json.loads(info_path.read_text())
+    shift = 100000.0
+    info["lower_bound"] = [v + shift for v in info["lower_bound"]]
+    info["upper_bound"] = [v + shift for v in info["upper_bound"]]
+    info_path.write_text(json.dumps(info))
+    with devserver(root) as url:
+        result = view(state(url, root), origin_of(url))
+    problems = annotation_problems(result, root, 400)
+    assert "points not drawn" in problems, result.summary()
+    assert any("hold 0 of the 400" in p or "no point cell" in p for p in problems), problems
+    assert "lines not drawn" not in problems, result.summary()  # the other layer is untouched
+
+
+def test_selected_shape_shows_its_segments(view: View, annotated: Path) -> None:
+    with devserver(annotated) as url:
+        s = state(url, annotated)
+        s["layers"] = [
+            s["layers"][0],
+            {"type": "segmentation", "source": f"precomputed://{url}/labels", "name": "labels",
+             "segments": ["20"], "selectedAlpha": 0, "notSelectedAlpha": 0, "objectAlpha": 0},
+            annotation_layer(f"{url}/ann/lines", "lines", LINE_COLOR,
+                             linkedSegmentationLayer={"shape": "labels"},
+                             filterBySegmentation=["shape"]),
+        ]  # fmt: skip
+        result = view(s, origin_of(url))
+    related = [r for r in result.requests if "/ann/lines/rel_shape/20" in r.path]
+    assert related, result.summary()
+    assert all(r.ok for r in related), result.summary()
+    assert not [r for r in result.requests if "/ann/lines/spatial" in r.path], result.summary()
+    assert colour_pixels(result, LINE_COLOR) >= MIN_LINE_PIXELS // 4, result.summary()
