@@ -16,16 +16,20 @@ Choices, and why:
 - *One octree per segment* (:func:`plan_octree`): its origin is the segment's lowest voxel
   corner, its LOD 0 cell at least ``min_chunk`` voxels, and it has enough LODs (up to
   ``max_lods``) for the coarsest to be one node covering the whole segment.
-- *LODs by quadric simplification* (zmesh's ``Mesher.simplify``, the simplifier igneous's
-  ``MeshTask`` runs), each from the previous one, in nm so that the error bound is physical.
+- *LODs by quadric simplification*, each from the previous one, in nm so that the error bound
+  is physical: zmesh's fast quadric mesh reduction (``simplify_fqmr``, the legacy meshes'
+  default, as igneous's multires task uses pyfqmr), whose passes are bounded. zmesh's other
+  simplifier (``Mesher.simplify``) never returned on a 14-triangle box (measured), and a
+  build must not hang on one odd segment.
   Vertices are then clamped to the LOD 0 mesh's box: a quadric optimum may lie a little outside
   a convex corner, and a coarse LOD must not reach past the segment.
-- *Cutting into cells* is zmesh's ``chunk_mesh``. For ``lod > 0`` neuroglancer splits each
-  fragment into its 8 children's octants when it draws part of a node and part of its children
-  (``neuroglancer_draco.cc``: a vertex below the partition point ``2**(bits-1)`` is low, above
-  it high, equal both), and meshes.md requires that no triangle crosses those octants. So LOD
-  ``l > 0`` is cut on the children's grid, and each vertex's quantized coordinate is clamped to
-  its triangle's octant side of the partition point (cut vertices carry float32 noise).
+- *Cutting into cells* (:func:`cut_on_grid`) splits triangles on the grid planes. For
+  ``lod > 0`` neuroglancer splits each fragment into its 8 children's octants when it draws
+  part of a node and part of its children (``neuroglancer_draco.cc``: a vertex below the
+  partition point ``2**(bits-1)`` is low, above it high, equal both), and meshes.md requires
+  that no triangle crosses those octants. So LOD ``l > 0`` is cut on its children's grid, and
+  each quantized coordinate is clamped to its triangle's side of the partition point (a cut
+  vertex can round to either side of it by float noise).
 - *Every node's parent exists*: neuroglancer reaches a node only from its parent at the next
   LOD, so a parent the coarser mesh does not touch is stored as an empty fragment (size 0, as
   meshes.md's readers allow).
@@ -44,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..core.sharding import ShardingSpec
+from .meshes import fqmr_passes
 from .shards import write_shard
 
 if TYPE_CHECKING:
@@ -234,38 +239,94 @@ def build_lods(
 
     vertices = np.asarray(vertices_nm, np.float64)
     low, high = vertices.min(axis=0), vertices.max(axis=0)
-    # zmesh's simplifier holds coordinates in 20 bits: simplify relative to the segment.
+    # Simplified relative to the segment: vertices are float32 in the simplifier.
     mesh = zmesh.Mesh((vertices - low).astype(np.float32), faces.astype(np.uint32), None)
-    simplifier = zmesh.Mesher(settings.resolution)
     lods = [(vertices, np.asarray(faces))]
     for lod in range(1, num_lods):
         if len(mesh.faces) > 4:  # a tetrahedron is as coarse as a closed mesh gets
-            mesh = simplifier.simplify(
+            simpler = zmesh.simplify_fqmr(
                 mesh,
-                reduction_factor=settings.reduction_per_lod,
-                # LOD l is drawn when a voxel covers about 2**l pixels (lod_scales): allow
-                # errors of that order, in nm along the finest axis.
-                max_error=(1 << lod) * min(settings.resolution),
+                max(4, len(mesh.faces) // settings.reduction_per_lod),
+                # LOD l stands for voxels 2**l times larger (lod_scales): allow errors of
+                # that order, in nm along the coarsest axis.
+                max_iterations=fqmr_passes((1 << lod) * max(settings.resolution)),
             )
+            # Guard against a degenerate result (no triangles, or non-finite vertices)
+            # on meshes of a few triangles: such a LOD stays as the previous one.
+            if len(simpler.faces) and np.isfinite(simpler.vertices).all():
+                mesh = simpler
         v = np.clip(mesh.vertices.astype(np.float64) + low, low, high)
         lods.append((v, mesh.faces))
     return lods
 
 
-def _cut(
-    vertices_vx: np.ndarray, faces: np.ndarray, cell: np.ndarray
-) -> dict[Vec3, tuple[np.ndarray, np.ndarray]]:
-    """The mesh cut on a grid of ``cell`` from 0 (zmesh's ``chunk_mesh``), per grid cell."""
-    import zmesh
+def _intersect(u: np.ndarray, v: np.ndarray, axis: int, plane: np.ndarray) -> np.ndarray:
+    """Where edges ``u-v`` (``[n, 3]``) meet the planes, computed from the low end: the two
+    triangles sharing an edge get bitwise the same point, so cut meshes stay watertight."""
+    swap = (u[:, axis] > v[:, axis])[:, None]
+    lo, hi = np.where(swap, v, u), np.where(swap, u, v)
+    t = (plane - lo[:, axis]) / (hi[:, axis] - lo[:, axis])
+    out = lo + t[:, None] * (hi - lo)
+    out[:, axis] = plane
+    return out
 
-    mesh = zmesh.Mesh(vertices_vx.astype(np.float32), faces.astype(np.uint32), None)
-    out = {}
-    for key, piece in zmesh.chunk_mesh(
-        mesh, tuple(float(c) for c in cell), (0.0, 0.0, 0.0)
-    ).items():
-        if len(piece.faces):
-            k = tuple(int(c) for c in key)
-            out[(k[0], k[1], k[2])] = (piece.vertices, piece.faces)
+
+def _split(tris: np.ndarray, axis: int, plane: np.ndarray) -> np.ndarray:
+    """Triangles ``[n, 3, 3]`` that cross their plane, each cut into 2 or 3 on either side of
+    it, in the same winding order."""
+    side = np.sign(tris[:, :, axis] - plane[:, None])
+    # Rotate each triangle so that its odd vertex comes first: the one on the plane if any,
+    # else the one alone on its side.
+    on = side == 0
+    alone = side != np.roll(side, -1, axis=1)
+    alone &= side != np.roll(side, 1, axis=1)
+    first = np.where(on.any(axis=1), on.argmax(axis=1), alone.argmax(axis=1))
+    rot = tris[np.arange(len(tris))[:, None], (first[:, None] + np.arange(3)) % 3]
+    a, b, c = rot[:, 0], rot[:, 1], rot[:, 2]
+    pieces = []
+    touching = on.any(axis=1)
+    if touching.any():  # a on the plane, b and c on either side: cut b-c
+        m = touching
+        p = _intersect(b[m], c[m], axis, plane[m])
+        pieces += [np.stack([a[m], b[m], p], 1), np.stack([a[m], p, c[m]], 1)]
+    if (~touching).any():  # a alone on its side: cut a-b and a-c
+        m = ~touching
+        p = _intersect(a[m], b[m], axis, plane[m])
+        q = _intersect(a[m], c[m], axis, plane[m])
+        pieces += [
+            np.stack([a[m], p, q], 1),
+            np.stack([p, b[m], c[m]], 1),
+            np.stack([p, c[m], q], 1),
+        ]
+    return np.concatenate(pieces)
+
+
+def cut_on_grid(tris: np.ndarray, cell: np.ndarray) -> dict[Vec3, np.ndarray]:
+    """Triangles ``[n, 3, 3]`` cut on the grid of ``cell`` from 0, grouped by grid cell: no
+    piece crosses a grid plane, and together they are the same surface.
+
+    zmesh's ``chunk_mesh`` does this too, but left triangles that cross several planes uncut
+    (measured: a piece of cell x=1 reaching x=4.6 with 8-voxel cells).
+    """
+    tris = np.asarray(tris, np.float64)
+    for axis in range(3):
+        done = []
+        while len(tris):
+            low, high = tris[:, :, axis].min(axis=1), tris[:, :, axis].max(axis=1)
+            # the first plane above each triangle's lowest point
+            plane = (np.floor(low / cell[axis]) + 1) * cell[axis]
+            crossing = plane < high
+            done.append(tris[~crossing])
+            tris = _split(tris[crossing], axis, plane[crossing]) if crossing.any() else tris[:0]
+        tris = np.concatenate(done)
+    keys = np.floor(tris.mean(axis=1) / cell).astype(np.int64)
+    out: dict[Vec3, np.ndarray] = {}
+    order = np.lexsort(keys.T[::-1])
+    keys, tris = keys[order], tris[order]
+    bounds = np.flatnonzero(np.any(keys[1:] != keys[:-1], axis=1)) + 1
+    for k, group in zip(np.split(keys, bounds), np.split(tris, bounds), strict=True):
+        if len(group):
+            out[(int(k[0, 0]), int(k[0, 1]), int(k[0, 2]))] = group
     return out
 
 
@@ -313,16 +374,14 @@ def multires_mesh(
         size = octree.cell(lod)
         # LOD 0 is cut on its own grid; a coarser LOD on its children's (the octants).
         cut = octree.cell(lod - 1) if lod else size
-        per_node: dict[Vec3, list[tuple[np.ndarray, np.ndarray]]] = {}
-        for key, piece in sorted(_cut(v / res - origin, f, cut).items()):
+        per_node: dict[Vec3, list[np.ndarray]] = {}
+        for key, piece in sorted(cut_on_grid((v / res - origin)[f], cut).items()):
             node = (key[0] >> 1, key[1] >> 1, key[2] >> 1) if lod else key
             per_node.setdefault(node, []).append(piece)
         encoded = {}
         for node, pieces in per_node.items():
             node_origin = np.array(node, np.float64) * size
-            corners = np.concatenate(
-                [quantize(pv[pf], node_origin, size, bits) for pv, pf in pieces]
-            )
+            corners = quantize(np.concatenate(pieces), node_origin, size, bits)
             if lod:
                 corners = clamp_to_octants(corners, bits)
             encoded[node] = _encode(corners, settings.draco_compression_level)
