@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import DracoPy
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from precomp_host.build.meshes import mesh_region, parse_fragment
@@ -27,6 +27,7 @@ from precomp_host.build.multires import (
     MultiresSettings,
     choose_mesh_sharding,
     clamp_to_octants,
+    cut_on_grid,
     dequantize,
     multires_mesh,
     partition_point,
@@ -191,7 +192,8 @@ def check_multires(
             stored = m.grid_origin + cell * (position + q / (2**bits - 1))
             vertices.append(stored * res)  # the info's transform
         nm = np.concatenate(vertices)
-        assert (nm >= low - res).all() and (nm <= high + res).all(), f"LOD {lod} leaves the box"
+        assert (nm >= low - res).all(), f"LOD {lod} leaves the box"
+        assert (nm <= high + res).all(), f"LOD {lod} leaves the box"
         out.append(nm)
     return out
 
@@ -331,6 +333,37 @@ def test_clamped_triangles_stay_in_one_octant(bits: int, data: st.DataObject) ->
         != 0
     )
     assert (out[inside] == corners[inside]).all()
+
+
+_tri = st.tuples(*[st.tuples(*[st.floats(0, 64, allow_nan=False)] * 3)] * 3)
+
+
+@settings(deadline=None)  # a long thin triangle cut into hundreds: time is not the property
+@given(st.lists(_tri, min_size=1, max_size=12), st.tuples(*[st.integers(1, 16)] * 3))
+def test_cut_pieces_stay_in_one_cell_and_keep_the_surface(
+    tris: list[Any], cell: tuple[int, int, int]
+) -> None:
+    t = np.array(tris, np.float64)
+    size = np.array(cell, np.float64)
+    pieces = cut_on_grid(t, size)
+    for key, group in pieces.items():
+        low = np.array(key) * size
+        assert (group >= low - 1e-9 * 64).all()
+        assert (group <= low + size + 1e-9 * 64).all()
+    cut_area = sum(
+        _area(g.reshape(-1, 3), np.arange(g.size // 3).reshape(-1, 3)) for g in pieces.values()
+    )
+    assert cut_area == pytest.approx(
+        _area(t.reshape(-1, 3), np.arange(t.size // 3).reshape(-1, 3)), rel=1e-6, abs=1e-6
+    )
+
+    # winding is kept: the summed (vector) area of the pieces is the triangles'
+    def vector_area(x: np.ndarray) -> np.ndarray:
+        out: np.ndarray = np.cross(x[:, 1] - x[:, 0], x[:, 2] - x[:, 0]).sum(axis=0) / 2
+        return out
+
+    total = sum((vector_area(g) for g in pieces.values()), np.zeros(3))
+    np.testing.assert_allclose(total, vector_area(t), rtol=1e-6, atol=1e-6)
 
 
 # --- storage -----------------------------------------------------------------------------------

@@ -155,7 +155,8 @@ def quantize(
     formula inverted, rounded to nearest); vertices outside the box are clamped to it."""
     top = (1 << bits) - 1
     scaled = (np.asarray(vertices, np.float64) - node_origin) / node_size * top
-    return np.clip(np.floor(scaled + 0.5), 0, top).astype(np.uint32)
+    out: np.ndarray = np.clip(np.floor(scaled + 0.5), 0, top).astype(np.uint32)
+    return out
 
 
 def dequantize(
@@ -266,7 +267,7 @@ def _intersect(u: np.ndarray, v: np.ndarray, axis: int, plane: np.ndarray) -> np
     swap = (u[:, axis] > v[:, axis])[:, None]
     lo, hi = np.where(swap, v, u), np.where(swap, u, v)
     t = (plane - lo[:, axis]) / (hi[:, axis] - lo[:, axis])
-    out = lo + t[:, None] * (hi - lo)
+    out: np.ndarray = lo + t[:, None] * (hi - lo)
     out[:, axis] = plane
     return out
 
@@ -396,7 +397,9 @@ def multires_mesh(
     if not nodes[0]:
         return None
 
-    positions, sizes, data = [], [], []
+    positions: list[np.ndarray] = []
+    sizes: list[tuple[int, ...]] = []
+    data: list[bytes] = []
     for level in nodes:
         order = sorted(level, key=lambda k: zorder_key(*k))
         positions.append(np.array(order, np.uint32).reshape(-1, 3))
