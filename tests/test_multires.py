@@ -25,6 +25,7 @@ from precomp_host.build.multires import (
     MULTILOD_DRACO,
     MultiresMesh,
     MultiresSettings,
+    add_missing_parents,
     choose_mesh_sharding,
     clamp_to_octants,
     cut_on_grid,
@@ -333,6 +334,20 @@ def test_clamped_triangles_stay_in_one_octant(bits: int, data: st.DataObject) ->
         != 0
     )
     assert (out[inside] == corners[inside]).all()
+
+
+_node = st.tuples(*[st.integers(0, 15)] * 3)
+
+
+@given(st.lists(st.dictionaries(_node, st.binary(max_size=3), max_size=12), min_size=1, max_size=5))
+def test_every_node_gets_its_parent(levels: list[dict[tuple[int, int, int], bytes]]) -> None:
+    nodes = [dict(level) for level in levels]
+    add_missing_parents(nodes)
+    for lod in range(len(nodes) - 1):
+        assert {(x >> 1, y >> 1, z >> 1) for x, y, z in nodes[lod]} <= set(nodes[lod + 1])
+    for before, after in zip(levels, nodes, strict=True):
+        assert {k: after[k] for k in before} == before  # fragments kept
+        assert not any(after[k] for k in set(after) - set(before))  # added ones are empty
 
 
 _tri = st.tuples(*[st.tuples(*[st.floats(0, 64, allow_nan=False)] * 3)] * 3)

@@ -353,6 +353,14 @@ def _encode(corners: np.ndarray, level: int) -> bytes:
     )
 
 
+def add_missing_parents(nodes: list[dict[Vec3, bytes]]) -> None:
+    """Give every node its parent one LOD up, as an empty fragment where the coarser mesh has
+    none: neuroglancer reaches a node only through its parent (``computeOctreeChildOffsets``)."""
+    for lod in range(len(nodes) - 1):
+        for x, y, z in nodes[lod]:
+            nodes[lod + 1].setdefault((x >> 1, y >> 1, z >> 1), b"")
+
+
 def multires_mesh(
     vertices_nm: np.ndarray, faces: np.ndarray, settings: MultiresSettings
 ) -> MultiresMesh | None:
@@ -388,14 +396,10 @@ def multires_mesh(
             encoded[node] = _encode(corners, settings.draco_compression_level)
         nodes.append(encoded)
 
-    # Every node needs its parent one LOD up, if only as an empty fragment.
-    for lod in range(octree.num_lods - 1):
-        for x, y, z in list(nodes[lod]):
-            if nodes[lod][(x, y, z)] or lod:
-                nodes[lod + 1].setdefault((x >> 1, y >> 1, z >> 1), b"")
     nodes[0] = {k: b for k, b in nodes[0].items() if b}
     if not nodes[0]:
         return None
+    add_missing_parents(nodes)
 
     positions: list[np.ndarray] = []
     sizes: list[tuple[int, ...]] = []
