@@ -22,14 +22,12 @@ from hypothesis import strategies as st
 
 from precomp_host.build.meshes import mesh_region, parse_fragment
 from precomp_host.build.multires import (
-    MULTILOD_DRACO,
     MultiresMesh,
     MultiresSettings,
     add_missing_parents,
     choose_mesh_sharding,
     clamp_to_octants,
     cut_on_grid,
-    dequantize,
     multires_mesh,
     partition_point,
     plan_octree,
@@ -42,6 +40,7 @@ from precomp_host.build.multires import (
 from precomp_host.build.shards import write_shard
 from precomp_host.build.writer import DatasetWriter
 from precomp_host.core.layout import LAYOUTS
+from precomp_host.core.model import MULTILOD_MESH_TYPE
 from precomp_host.core.sharding import (
     ShardingSpec,
     parse_minishard_index,
@@ -252,7 +251,7 @@ def test_empty_mesh_gives_none() -> None:
 def test_info() -> None:
     spec = choose_mesh_sharding(10)
     info = SETTINGS.info(spec)
-    assert info["@type"] == MULTILOD_DRACO == "neuroglancer_multilod_draco"
+    assert info["@type"] == MULTILOD_MESH_TYPE == "neuroglancer_multilod_draco"
     assert info["vertex_quantization_bits"] == 16
     assert info["lod_scale_multiplier"] == 1.0
     assert info["transform"] == [4.0, 0, 0, 0, 0, 4.0, 0, 0, 0, 0, 10.0, 0]
@@ -306,7 +305,8 @@ def test_quantization_round_trips_within_half_a_step(
     assert q.dtype == np.uint32
     assert q.max() < 2**bits
     step = n / (2**bits - 1)
-    assert (abs(dequantize(q, o, n, bits) - v) <= step / 2 * (1 + 1e-9)).all()
+    back = o + n * (q / (2**bits - 1))  # meshes.md's formula, vertex_offsets zero
+    assert (abs(back - v) <= step / 2 * (1 + 1e-9)).all()
     # the node's middle is neuroglancer's partition point, exactly
     assert (quantize(o + n / 2, o, n, bits) == partition_point(bits)).all()
 

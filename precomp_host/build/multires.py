@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..core.model import MULTILOD_MESH_TYPE
 from ..core.sharding import ShardingSpec
 from .meshes import fqmr_passes
 from .shards import write_shard
@@ -59,8 +60,6 @@ if TYPE_CHECKING:
 Vec3 = tuple[int, int, int]
 Res3 = tuple[float, float, float]
 
-#: The mesh ``info`` ``@type`` of this format (meshes.md).
-MULTILOD_DRACO = "neuroglancer_multilod_draco"
 #: meshes.md: "Must be 10 or 16".
 QUANTIZATION_BITS = (10, 16)
 
@@ -100,7 +99,7 @@ class MultiresSettings:
         """The mesh directory's ``info`` (meshes.md, "Multi-resolution mesh info")."""
         rx, ry, rz = self.resolution
         out: dict[str, Any] = {
-            "@type": MULTILOD_DRACO,
+            "@type": MULTILOD_MESH_TYPE,
             "vertex_quantization_bits": self.vertex_quantization_bits,
             # 4x3 row-major, stored model (voxels) -> model (nm)
             "transform": [rx, 0, 0, 0, 0, ry, 0, 0, 0, 0, rz, 0],
@@ -159,13 +158,6 @@ def quantize(
     return out
 
 
-def dequantize(
-    positions: np.ndarray, node_origin: np.ndarray, node_size: np.ndarray, bits: int
-) -> np.ndarray:
-    """Stored model coordinates of quantized positions (meshes.md, vertex_offsets zero)."""
-    return node_origin + node_size * (positions.astype(np.float64) / ((1 << bits) - 1))
-
-
 def partition_point(bits: int) -> int:
     """The quantized coordinate splitting a node into children (``neuroglancer_draco.cc``)."""
     return 1 << (bits - 1)
@@ -218,10 +210,6 @@ class Manifest:
             parts.append(np.ascontiguousarray(positions.T, dtype="<u4").tobytes())
             parts.append(struct.pack(f"<{len(sizes)}I", *sizes))
         return b"".join(parts)
-
-    @property
-    def data_size(self) -> int:
-        return sum(sum(s) for s in self.sizes)
 
 
 @dataclass(frozen=True)
