@@ -11,6 +11,11 @@ Layout written (sharded.md), for minishards in order: the chunks' data (ids asce
 ``data_encoding`` applied to each), then that minishard's index; the fixed-size shard index at
 the start is filled in last. Sorted ids make every delta non-negative and the file a pure
 function of its chunks, whatever order or worker produced them.
+
+A chunk may carry ``preceding`` bytes, written immediately before its data but outside its
+index entry: a multi-resolution mesh's fragment data sits right before its manifest, and
+readers find it from the manifest's offset and the fragment sizes it lists (meshes.md,
+"Sharded storage of multi-resolution mesh fragment data").
 """
 
 from __future__ import annotations
@@ -51,6 +56,8 @@ def write_shard(
     spec: ShardingSpec,
     shard: int,
     chunks: Mapping[int, bytes],
+    *,
+    preceding: Mapping[int, bytes] | None = None,
 ) -> int:
     """Write shard ``shard`` of scale ``scale_key`` holding ``chunks``; returns its size.
 
@@ -60,6 +67,8 @@ def write_shard(
     :param spec: the scale's sharding; every chunk id must belong to ``shard``.
     :param chunks: chunk id -> encoded chunk (the scale's ``encoding``); read one at a time,
         in id order, so a lazy mapping keeps memory to one chunk.
+    :param preceding: chunk id -> bytes stored (never encoded) right before that chunk's
+        data and left out of its index entry; read in the same order as ``chunks``.
     """
     by_minishard: dict[int, list[int]] = {}
     for chunk_id in sorted(chunks):
@@ -77,6 +86,10 @@ def write_shard(
             ids = by_minishard[minishard]
             offsets, sizes = [], []
             for chunk_id in ids:
+                if preceding is not None and chunk_id in preceding:
+                    before = preceding[chunk_id]
+                    f.write(before)
+                    position += len(before)
                 data = spec.encode_data(chunks[chunk_id])
                 f.write(data)
                 offsets.append(position)
