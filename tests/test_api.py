@@ -11,8 +11,10 @@ from typing import TYPE_CHECKING
 import pytest
 from werkzeug.test import Client
 
-from precomp_host.host.api import ROUTES, AnnotationApi, WritePolicy, make_api_app, openapi_document
+from precomp_host.host.api import AnnotationApi, make_api_app
 from precomp_host.host.middleware import PrecomputedMiddleware
+from precomp_host.host.routes import ROUTES, openapi_document
+from precomp_host.host.write_policy import WritePolicy
 
 from .neurotrale import axon, disk_path, make_annotation_tree, point
 

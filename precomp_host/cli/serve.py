@@ -54,7 +54,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from ..host.api import WritePolicy
+    from ..host.write_policy import WritePolicy
 
     if args.root is None or not os.path.isdir(args.root):
         raise CommandError(f"{args.root or f'ROOT (or ${ROOT_ENV})'}: no such folder")

@@ -44,7 +44,7 @@ from ..core.layout import FLAT
 from ..core.media_types import HTML, JSON
 from ..core.templates import environment
 from ..core.viewer import PUBLIC_VIEWER, dataset_state, dataset_url, fragment
-from .api import WritePolicy, make_api_app
+from .api import make_api_app
 from .middleware import PrecomputedMiddleware
 from .watch import DataWatcher, Epoch
 
@@ -52,6 +52,8 @@ if TYPE_CHECKING:
     import os
     from collections.abc import Callable, Iterable, Iterator
     from wsgiref.types import StartResponse, WSGIEnvironment
+
+    from .write_policy import WritePolicy
 
 log = logging.getLogger(__name__)
 

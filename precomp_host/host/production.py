@@ -19,12 +19,14 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ..core.headers import DEPLOY_CACHE_CONTROL
-from .api import AnnotationApi, WritePolicy, make_api_app
+from .api import AnnotationApi, make_api_app
 from .middleware import make_app
 
 if TYPE_CHECKING:
     import os
     from collections.abc import Callable
+
+    from .write_policy import WritePolicy
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 
-from precomp_host.host.api import ROUTES
+from precomp_host.host.routes import ROUTES
 from tests.neurotrale import write_tiff_tiles
 from tests.realservers import free_port, running_process
 
