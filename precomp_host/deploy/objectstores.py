@@ -32,7 +32,7 @@ from ..core.model import INFO_NAME, LEGACY_MESH_TYPE, MULTILOD_MESH_TYPE
 from ..core.progress import Progress
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +177,60 @@ def _existing(client: Any, bucket: str, prefix: str) -> dict[str, tuple[int, str
     return found
 
 
+@dataclass(frozen=True)
+class _S3Put:
+    """Uploads one object; returns its size, or -1 when it is there already."""
+
+    client: Any
+    bucket: str
+    base: str
+    cache_control: str
+    existing: dict[str, tuple[int, str]]
+    site_index: Path
+
+    def __call__(self, obj: StoreObject) -> int:
+        data = obj.body()
+        key = self.base + obj.key
+        # A single-part upload's ETag is the MD5 of the bytes (S3 API reference, "ETag").
+        digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
+        if self.existing.get(key) == (len(data), digest):
+            return -1
+        extra = {"ContentType": obj.content_type, "CacheControl": self.cache_control}
+        if obj.content_encoding is not None:
+            extra["ContentEncoding"] = obj.content_encoding
+        if obj.path == self.site_index:
+            extra["CacheControl"] = headers.REVALIDATE
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **extra)
+        return len(data)
+
+
+def _put_all(
+    objects: Iterable[StoreObject],
+    put: Callable[[StoreObject], int],
+    workers: int,
+    finished: Callable[[int], None],
+) -> None:
+    """``put`` every object on ``workers`` threads, ``info`` files only once every object
+    before them is up (plan_objects yields them last: they announce a complete dataset)."""
+    with ThreadPoolExecutor(workers, thread_name_prefix="precomp-upload") as pool:
+        # A bounded window of objects in flight: each holds its file's bytes while it runs.
+        window: set[Future[int]] = set()
+        for obj in objects:
+            if obj.is_info:
+                for fut in as_completed(window):
+                    finished(fut.result())
+                window.clear()
+                finished(put(obj))
+                continue
+            if len(window) >= 4 * workers:
+                done, window = wait(window, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    finished(fut.result())
+            window.add(pool.submit(put, obj))
+        for fut in as_completed(window):
+            finished(fut.result())
+
+
 def upload_s3(
     root: str | Path,
     bucket: str,
@@ -198,31 +252,19 @@ def upload_s3(
     ``progress`` is called from this thread with a :class:`Progress` as objects finish.
     """
     client = client if client is not None else s3_client()
-    cache_control = cache_control or headers.DEPLOY_CACHE_CONTROL
     base = prefix.strip("/") + "/" if prefix.strip("/") else ""
     if set_cors:
         client.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": [cors_rule()]})
     if public_policy:
         client.put_bucket_policy(Bucket=bucket, Policy=render_s3_policy(bucket, prefix))
-    existing = _existing(client, bucket, base)
-    site_index = Path(root) / "index.html"
-
-    def put(obj: StoreObject) -> int:
-        """Upload one object; its size, or -1 when it is there already."""
-        data = obj.body()
-        key = base + obj.key
-        # A single-part upload's ETag is the MD5 of the bytes (S3 API reference, "ETag").
-        digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
-        if existing.get(key) == (len(data), digest):
-            return -1
-        extra: dict[str, str] = {"ContentType": obj.content_type, "CacheControl": cache_control}
-        if obj.content_encoding is not None:
-            extra["ContentEncoding"] = obj.content_encoding
-        if obj.path == site_index:
-            extra["CacheControl"] = headers.REVALIDATE
-        client.put_object(Bucket=bucket, Key=key, Body=data, **extra)
-        return len(data)
-
+    put = _S3Put(
+        client,
+        bucket,
+        base,
+        cache_control or headers.DEPLOY_CACHE_CONTROL,
+        existing=_existing(client, bucket, base),
+        site_index=Path(root) / "index.html",
+    )
     # A first walk only counts, for the progress total: a million-file dataset is then never a
     # million objects in memory, and walking twice is nothing next to uploading.
     total = sum(1 for _ in plan_objects(root))
@@ -239,24 +281,7 @@ def upload_s3(
             done = report.uploaded + report.skipped
             progress(Progress(done, total, report.bytes_sent, time.monotonic() - start))
 
-    with ThreadPoolExecutor(max(1, workers), thread_name_prefix="precomp-upload") as pool:
-        # A bounded window of objects in flight: each holds its file's bytes while it runs.
-        window: set[Future[int]] = set()
-        for obj in plan_objects(root):
-            if obj.is_info:
-                # plan_objects yields the info files last: everything else must be up first.
-                for fut in as_completed(window):
-                    finished(fut.result())
-                window.clear()
-                finished(put(obj))
-                continue
-            if len(window) >= 4 * max(1, workers):
-                done, window = wait(window, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    finished(fut.result())
-            window.add(pool.submit(put, obj))
-        for fut in as_completed(window):
-            finished(fut.result())
+    _put_all(plan_objects(root), put, max(1, workers), finished)
     log.info("s3://%s/%s: %d uploaded, %d already there", bucket, base, report.uploaded,
              report.skipped)  # fmt: skip
     return report

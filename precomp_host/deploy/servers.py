@@ -19,13 +19,15 @@ legacy mesh-manifest fallbacks are emitted.
 from __future__ import annotations
 
 import re
-from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ..core import headers, layout, media_types
 from ..core.encodings import BROTLI, ENCODINGS, GZIP
 from ..core.templates import environment
 from .survey import TreeSurvey
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 class Site(Protocol):
@@ -43,6 +45,7 @@ class Site(Protocol):
     @property
     def cache_control(self) -> str: ...
 
+
 #: Internal URL namespace of the nginx fallbacks (never reachable from outside: ``internal``).
 NGINX_INTERNAL = "/.precomp"
 #: Apache modules each form needs (``a2enmod``): the templates' directives and ``next_steps``.
@@ -59,6 +62,7 @@ def _cumulative_prefixes(levels: int) -> str:
     for _ in range(levels - 1):
         regex = f"({regex}(?:/[^/]+)?)"
     return regex
+
 
 # nginx's gzip_static looks for this fixed suffix (and brotli_static for .br); the core agrees.
 if GZIP.suffix != ".gz" or BROTLI.suffix != ".br":  # pragma: no cover - a core change
@@ -147,14 +151,18 @@ def render_apache(
         **_context(site, tree),
         encodings=[  # tried in this order: the smaller br first
             {"name": e.name, "suffix": e.suffix}
-            for e in sorted(map(ENCODINGS.get, served_encodings(site, "apache")),
-                            key=lambda e: e is GZIP)  # fmt: skip
+            for e in sorted(
+                map(ENCODINGS.get, served_encodings(site, "apache")), key=lambda e: e is GZIP
+            )  # fmt: skip
             if e is not None
         ],
         # <FilesMatch> sees the file sent: the JSON names, with or without a sibling suffix.
         apache_json_regex="(?:{})(?:{})?$".format(
-            "|".join(rx.removesuffix("$") for name, rx, media in media_types.RULES
-                     if media == media_types.JSON),  # fmt: skip
+            "|".join(
+                rx.removesuffix("$")
+                for name, rx, media in media_types.RULES
+                if media == media_types.JSON
+            ),  # fmt: skip
             "|".join(re.escape(e.suffix) for e in ENCODINGS.values()),
         ),
         symlink_levels=range(1, HTACCESS_SYMLINK_LEVELS + 1),

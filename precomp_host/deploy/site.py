@@ -16,7 +16,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from ..core import headers
 from ..core.datasets import dataset_name, find_datasets, read_dataset
@@ -35,12 +35,14 @@ from .servers import (
     render_template,
 )
 from .survey import TreeSurvey, survey
-from .targets import Target
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from .targets import Target
+
 log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Site:
@@ -193,39 +195,58 @@ def next_steps(
     url_host = "<this host>" + (f":{port}" if port not in ("", "80") else "")
     index = f"# then open http://{url_host}{Site.make(root, url_prefix).url_prefix}/ (the index)"
     if target == "nginx":
-        reload = (f"{sudo}nginx -t && {sudo}systemctl reload nginx" if host.systemd
-                  else f"{sudo}nginx -t && {sudo}nginx -s reload  # or: {sudo}nginx, to start it")  # fmt: skip
+        if host.systemd:
+            reload = f"{sudo}nginx -t && {sudo}systemctl reload nginx"
+        else:
+            reload = f"{sudo}nginx -t && {sudo}nginx -s reload  # or: {sudo}nginx, to start it"
         steps = []
         if brotli:
             steps.append(f"{sudo}apt-get install libnginx-mod-http-brotli-static  # for --brotli")
         if listen:
             steps.append(f"{sudo}cp {out / 'nginx.conf'} /etc/nginx/conf.d/precomputed.conf")
             if on_80:
-                steps.append(f"{sudo}rm {NGINX_STOCK_SITE}  # Debian's stock site is port 80's "
-                             "default_server too: nginx -t fails while both are there")  # fmt: skip
+                steps.append(
+                    f"{sudo}rm {NGINX_STOCK_SITE}  # Debian's stock site is port 80's "
+                    "default_server too: nginx -t fails while both are there"
+                )
         else:
-            steps.append(f"# add 'include {(out / 'nginx.conf').resolve()};' inside your server {{ }}")
+            steps.append(
+                f"# add 'include {(out / 'nginx.conf').resolve()};' inside your server {{ }}"
+            )
         return [*steps, reload, index]
     if target == "apache":
-        reload = (f"{sudo}apache2ctl configtest && {sudo}systemctl reload apache2" if host.systemd
-                  else f"{sudo}apache2ctl configtest && {sudo}apache2ctl graceful")  # fmt: skip
+        reload = f"{sudo}apache2ctl configtest && " + (
+            f"{sudo}systemctl reload apache2" if host.systemd else f"{sudo}apache2ctl graceful"
+        )
         steps = []
         if listen:
-            steps.append(f"{sudo}cp {out / 'apache.conf'} /etc/apache2/sites-available/precomputed.conf")
-            steps.append(f"{sudo}a2enmod {' '.join(APACHE_VHOST_MODULES)} && {sudo}a2ensite precomputed")
+            steps.append(
+                f"{sudo}cp {out / 'apache.conf'} /etc/apache2/sites-available/precomputed.conf"
+            )
+            steps.append(
+                f"{sudo}a2enmod {' '.join(APACHE_VHOST_MODULES)} && {sudo}a2ensite precomputed"
+            )
             if on_80:
-                steps.append(f"{sudo}a2dissite {APACHE_STOCK_SITE}  # Debian's stock site is the "
-                             "first <VirtualHost *:80>: it would answer every request (404)")  # fmt: skip
+                steps.append(
+                    f"{sudo}a2dissite {APACHE_STOCK_SITE}  # Debian's stock site is the "
+                    "first <VirtualHost *:80>: it would answer every request (404)"
+                )
             else:
-                steps.append(f"echo 'Listen {port}' | {sudo}tee -a /etc/apache2/ports.conf  # "
-                             "Apache listens only on the ports named there")  # fmt: skip
+                steps.append(
+                    f"echo 'Listen {port}' | {sudo}tee -a /etc/apache2/ports.conf  # "
+                    "Apache listens only on the ports named there"
+                )
         else:
-            steps.append(f"# add 'Include {(out / 'apache.conf').resolve()}' inside your <VirtualHost>,"
-                         f" then: {sudo}a2enmod {' '.join(APACHE_VHOST_MODULES)}")  # fmt: skip
+            steps.append(
+                f"# add 'Include {(out / 'apache.conf').resolve()}' inside your <VirtualHost>,"
+                f" then: {sudo}a2enmod {' '.join(APACHE_VHOST_MODULES)}"
+            )
         steps.append(reload)
-        steps.append(f"# or, on a shared host: cp {out / '.htaccess'} {root}/ (needs a2enmod "
-                     f"{' '.join(APACHE_HTACCESS_MODULES)}, AllowOverride FileInfo, "
-                     "Options FollowSymLinks)")  # fmt: skip
+        steps.append(
+            f"# or, on a shared host: cp {out / '.htaccess'} {root}/ (needs a2enmod "
+            f"{' '.join(APACHE_HTACCESS_MODULES)}, AllowOverride FileInfo, "
+            "Options FollowSymLinks)"
+        )
         return [*steps, index]
     if target == "gcs":
         return [f"sh {out / 'gcloud-upload.sh'}"]

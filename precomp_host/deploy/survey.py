@@ -13,11 +13,14 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..core import layout
 from ..core.datasets import find_datasets, read_dataset
 from ..core.encodings import BROTLI, GZIP
-from .targets import Target
+
+if TYPE_CHECKING:
+    from .targets import Target
 
 #: Entries looked at per folder: enough to see the layout and the stored variants.
 SAMPLE = 64
@@ -111,7 +114,6 @@ def survey(root: str | Path) -> TreeSurvey:
     return s
 
 
-
 @dataclass(frozen=True)
 class Finding:
     """One line the deploy command shows; ``error`` ones stop it (exit 2) before writing."""
@@ -126,19 +128,35 @@ def findings(target: Target, s: TreeSurvey, *, brotli: bool = False) -> list[Fin
         return [Finding("the root does not exist here: the config covers every layout")]
     out: list[Finding] = []
     layout_word = "flat and nested" if s.flat and s.nested else "nested" if s.nested else "flat"
-    out.append(Finding(f"{s.datasets} dataset(s), {layout_word} chunk names"
-                       + (", sharded scales (served plain, with Range)" if s.shards else "")))
+    out.append(
+        Finding(
+            f"{s.datasets} dataset(s), {layout_word} chunk names"
+            + (", sharded scales (served plain, with Range)" if s.shards else "")
+        )
+    )
     if target == "nginx" and s.br_only and not brotli:
-        out.append(Finding(
-            f"{s.br_only} sampled chunk(s) are stored only as .br: nginx sends them only with "
-            "the brotli_static module; pass --brotli (apt-get install "
-            "libnginx-mod-http-brotli-static)", error=True))
+        out.append(
+            Finding(
+                f"{s.br_only} sampled chunk(s) are stored only as .br: nginx sends them only with "
+                "the brotli_static module; pass --brotli (apt-get install "
+                "libnginx-mod-http-brotli-static)",
+                error=True,
+            )
+        )
     if target in ("nginx", "apache") and s.br_only:
-        out.append(Finding(f"{s.br_only} sampled chunk(s) stored only as .br: clients without "
-                           "br get 406 (no server decodes brotli)"))
+        out.append(
+            Finding(
+                f"{s.br_only} sampled chunk(s) stored only as .br: clients without "
+                "br get 406 (no server decodes brotli)"
+            )
+        )
     if target == "apache" and s.gz_only:
-        out.append(Finding(f"{s.gz_only} sampled chunk(s) stored only as .gz: the vhost inflates "
-                           "them for clients without gzip; behind .htaccess those get 406"))
+        out.append(
+            Finding(
+                f"{s.gz_only} sampled chunk(s) stored only as .gz: the vhost inflates "
+                "them for clients without gzip; behind .htaccess those get 406"
+            )
+        )
     if target in ("nginx", "apache") and s.symlinks:
         shown = ", ".join(s.symlinks[:3]) + (" ..." if len(s.symlinks) > 3 else "")
         out.append(Finding(f"symlinks will not be followed (404): {shown}"))
