@@ -21,6 +21,10 @@ placed only in the cells its segment crosses, not every cell of its bounding box
 columnar (numpy) so that a million points take seconds; files go through the atomic
 :class:`~precomp_host.build.writer.DatasetWriter`, and an existing layer is replaced by building
 beside it and swapping (:func:`write_annotations`). Unsharded only, for now.
+
+It is over 400 lines because the record encoding, the spatial index and the ``by_id`` and
+relationship files all read one columnar table layout; sharded output (issue 13's shard
+writer) is the point to split it, into the index arithmetic and the file writers.
 """
 
 from __future__ import annotations

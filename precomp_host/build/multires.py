@@ -36,6 +36,10 @@ Choices, and why:
 - *Draco positions are uint32*: DracoPy then stores an integer attribute, which neuroglancer
   reads as is (it skips Draco's dequantization; meshes.md: "The built-in Draco attribute
   quantization is not supported").
+
+Over 400 lines: the octree plan, the grid cutter, quantization and the two storage forms follow
+the one spec section (meshes.md, multi-resolution) and share its arithmetic; the cutter is the
+part to move out if it grows.
 """
 
 from __future__ import annotations

@@ -16,6 +16,9 @@ read-modify-write of one whole file, done
   unique ids and fits in :attr:`AnnotationStore.max_bytes`.
 
 Problems raise :class:`AnnotationError` carrying the HTTP status the API answers with.
+
+Over 400 lines: the paths, the lock, the history and the schema are one safety rule (no write
+without all four), kept in one module so that a reader can check it in one place.
 """
 
 from __future__ import annotations
