@@ -10,7 +10,9 @@ Content-Type from :mod:`~precomp_host.core.media_types`. :func:`upload_s3` sends
 (optional extra ``s3``), skipping objects already there with the same size and MD5 ETag, so an
 interrupted upload resumes; :func:`write_gcs_staging` lays them out for ``gcloud storage cp``.
 The bucket settings (CORS rules, public-read policy) are rendered here too, from
-:mod:`~precomp_host.core.headers`.
+:mod:`~precomp_host.core.headers`, and :func:`check_s3_bucket` reaches the bucket before a deploy
+writes anything. (Just over 400 lines: plan, check, upload and settings all speak of the same
+:class:`StoreObject` and bucket; apart, each would import the others.)
 """
 
 from __future__ import annotations
