@@ -48,12 +48,20 @@ def run_cli(
     *args: str | os.PathLike[str],
     preexec_fn: Callable[[], None] | None = None,
     timeout: float = 120,
+    env: dict[str, str | None] | None = None,
 ) -> subprocess.CompletedProcess[str]:
+    """``precomp-host ARGS`` in a process; ``env`` adds variables (None: removes one)."""
+    full = _env()
+    for name, value in (env or {}).items():
+        if value is None:
+            full.pop(name, None)
+        else:
+            full[name] = value
     return subprocess.run(
         [sys.executable, "-m", "precomp_host", *map(str, args)],
         capture_output=True,
         text=True,
-        env=_env(),
+        env=full,
         timeout=timeout,
         preexec_fn=preexec_fn,
         check=False,
@@ -693,3 +701,131 @@ def test_serve_command_serves_until_interrupted(tmp_path: Path) -> None:
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+# -- deploy and serve: every failure one line, before any file is written ----------------------
+
+_INFO = (
+    '{"type": "image", "data_type": "uint8", "num_channels": 1, "scales": [{"key": "1_1_1", '
+    '"size": [1, 1, 1], "resolution": [1, 1, 1], "chunk_sizes": [[1, 1, 1]], "encoding": "raw"}]}'
+)
+#: No credentials anywhere botocore looks (and no instance-metadata lookup, which waits).
+_NO_AWS: dict[str, str | None] = {
+    "AWS_ACCESS_KEY_ID": None,
+    "AWS_SECRET_ACCESS_KEY": None,
+    "AWS_SESSION_TOKEN": None,
+    "AWS_PROFILE": None,
+    "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/credentials",
+    "AWS_CONFIG_FILE": "/nonexistent/config",
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+_FAKE_AWS = {**_NO_AWS, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+
+
+def _site(tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    (root / "ds").mkdir(parents=True)
+    (root / "ds" / "info").write_text(_INFO)
+    return root
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _no_boto3(tmp_path: Path) -> dict[str, str | None]:
+    """An interpreter where ``import boto3`` fails, as without the ``s3`` extra."""
+    shadow = tmp_path / "no-boto3"
+    shadow.mkdir()
+    (shadow / "boto3.py").write_text("raise ModuleNotFoundError(\"No module named 'boto3'\")\n")
+    return {**_FAKE_AWS, "PYTHONPATH": f"{shadow}{os.pathsep}{_env()['PYTHONPATH']}"}
+
+
+DeployCase = tuple[list[str], dict[str, "str | None"], str]
+DEPLOY_FAILURES: dict[str, Callable[[Path], DeployCase]] = {
+    "s3 without --bucket": lambda t: (["s3"], {}, "--bucket"),
+    "gcs without --bucket": lambda t: (["gcs"], {}, "--bucket"),
+    "s3 without boto3": lambda t: (["s3", "--bucket", "lab"], _no_boto3(t), "pip install"),
+    "s3 without credentials": lambda t: (
+        ["s3", "--bucket", "lab", "--endpoint-url", f"http://127.0.0.1:{_closed_port()}"],
+        _NO_AWS,
+        "credentials",
+    ),
+    "s3 endpoint not answering": lambda t: (
+        ["s3", "--bucket", "lab", "--endpoint-url", f"http://127.0.0.1:{_closed_port()}"],
+        _FAKE_AWS,
+        "127.0.0.1",
+    ),
+    "s3 endpoint not a URL": lambda t: (
+        ["s3", "--bucket", "lab", "--endpoint-url", "not a url"],
+        _FAKE_AWS,
+        "--endpoint-url",
+    ),
+    "nginx --listen port out of range": lambda t: (["nginx", "--listen", "*:99999"], {}, "99999"),
+    "nginx --listen without a port": lambda t: (
+        ["nginx", "--listen", "localhost:"],
+        {},
+        "--listen",
+    ),
+    "apache --listen not a number": lambda t: (["apache", "--listen", "eighty"], {}, "--listen"),
+}
+
+
+@pytest.mark.parametrize("name", list(DEPLOY_FAILURES))
+@pytest.mark.slow  # real processes
+def test_deploy_failure_one_line_exit_2_nothing_written(tmp_path: Path, name: str) -> None:
+    root = _site(tmp_path)
+    args, env, mention = DEPLOY_FAILURES[name](tmp_path)
+    out = tmp_path / "out"
+    result = run_cli("deploy", args[0], root, "--out", out, *args[1:], env=env, timeout=60)
+    assert_bad_input(result, mention)
+    assert_nothing_written(out)
+    assert not (root / "index.html").exists()
+
+
+@pytest.mark.slow  # a moto server
+def test_deploy_s3_to_a_missing_bucket_is_one_line(tmp_path: Path) -> None:
+    from tests.realservers import MOTO_ENV, moto_server
+
+    root = _site(tmp_path)
+    out = tmp_path / "out"
+    with moto_server() as endpoint:
+        result = run_cli(
+            "deploy", "s3", root, "--out", out, "--bucket", "nope", "--endpoint-url", endpoint,
+            env={**_NO_AWS, **MOTO_ENV}, timeout=60,
+        )  # fmt: skip
+    assert_bad_input(result, "s3://nope", "no such bucket")
+    assert_nothing_written(out)
+    assert not (root / "index.html").exists()
+
+
+@pytest.mark.parametrize("public", [False, True])
+def test_deploy_gcs_makes_the_bucket_public_only_when_asked(tmp_path: Path, public: bool) -> None:
+    root = _site(tmp_path)
+    out = tmp_path / "out"
+    argv = ["deploy", "gcs", str(root), "--out", str(out), "--bucket", "lab", "-q"]
+    assert main(argv + ["--public"] * public) == 0
+    script = (out / "gcloud-upload.sh").read_text()
+    assert ("--member=allUsers" in script) is public
+    assert "gs://lab" in script
+
+
+@pytest.mark.parametrize(
+    ("option", "mention"),
+    [
+        (["--port", "99999"], "99999"),
+        (["--port", "-1"], "--port"),
+        (["--port", "http"], "--port"),
+        (["--host", "no such host.invalid"], "--host"),
+    ],
+)
+@pytest.mark.slow  # real processes
+def test_serve_bad_address_one_line_exit_2(tmp_path: Path, option: list[str], mention: str) -> None:
+    root = _site(tmp_path)
+    result = run_cli("serve", root, *option, timeout=60)
+    assert_bad_input(result, mention)

@@ -75,7 +75,11 @@ def make_parser() -> argparse.ArgumentParser:
 
 def _configure_logging(args: argparse.Namespace) -> None:
     level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s")
+    # Our INFO lines are for the user; other libraries' (botocore's "Found credentials in
+    # environment variables") are not, except with -v.
+    root_level = logging.DEBUG if args.verbose else logging.WARNING
+    logging.basicConfig(level=root_level, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("precomp_host").setLevel(level)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

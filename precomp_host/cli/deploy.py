@@ -6,9 +6,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from .options import CommandError, add_root_argument
+from .options import CommandError, add_root_argument, listen_address
 from .progress import ProgressView, fmt_bytes
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ def add_deploy_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--listen",
         metavar="HOST:PORT",
+        type=listen_address,
         help="nginx/apache: a complete server block / <VirtualHost> (else a snippet to include)",
     )
     p.add_argument(
@@ -50,10 +51,15 @@ def add_deploy_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--bucket",
         metavar="NAME",
-        help="s3: upload there (and name it in the policy); gcs: named in the commands",
+        help="s3 (required): upload there and name it in the policy; gcs (required): the "
+        "bucket the upload script fills",
     )
     p.add_argument("--endpoint-url", help="s3: an S3-compatible endpoint")
-    p.add_argument("--public", action="store_true", help="s3: also set a public-read policy")
+    p.add_argument(
+        "--public",
+        action="store_true",
+        help="s3/gcs: also make the bucket publicly readable (never done unless asked)",
+    )
     p.add_argument("--no-index", action="store_true", help="do not write ROOT/index.html")
 
 
@@ -68,6 +74,9 @@ def run_deploy(args: argparse.Namespace) -> int:
     refused = survey.refused_options(args.target, vars(args))
     if refused:
         raise CommandError(refused[0])
+    if args.target in ("s3", "gcs") and not args.bucket:
+        raise CommandError(f"deploy {args.target} needs --bucket NAME (the bucket to fill)")
+    client = _s3_client_for(args) if args.target == "s3" else None
     if args.target in ("nginx", "apache"):
         site = deploy.Site.make(args.root, args.url_prefix)
         for finding in survey.findings(args.target, deploy.survey_site(site), brotli=args.brotli):
@@ -87,6 +96,7 @@ def run_deploy(args: argparse.Namespace) -> int:
             cache_control=cache_control,
             bucket=args.bucket or "BUCKET",
             index=not args.no_index,
+            public=args.public,
         )
     except ValueError as e:
         raise CommandError(str(e)) from None
@@ -96,21 +106,38 @@ def run_deploy(args: argparse.Namespace) -> int:
     )
     if steps:
         print("Next:\n" + "\n".join(f"  {step}" for step in steps))
-    if args.target == "s3" and args.bucket:
-        _upload_s3(args, cache_control)
+    if client is not None:
+        _upload_s3(args, client, cache_control)
     return 0
 
 
-def _upload_s3(args: argparse.Namespace, cache_control: str) -> None:
+def _s3_client_for(args: argparse.Namespace) -> Any:
+    """A client that has reached the bucket, checked before any file is written."""
+    from ..deploy.objectstores import StoreError, check_s3_bucket, s3_client
+
     try:
-        from ..deploy.objectstores import s3_client, upload_s3
+        import boto3  # noqa: F401  (the optional extra: its absence is one line)
     except ImportError:
-        raise CommandError("S3 upload needs boto3: pip install 'precomp-host[s3]'") from None
+        raise CommandError("deploy s3 needs boto3: pip install 'precomp-host[s3]'") from None
+    try:
+        client = s3_client(args.endpoint_url)
+    except ValueError as e:  # botocore: "Invalid endpoint: ..."
+        raise CommandError(f"--endpoint-url {args.endpoint_url}: {e}") from None
+    try:
+        check_s3_bucket(client, args.bucket)
+    except StoreError as e:
+        raise CommandError(str(e)) from None
+    return client
+
+
+def _upload_s3(args: argparse.Namespace, client: Any, cache_control: str) -> None:
+    from ..deploy.objectstores import upload_s3
+
     report = upload_s3(
         args.root,
         args.bucket,
         args.url_prefix.strip("/"),
-        client=s3_client(args.endpoint_url),
+        client=client,
         cache_control=cache_control,
         public_policy=args.public,
         progress=None if args.quiet else ProgressView(sys.stderr, "upload", unit="objects"),

@@ -68,6 +68,31 @@ def non_negative_int(text: str) -> int:
     return _int_at_least(text, 0, "must not be negative")
 
 
+#: TCP ports are 16-bit (RFC 9293 3.1); 0 asks the system for a free one.
+MAX_PORT = 65535
+
+
+def port(text: str) -> int:
+    """A TCP port to listen on: 0 (any free one) to 65535."""
+    value = _int_at_least(text, 0, "must not be negative")
+    if value > MAX_PORT:
+        raise argparse.ArgumentTypeError(f"not a TCP port (0-{MAX_PORT}): {value}")
+    return value
+
+
+def listen_address(text: str) -> str:
+    """``HOST:PORT``, ``[IPv6]:PORT`` or ``PORT`` for a server config (``*`` for every address)."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        host, port_text = "", text
+    if not port_text.isdigit() or not 1 <= int(port_text) <= MAX_PORT:
+        raise argparse.ArgumentTypeError(f"not HOST:PORT with a port 1-{MAX_PORT}: {text!r}")
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if sep and not bare or any(c.isspace() or c in "/;{}<>\"'" for c in host):
+        raise argparse.ArgumentTypeError(f"not HOST:PORT: {text!r}")
+    return text
+
+
 def vec3(values: Sequence[int], flag: str) -> tuple[int, int, int]:
     """One number for a cube or three for x y z."""
     if len(values) == 1:

@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import os
+import socket
 from typing import TYPE_CHECKING
 
-from .options import CommandError, non_negative_int
+from .options import CommandError, non_negative_int, port
 
 if TYPE_CHECKING:
     import argparse
@@ -24,7 +25,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         help=f"a dataset, or a folder of datasets (default ${ROOT_ENV})",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=non_negative_int, default=8000, help="port (default 8000)")
+    p.add_argument("--port", type=port, default=8000, help="port (default 8000; 0: any free one)")
     p.add_argument("--open", action="store_true", help="open the index page in a browser")
     p.add_argument(
         "--poll",
@@ -58,6 +59,11 @@ def run_serve(args: argparse.Namespace) -> int:
 
     if args.root is None or not os.path.isdir(args.root):
         raise CommandError(f"{args.root or f'ROOT (or ${ROOT_ENV})'}: no such folder")
+    try:
+        # An address this machine cannot listen on is one line here, not a traceback later.
+        socket.getaddrinfo(args.host, args.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as e:
+        raise CommandError(f"--host {args.host}: not an address to listen on ({e})") from None
     try:
         policy = WritePolicy.from_options(args.write_token_file, args.allow_writes_from)
     except (OSError, ValueError) as e:

@@ -10,7 +10,9 @@ Content-Type from :mod:`~precomp_host.core.media_types`. :func:`upload_s3` sends
 (optional extra ``s3``), skipping objects already there with the same size and MD5 ETag, so an
 interrupted upload resumes; :func:`write_gcs_staging` lays them out for ``gcloud storage cp``.
 The bucket settings (CORS rules, public-read policy) are rendered here too, from
-:mod:`~precomp_host.core.headers`.
+:mod:`~precomp_host.core.headers`, and :func:`check_s3_bucket` reaches the bucket before a deploy
+writes anything. (Just over 400 lines: plan, check, upload and settings all speak of the same
+:class:`StoreObject` and bucket; apart, each would import the others.)
 """
 
 from __future__ import annotations
@@ -166,6 +168,38 @@ def s3_client(endpoint_url: str | None = None, **kwargs: Any) -> Any:
         retries={"max_attempts": 5, "mode": "standard"},
     )
     return boto3.client("s3", endpoint_url=endpoint_url, config=config, **kwargs)
+
+
+class StoreError(Exception):
+    """The object store cannot be used as asked; the message is one line."""
+
+
+def check_s3_bucket(client: Any, bucket: str) -> None:
+    """Fail with :class:`StoreError` unless ``bucket`` is reachable with ``client``.
+
+    Run before anything is written or sent, so that no credentials, an endpoint that does not
+    answer and a missing bucket each cost the user one line and no half-done deploy.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+    where = f"s3://{bucket}"
+    try:
+        client.head_bucket(Bucket=bucket)
+    except NoCredentialsError:
+        raise StoreError(
+            f"{where}: no AWS credentials (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+            "AWS_PROFILE or ~/.aws/credentials)"
+        ) from None
+    except ClientError as e:
+        code = str(e.response.get("Error", {}).get("Code", ""))
+        reason = {
+            "404": "no such bucket",
+            "NoSuchBucket": "no such bucket",
+            "403": "access denied (check the credentials and the bucket's policy)",
+        }.get(code, f"refused ({code or e})")
+        raise StoreError(f"{where}: {reason}") from None
+    except BotoCoreError as e:  # endpoint unreachable, bad parameters, ...
+        raise StoreError(f"{where}: {e}") from None
 
 
 def _existing(client: Any, bucket: str, prefix: str) -> dict[str, tuple[int, str]]:
@@ -334,10 +368,11 @@ def render_gcs_cors() -> str:
 
 
 def write_gcs_staging(
-    root: Path, url_prefix: str, cache_control: str, out: Path, bucket: str
+    root: Path, url_prefix: str, cache_control: str, out: Path, bucket: str, *, public: bool = False
 ) -> list[Path]:
     """A staging tree of links named as the objects, one folder per metadata set, and the
-    ``gcloud storage`` commands that upload each folder with its metadata.
+    ``gcloud storage`` commands that upload each folder with its metadata (and with ``public``,
+    the one that makes the bucket readable by everyone: never without being asked).
 
     Files are hard links (symlinks across filesystems): nothing is copied.
     """
@@ -373,10 +408,11 @@ def write_gcs_staging(
             f"(cd {shlex.quote(str(folder.relative_to(out)))} && gcloud storage cp --recursive "
             f". {shlex.quote(dest)} {' '.join(shlex.quote(f) for f in flags)})"
         )
-    lines.append(
-        f"gcloud storage buckets add-iam-policy-binding gs://{bucket} "
-        "--member=allUsers --role=roles/storage.objectViewer"
-    )
+    if public:
+        lines.append(
+            f"gcloud storage buckets add-iam-policy-binding gs://{bucket} "
+            "--member=allUsers --role=roles/storage.objectViewer"
+        )
     script = out / "gcloud-upload.sh"
     script.write_text("\n".join(lines) + "\n")
     script.chmod(0o755)

@@ -134,8 +134,12 @@ def write_files(
     cache_control: str = headers.DEPLOY_CACHE_CONTROL,
     bucket: str = "BUCKET",
     index: bool = True,
+    public: bool = False,
 ) -> list[Path]:
-    """Write ``target``'s files into ``out`` and ``index.html`` into ``root``; return the paths."""
+    """Write ``target``'s files into ``out`` and ``index.html`` into ``root``; return the paths.
+
+    :param public: gcs: the upload script also makes the bucket publicly readable.
+    """
     site = Site.make(root, url_prefix, listen=listen, brotli=brotli, cache_control=cache_control)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -145,7 +149,9 @@ def write_files(
         path.write_text(text)
         written.append(path)
     if target == "gcs":
-        written += write_gcs_staging(site.root, site.url_prefix, site.cache_control, out, bucket)
+        written += write_gcs_staging(
+            site.root, site.url_prefix, site.cache_control, out, bucket, public=public
+        )
     if index:
         path = site.root / "index.html"
         try:

@@ -169,7 +169,7 @@ OPTION_TARGETS: dict[str, tuple[Target, ...]] = {
     "brotli": ("nginx",),
     "bucket": ("s3", "gcs"),
     "endpoint_url": ("s3",),
-    "public": ("s3",),
+    "public": ("s3", "gcs"),
 }
 
 
