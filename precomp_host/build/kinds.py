@@ -115,7 +115,8 @@ class SegmentationKind(VolumeKind):
         # What a meshed region depends on besides its labels: a resumed build reuses regions.
         seg = self.options
         meshing = {"segments": seg.segments, "region_size": seg.region_size,
-                   "simplification": dataclasses.asdict(seg.simplification)}  # fmt: skip
+                   "simplification": dataclasses.asdict(seg.simplification),
+                   "format": seg.mesh_format}  # fmt: skip
         return {"meshing": json.loads(json.dumps(meshing))}  # as read back from the state file
 
     def observers(self, context: SlabContext) -> list[SlabObserver]:

@@ -7,7 +7,8 @@ voxels per label for ``segment_properties`` and, with meshing on, mesh each slab
 (plus the first slice of the next slab, read on its own so that no slab waits for the next
 one, see :mod:`precomp_host.meshes`) in worker processes:
 zmesh holds the GIL while it meshes and simplifies, so threads would mesh on one core. After
-the chunks, their ``write_metadata`` writes the manifests, ``mesh/info`` and
+the chunks, their ``write_metadata`` writes the manifests (or, with ``--mesh multires``, the
+sharded multi-resolution meshes: :mod:`precomp_host.build.mesh_shards`), ``mesh/info`` and
 ``segment_properties/info``. Both are slab observers of the segmentation volume kind
 (:mod:`precomp_host.build.kinds`).
 """
@@ -24,11 +25,12 @@ import time
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from ..core.model import box_name
+from .mesh_shards import segment_multires, write_mesh_shards
 from .meshes import (
     MESH_INFO,
     REGION_SIZE,
@@ -40,6 +42,7 @@ from .meshes import (
     manifest_name,
     mesh_region,
 )
+from .multires import MultiresSettings
 from .segment_properties import (
     SEGMENT_PROPERTIES_DIR,
     SegmentRow,
@@ -55,10 +58,14 @@ if TYPE_CHECKING:
 
     #: A region's core box ``(start, stop)`` in absolute voxels.
     Box = tuple[Vec3, Vec3]
+    from .mesh_shards import FragmentRef
     from .sources import Volume
     from .writer import DatasetWriter
 
 log = logging.getLogger(__name__)
+
+#: ``legacy`` or ``multires`` (``names.MESH_FORMAT_NAMES``, which ``--mesh`` offers).
+MeshFormat = Literal["legacy", "multires"]
 
 #: Folder of the legacy meshes, the value of ``info["mesh"]``.
 MESH_DIR = "mesh"
@@ -108,6 +115,9 @@ class SegmentationOptions:
     """The segmentation part of a build: meshes, which segments, names."""
 
     mesh: bool = False
+    #: ``legacy`` (one manifest and fragment files per segment) or ``multires`` (sharded
+    #: multi-resolution Draco meshes, :mod:`precomp_host.build.mesh_shards`).
+    mesh_format: MeshFormat = "legacy"
     segments: tuple[int, ...] | None = None
     names: tuple[SegmentRow, ...] = ()
     region_size: tuple[int, int] = (REGION_SIZE[0], REGION_SIZE[1])
@@ -147,7 +157,10 @@ class VoxelCountObserver:
 
 
 class MeshObserver:
-    """Legacy meshes of the scale-0 slabs: one mesh task per region, run in worker processes.
+    """Meshes of the scale-0 slabs: one mesh task per region, run in worker processes.
+
+    Legacy meshes store the regions' fragments as they are; multi-resolution meshes keep
+    them in scratch files and build every segment's mesh from them in :meth:`write_metadata`.
 
     :param submit: runs a task (returning bytes written) on the build's worker pool; a mesh
         task there hands its region to one of ``workers`` processes and writes the result.
@@ -181,7 +194,11 @@ class MeshObserver:
             initializer=_die_with_parent,
             initargs=(os.getpid(),),
         )
+        self.workers = workers
+        #: legacy: segment -> its fragment files' names
         self.fragments: dict[int, list[str]] = defaultdict(list)
+        #: multires: segment -> its fragments in the regions' scratch files
+        self.sources: dict[int, list[FragmentRef]] = defaultdict(list)
         self._lock = threading.Lock()
 
     def num_tasks(self, slab_depth: int) -> int:
@@ -209,10 +226,8 @@ class MeshObserver:
     ) -> int:
         record = self.writer.root / _journal_record(core)
         if self.resume and record.exists():
-            segments = json.loads(record.read_text())["segments"]
-            with self._lock:
-                for segment in segments:
-                    self.fragments[segment].append(fragment_name(segment, *core))
+            done = json.loads(record.read_text())
+            self._register(core, done["segments"], done.get("sizes"))
             return 0
         ox, oy, _ = self.scale.voxel_offset
         a, b = data_box(*core, self.scale.stop)
@@ -232,15 +247,38 @@ class MeshObserver:
             core_stop=core[1],
             simplification=self.options.simplification,
         ).result()
+        segments = sorted(frags)
         written = 0
-        for segment, data in frags.items():
-            name = fragment_name(segment, *core)
-            written += self.writer.put(f"{MESH_DIR}/{name}", data)
-            with self._lock:
-                self.fragments[segment].append(name)
+        sizes = None
+        if self.options.mesh_format == "multires":
+            # One scratch file per region, not per segment and region: the fragments are
+            # only the input of the multi-resolution meshes, and removed with the journal.
+            sizes = [len(frags[s]) for s in segments]
+            data = b"".join(frags[s] for s in segments)
+            written += self.writer.put(_scratch_file(core), data, precompress=False)
+        else:
+            for segment in segments:
+                name = fragment_name(segment, *core)
+                written += self.writer.put(f"{MESH_DIR}/{name}", frags[segment])
         # Last: a region with a record has all its fragments on disk.
-        self.writer.put_json(_journal_record(core), {"segments": sorted(frags)})
+        record_doc: dict[str, Any] = {"segments": segments}
+        if sizes is not None:
+            record_doc["sizes"] = sizes
+        self.writer.put_json(_journal_record(core), record_doc)
+        self._register(core, segments, sizes)
         return written
+
+    def _register(self, core: Box, segments: list[int], sizes: list[int] | None) -> None:
+        """Note where a meshed region's fragments are (``sizes``: in its scratch file)."""
+        with self._lock:
+            if sizes is None:
+                for segment in segments:
+                    self.fragments[segment].append(fragment_name(segment, *core))
+                return
+            offset = 0
+            for segment, size in zip(segments, sizes, strict=True):
+                self.sources[segment].append((_scratch_file(core), offset, size))
+                offset += size
 
     def close(self) -> None:
         """Stop the mesh processes (after :meth:`write_metadata`, or on failure)."""
@@ -249,13 +287,37 @@ class MeshObserver:
             self._procs = None
 
     def write_metadata(self) -> None:
-        """The manifests and ``mesh/info``; after every task is done."""
+        """The manifests (or the multi-resolution shards) and ``mesh/info``; after every task
+        is done."""
+        if self.options.mesh_format == "multires":
+            self._write_multires()
+            return
         for segment in sorted(self.fragments):
             self.writer.put(
                 f"{MESH_DIR}/{manifest_name(segment)}", manifest_bytes(self.fragments[segment])
             )
         self.writer.put_json(f"{MESH_DIR}/info", MESH_INFO)
         log.info("meshes: %d segments", len(self.fragments))
+
+    def _write_multires(self) -> None:
+        assert self._procs is not None
+        procs = self._procs
+        root = str(self.writer.root)
+        # Regions finish in any order: merge each segment's fragments in region order, so
+        # its mesh (and the shards) are the same for any number of workers.
+        sources = {s: sorted(refs) for s, refs in self.sources.items()}
+        settings = MultiresSettings(self.scale.resolution)
+        spec = write_mesh_shards(
+            self.writer,
+            MESH_DIR,
+            sources,
+            settings,
+            lambda st, refs: procs.submit(segment_multires, root, refs, st),
+            window=2 * self.workers,
+            resume=self.resume,
+        )
+        self.writer.put_json(f"{MESH_DIR}/info", settings.info(spec))
+        log.info("multi-resolution meshes: %d segments", len(sources))
 
 
 def _die_with_parent(parent: int) -> None:
@@ -277,6 +339,10 @@ def _die_with_parent(parent: int) -> None:
 
 def _journal_record(core: Box) -> str:
     return f"{MESH_JOURNAL_DIR}/{box_name(*core)}.json"
+
+
+def _scratch_file(core: Box) -> str:
+    return f"{MESH_JOURNAL_DIR}/{box_name(*core)}.fragments"
 
 
 def parse_segments(values: Sequence[str]) -> tuple[int, ...]:
