@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import Future
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -192,3 +193,36 @@ def test_cli_multires_without_draco_stops_before_writing(
     assert main(argv) == 0
     mesh_info = json.loads((tmp_path / "out" / "mesh" / "info").read_text())
     assert mesh_info["@type"] == MULTILOD_MESH_TYPE
+
+
+class _Cut(Exception):
+    """Stands for a build interrupted mid-way."""
+
+
+def test_resume_reuses_the_regions_scratch_fragments(
+    built: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    ref, labels = built
+    out = tmp_path / "cut"
+    journal = out / MESH_JOURNAL_DIR
+    seg = SegmentationOptions(mesh=True, mesh_format="multires", region_size=(32, 32))
+    options = BuildOptions(resolution=RES, volume_type="segmentation", chunk_size=(16, 16, 16),
+                           voxel_offset=OFFSET, segmentation=seg, workers=1)  # fmt: skip
+    volume = volume_from_array(np.ascontiguousarray(labels.transpose(2, 1, 0)), "ZYX")
+
+    def cut_after_two_regions(_: object) -> None:
+        if len(list(journal.glob("*.json"))) >= 2:
+            raise _Cut
+
+    with pytest.raises(_Cut):
+        build_dataset(volume, out, options, progress=cut_after_two_regions)
+    scratch = {p: p.stat().st_mtime_ns for p in journal.glob("*.fragments")}
+    assert len(scratch) >= 2, "each finished region keeps its fragments in one scratch file"
+    seen: dict[Path, int] = {}
+
+    def remember(_: object) -> None:
+        seen.update({p: p.stat().st_mtime_ns for p in scratch if p.exists()})
+
+    build_dataset(volume, out, replace(options, resume=True), progress=remember)
+    assert seen == scratch, "a recorded region was meshed again"
+    assert _files(out) == _files(ref)
