@@ -200,3 +200,19 @@ def test_polling_follows_a_rebuilt_dataset_with_bounded_threads(root: Path) -> N
             (root / "b" / "info").write_text(f'{{"round": {round_}}}')
             assert _wait_for(changed, "b"), f"round {round_}: the rebuilt b was not followed"
         assert threading.active_count() <= threads, "a thread per folder ever seen"
+
+
+@pytest.mark.slow
+def test_a_new_nested_dataset_is_watched_whole(root: Path) -> None:
+    """A folder that becomes a dataset (its info appears) is then watched recursively."""
+    changed: list[set[str]] = []
+    with DataWatcher(root, changed.append, poll_interval=0.1, delay=0.05):
+        time.sleep(0.3)
+        (root / "group" / "new" / "1_1_1").mkdir(parents=True)
+        time.sleep(0.3)
+        (root / "group" / "new" / "info").write_text("{}")
+        assert _wait_for(changed, "group/new"), changed
+        time.sleep(0.3)
+        changed.clear()
+        (root / "group" / "new" / "1_1_1" / "0-1_0-1_0-1").write_bytes(b"by hand")
+        assert _wait_for(changed, "group/new"), "a chunk copied by hand was not seen"

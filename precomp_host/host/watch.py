@@ -88,13 +88,18 @@ class Epoch:
 class _Handler(FileSystemEventHandler):
     """Events of one watched folder, dropped once that folder is no longer the one at its path."""
 
-    def __init__(self, watcher: DataWatcher, key: tuple[str, int, int]) -> None:
+    def __init__(self, watcher: DataWatcher, key: _WatchKey) -> None:
         self.watcher = watcher
         self.key = key
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if self.key in self.watcher._watches:
             self.watcher.dispatch(event)
+
+
+#: (folder, st_dev, st_ino, recursive): a rebuilt folder, or a folder that became a dataset,
+#: gets a new key and so a new watch.
+_WatchKey = tuple[str, int, int, bool]
 
 
 def _identity(path: str) -> tuple[int, int] | None:
@@ -156,8 +161,7 @@ class DataWatcher:
         self._stopped = False
         self._observer: BaseObserver | None = None
         self._thread: threading.Thread | None = None
-        #: (folder, st_dev, st_ino) -> its watch; a rebuilt folder gets a new key.
-        self._watches: dict[tuple[str, int, int], ObservedWatch] = {}
+        self._watches: dict[_WatchKey, ObservedWatch] = {}
         self._infos = {d: _info_identity(os.path.join(self.root, d)) for d in self.datasets}
         self._resync_wanted = False
 
@@ -263,14 +267,14 @@ class DataWatcher:
         A dataset whose ``info`` is not the one seen before (swapped in, rebuilt while its old
         watch was going stale) is reported as changed: its new ``info`` is the signal.
         """
-        wanted: dict[tuple[str, int, int], bool] = {}
+        wanted: set[_WatchKey] = set()
         infos: dict[str, tuple[int, int, int, int] | None] = {}
         for rel, is_dataset in walk_folders(self.root):
             path = os.path.join(self.root, rel) if rel else self.root
             ident = _identity(path)
             if ident is None:
                 continue
-            wanted[(path, *ident)] = is_dataset and not self.poll
+            wanted.add((path, *ident, is_dataset and not self.poll))
             if is_dataset:
                 infos[rel] = _info_identity(path)
         with self._cond:
@@ -280,12 +284,13 @@ class DataWatcher:
             self.datasets = set(infos)
             self._infos = infos
             if self._observer is not None:
-                for key in set(self._watches) - set(wanted):
+                for key in self._watches.keys() - wanted:
                     self._observer.unschedule(self._watches.pop(key))
-                for key in wanted.keys() - self._watches.keys():
+                for key in wanted - self._watches.keys():
                     try:
-                        handler = _Handler(self, key)
-                        watch = self._observer.schedule(handler, key[0], recursive=wanted[key])
+                        watch = self._observer.schedule(
+                            _Handler(self, key), key[0], recursive=key[3]
+                        )
                     except OSError:  # gone again since the walk: the next event resyncs
                         continue
                     self._watches[key] = watch
