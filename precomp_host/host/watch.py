@@ -283,18 +283,22 @@ class DataWatcher:
                     self._info_changed.add(rel)
             self.datasets = set(infos)
             self._infos = infos
-            if self._observer is not None:
-                for key in self._watches.keys() - wanted:
-                    self._observer.unschedule(self._watches.pop(key))
-                for key in wanted - self._watches.keys():
-                    try:
-                        watch = self._observer.schedule(
-                            _Handler(self, key), key[0], recursive=key[3]
-                        )
-                    except OSError:  # gone again since the walk: the next event resyncs
-                        continue
-                    self._watches[key] = watch
+            stale = [self._watches.pop(key) for key in self._watches.keys() - wanted]
+            new = wanted - self._watches.keys()
             self._cond.notify_all()
+        # The observer's calls outside our lock: unschedule stops an emitter thread, which may be
+        # waiting for that lock in dispatch() (a deadlock seen as serve() ignoring SIGINT).
+        if self._observer is None:
+            return
+        for watch in stale:
+            self._observer.unschedule(watch)
+        for key in new:
+            try:
+                watch = self._observer.schedule(_Handler(self, key), key[0], recursive=key[3])
+            except OSError:  # gone again since the walk: the next event resyncs
+                continue
+            with self._cond:
+                self._watches[key] = watch
 
     def start(self) -> DataWatcher:
         if self.poll:
