@@ -1,0 +1,262 @@
+"""The hosting doctor (:mod:`precomp_host.check.doctor`, issue 17): servers nobody would call
+correct, each diagnosed with its own cause; the servers we set up, passed.
+
+The broken servers are our middleware with one defect each (:data:`DEFECTS`: a request or
+response rewritten the way a misconfigured server, proxy or bucket answers), plus the two
+configurations the community publishes (neuroglancer-docker's nginx.conf, neuroglancer-scripts'
+Apache snippet, verbatim in ``tests/published/``) on real servers. Each defect's findings are
+compared as a whole: the cause, and nothing that is not a consequence of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import re
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pytest
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Response
+
+from precomp_host.build.builder import BuildOptions, build_dataset
+from precomp_host.build.chunk_codecs import make_codec
+from precomp_host.build.shards import write_shard
+from precomp_host.build.sources import volume_from_array
+from precomp_host.build.writer import DatasetWriter
+from precomp_host.check.doctor import check
+from precomp_host.core import layout
+from precomp_host.core.datasets import read_dataset
+from precomp_host.core.model import Dataset, Scale
+from precomp_host.core.sharding import ShardingSpec, compressed_morton_code
+from precomp_host.middleware import make_app
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
+    from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+
+    #: A defect: the request our middleware sees (environ changed in place) and the response
+    #: changed on its way out.
+    Change = Callable[[WSGIEnvironment], None]
+    Fix = Callable[[WSGIEnvironment, Response], Response]
+
+PUBLISHED = Path(__file__).parent / "published"
+_CHUNK_URL = re.compile(layout.URL_PATTERN)
+
+
+def build_image(out: Path, shape: tuple[int, int, int] = (40, 36, 20)) -> Dataset:
+    """A small uint8 image, nested, .gz + .br without plain files (the default build)."""
+    x, y, z = np.meshgrid(*(np.arange(n) for n in shape), indexing="ij")
+    vol = (100 + 60 * np.sin(x / 5.0) * np.cos(y / 4.0) + z).astype(np.uint8)
+    volume = volume_from_array(np.ascontiguousarray(vol.transpose(2, 1, 0)), "ZYX")
+    return build_dataset(volume, out, BuildOptions(resolution=(4.0, 4.0, 4.0),
+                                                   chunk_size=(16, 16, 16)))  # fmt: skip
+
+
+def build_sharded(out: Path) -> Dataset:
+    """A uint32 segmentation of one sharded scale (2 shards of 2 minishards), raw chunks."""
+    spec = ShardingSpec(preshift_bits=0, minishard_bits=1, shard_bits=1)
+    scale = Scale("8_8_8", (32, 32, 16), (8.0, 8.0, 8.0), (16, 16, 16), sharding=spec)
+    ds = Dataset("segmentation", "uint32", 1, (scale,))
+    codec, grid = make_codec("raw"), scale.grid_shape()
+    shards: dict[int, dict[int, bytes]] = {}
+    for key in scale.iter_chunk_keys():
+        g = scale.grid_index(key)
+        x, y, z = key.shape
+        data = np.full((z, y, x, 1), 1 + g[0] + 2 * g[1], np.uint32)
+        cid = compressed_morton_code(g, grid)
+        shards.setdefault(spec.locate(cid)[0], {})[cid] = codec.encode(data)
+    writer = DatasetWriter(out, layout.NESTED)
+    writer.begin()
+    for shard, chunks in shards.items():
+        write_shard(writer, scale.key, spec, shard, chunks)
+    writer.commit(ds)
+    return ds
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("doctor") / "root"
+    build_image(root / "img")
+    build_sharded(root / "seg")
+    return root
+
+
+@contextlib.contextmanager
+def serving(app: WSGIApplication) -> Iterator[str]:
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+# -- one defect per server ------------------------------------------------------------------
+
+
+def _drop_cors(resp: Response) -> None:
+    for name in [k for k, _ in resp.headers if k.lower().startswith("access-control-")]:
+        del resp.headers[name]
+
+
+def _no_cors(environ: WSGIEnvironment, resp: Response) -> Response:
+    _drop_cors(resp)
+    return resp
+
+
+def _cors_on_200_only(environ: WSGIEnvironment, resp: Response) -> Response:
+    if resp.status_code >= 400:
+        _drop_cors(resp)
+    return resp
+
+
+def _gzip_without_content_encoding(environ: WSGIEnvironment, resp: Response) -> Response:
+    # The S3 console's default: a .gz uploaded under the plain name, no metadata.
+    resp.headers.pop("Content-Encoding", None)
+    return resp
+
+
+def _gzip_on_shards(environ: WSGIEnvironment, resp: Response) -> Response:
+    # nginx's `gzip on` with application/octet-stream in gzip_types: the whole shard, coded.
+    if environ["PATH_INFO"].endswith(".shard") and resp.status_code in (200, 206):
+        resp.set_data(gzip.compress(resp.get_data()))
+        resp.status_code = 200
+        resp.headers["Content-Encoding"] = "gzip"
+        resp.headers.pop("Content-Range", None)
+    return resp
+
+
+def _forbidden_for_missing(environ: WSGIEnvironment, resp: Response) -> Response:
+    # S3 without s3:ListBucket: 403 AccessDenied for a key that does not exist.
+    if resp.status_code == 404:
+        resp.status_code = 403
+    return resp
+
+
+def _info_as_html(environ: WSGIEnvironment, resp: Response) -> Response:
+    if environ["PATH_INFO"].endswith("/info"):
+        resp.headers["Content-Type"] = "text/html; charset=utf-8"
+    return resp
+
+
+def _options_405(environ: WSGIEnvironment, resp: Response) -> Response:
+    if environ["REQUEST_METHOD"] == "OPTIONS":
+        out = Response(status=405, headers={"Allow": "GET, HEAD"})
+        out.headers["Access-Control-Allow-Origin"] = "*"
+        return out
+    return resp
+
+
+def _wrong_size(environ: WSGIEnvironment, resp: Response) -> Response:
+    if _CHUNK_URL.match(environ["PATH_INFO"]) and resp.status_code == 200:
+        resp.set_data(resp.get_data()[:-16])  # a chunk of another shape: a whole, short body
+    return resp
+
+
+def _identity_for_chunks(environ: WSGIEnvironment) -> None:
+    if _CHUNK_URL.match(environ["PATH_INFO"]):
+        environ["HTTP_ACCEPT_ENCODING"] = "identity"
+
+
+#: name -> (request change, response change, the findings it must give, exactly).
+DEFECTS: dict[str, tuple[Change | None, Fix | None, set[str]]] = {
+    "no CORS at all": (None, _no_cors, {"no-cors", "preflight-rejected"}),
+    "CORS on 200 only": (None, _cors_on_200_only, {"no-cors-on-errors"}),
+    "gzip without Content-Encoding": (
+        lambda env: env.__setitem__("HTTP_ACCEPT_ENCODING", "gzip"),
+        _gzip_without_content_encoding,
+        {"gzip-without-content-encoding"},
+    ),
+    "Content-Encoding gzip on shards": (None, _gzip_on_shards, {"coded-shard"}),
+    "br to every client": (
+        lambda env: env.__setitem__("HTTP_ACCEPT_ENCODING", "br"),
+        None,
+        {"unrequested-encoding"},
+    ),
+    "403 for missing chunks": (None, _forbidden_for_missing, {"missing-is-403"}),
+    "info as text/html": (None, _info_as_html, {"info-not-json"}),
+    "OPTIONS 405": (None, _options_405, {"preflight-rejected"}),
+    "chunk of the wrong size": (_identity_for_chunks, _wrong_size, {"chunk-size-mismatch"}),
+}
+
+
+def broken(root: Path, change: Change | None, fix: Fix | None) -> Any:
+    inner = make_app(root)
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if change is not None:
+            change(environ)
+        resp = Response.from_app(inner, environ, buffered=True)
+        if fix is not None:
+            resp = fix(environ, resp)
+        return resp(environ, start_response)
+
+    return app
+
+
+@pytest.mark.parametrize("defect", list(DEFECTS))
+def test_each_broken_server_is_diagnosed_with_its_own_cause(tree: Path, defect: str) -> None:
+    change, fix, expected = DEFECTS[defect]
+    with serving(broken(tree, change, fix)) as base:
+        reports = [check(f"{base}/{ds}") for ds in ("img", "seg")]
+    errors = {f.code for r in reports for f in r.findings if f.rule.severity == "error"}
+    assert errors == expected, [f.line(r.server) for r in reports for f in r.findings]
+    assert not all(r.ok for r in reports)
+
+
+def test_truncated_bodies(tree: Path) -> None:
+    """Content-Length says the whole chunk, the connection closes half way."""
+    inner = make_app(tree)
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        resp = Response.from_app(inner, environ, buffered=True)
+        body = resp.get_data()
+        if not _CHUNK_URL.match(environ["PATH_INFO"]) or resp.status_code != 200:
+            return resp(environ, start_response)
+        headers = [(k, v) for k, v in resp.headers.items() if k.lower() != "connection"]
+        start_response(resp.status, [*headers, ("Connection", "close")])
+        return [body[: len(body) // 2]]
+
+    with serving(app) as base:
+        report = check(f"{base}/img")
+    assert {f.code for f in report.findings} == {"truncated-body"}, report.to_json()
+
+
+def test_flat_urls_404_on_a_nested_tree(tree: Path) -> None:
+    """A plain static server (our middleware told the tree is flat) over a nested tree."""
+    with serving(make_app(tree, layout=layout.FLAT)) as base:
+        report = check(f"{base}/img")
+    assert {f.code for f in report.findings} == {"flat-url-404"}, report.to_json()
+    finding = report.findings[0]
+    # Each chunk it reads once (first, middle, last of each grid: 3 + 2 + 1 on three scales).
+    assert finding.count == 6
+    assert "/img/4_4_4/" in finding.example
+
+
+def test_healthy_middleware_passes_and_full_decodes_every_chunk(tree: Path) -> None:
+    img, seg = read_dataset(tree / "img"), read_dataset(tree / "seg")
+    seen: list[int] = []
+    with serving(make_app(tree)) as base:
+        sample = check(f"{base}/img")
+        full = check(
+            f"{base}/img", full=True, concurrency=4, progress=lambda p: seen.append(p.done)
+        )
+        shards = check(f"{base}/seg", full=True)
+    assert sample.findings == full.findings == shards.findings == []
+    assert sample.ok
+    n_img = sum(s.num_chunks() for s in img.scales)
+    assert full.chunks_decoded >= n_img > sample.chunks_decoded > 0
+    # Every chunk once, plus the sampled ones once per other Accept-Encoding (3 per scale, 2 more).
+    assert full.chunks_decoded == n_img + 2 * sample.chunks_decoded // 3
+    assert seen == list(range(1, len(seen) + 1))
+    assert seen[-1] > n_img - 1
+    assert shards.chunks_decoded == seg.scales[0].num_chunks() == 4
+    assert sample.server == "other"
+    assert "Werkzeug" in sample.server_label
