@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import os
 import re
+import shutil
+import tempfile
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +36,8 @@ from precomp_host.core.datasets import read_dataset
 from precomp_host.core.model import Dataset, Scale
 from precomp_host.core.sharding import ShardingSpec, compressed_morton_code
 from precomp_host.middleware import make_app
+from tests.realservers import APACHE, APACHE_MODULES, NGINX, RealServer, free_port, require
+from tests.realservers import running_process as running
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
@@ -260,3 +265,117 @@ def test_healthy_middleware_passes_and_full_decodes_every_chunk(tree: Path) -> N
     assert shards.chunks_decoded == seg.scales[0].num_chunks() == 4
     assert sample.server == "other"
     assert "Werkzeug" in sample.server_label
+
+
+# -- real servers -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def public_tree() -> Iterator[Path]:
+    """The tree in a world-readable folder: Apache's workers run as www-data."""
+    base = Path(tempfile.mkdtemp(prefix="precomp-doctor-"))
+    try:
+        root = base / "root"
+        build_image(root / "img")
+        build_sharded(root / "seg")
+        for folder, dirs, files in os.walk(base):
+            for name in [*dirs, *files]:
+                os.chmod(os.path.join(folder, name), 0o755 if name in dirs else 0o644)
+        os.chmod(base, 0o755)
+        yield root
+    finally:
+        shutil.rmtree(base)
+
+
+def neuroglancer_docker_conf(data: Path, work: Path, port: int) -> str:
+    """The published nginx.conf, run in place: its paths moved under ``work``, its data root
+    (``root /;`` and the chunk alias's ``$1``, both absolute in the image) under ``data``,
+    port 80 to ``port``; nothing else changed."""
+    text = (PUBLISHED / "neuroglancer-docker.nginx.conf").read_text()
+    user = "user root;" if os.geteuid() == 0 else ""
+    temps = " ".join(f"{k}_temp_path {work / k};" for k in
+                     ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))  # fmt: skip
+    for old, new in (
+        ("user  nginx;", f"daemon off;\n{user}"),
+        ("/var/log/nginx/error.log", str(work / "error.log")),
+        ("/var/run/nginx.pid", str(work / "nginx.pid")),
+        ("/var/log/nginx/access.log", str(work / "access.log")),
+        ("listen       80;", f"listen 127.0.0.1:{port};"),
+        ("root   /;", f"root   {data};"),
+        ("alias $1/$2/$3/$4;", f"alias {data}$1/$2/$3/$4;"),
+        ("sendfile        on;", f"sendfile        on;\n    {temps}"),
+    ):
+        assert old in text, old
+        text = text.replace(old, new)
+    return text
+
+
+@pytest.mark.slow
+def test_neuroglancer_docker_nginx_conf(public_tree: Path, tmp_path: Path) -> None:
+    require(NGINX, "nginx")
+    data = tmp_path / "data"
+    (data / "precomputed").mkdir(parents=True)
+    for ds in ("img", "seg"):
+        shutil.copytree(public_tree / ds, data / "precomputed" / ds)
+    port = free_port()
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(neuroglancer_docker_conf(data, tmp_path, port))
+    argv = [NGINX, "-p", str(tmp_path), "-e", str(tmp_path / "error.log"), "-c", str(conf)]
+    with running(argv, port):
+        reports = [check(f"http://127.0.0.1:{port}/precomputed/{ds}") for ds in ("img", "seg")]
+    assert reports[0].server == "nginx"
+    codes = {f.code for r in reports for f in r.findings}
+    # add_header without `always`: no CORS on 404s; no Expose-Headers; `info` has no
+    # extension: octet-stream; a static location answers OPTIONS with 405.
+    assert codes == {"no-cors-on-errors", "cors-expose", "info-not-json", "preflight-rejected"}, [
+        f.line(r.server) for r in reports for f in r.findings
+    ]
+
+
+def neuroglancer_scripts_host(root: Path) -> str:
+    """A vhost as a shared host grants it to a .htaccess that sets Options (AllowOverride All),
+    with mod_negotiation, which the snippet's MultiViews needs."""
+    return (
+        f"LoadModule negotiation_module {APACHE_MODULES / 'mod_negotiation.so'}\n"
+        f'DocumentRoot "{root}"\n<Directory "{root}">\n'
+        "    AllowOverride All\n    Require all granted\n</Directory>\n"
+    )
+
+
+#: The snippet as published, and with its Options lines commented out as its own first comment
+#: advises for a 403: (text change, the findings, exactly).
+SNIPPET_CASES = {
+    # `Options Multiviews` replaces `Options FollowSymLinks` (no +): RewriteRule is then
+    # forbidden (AH00670) and every URL, info included, is a 403 without CORS.
+    "as published": ({}, {"forbidden", "no-cors-on-errors"}),
+    # Without MultiViews the .gz are never found: chunks 404; `Header set` skips those 404s;
+    # `info` has no type; OPTIONS gets Apache's 200 without Allow-Headers.
+    "Options commented out": (
+        {"\nOptions ": "\n# Options ", "    Options Multiviews": "    # Options Multiviews"},
+        {"gz-not-served", "no-cors-on-errors", "info-not-json", "preflight-rejected",
+         "cors-expose"},
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(SNIPPET_CASES))
+def test_neuroglancer_scripts_apache_snippet(public_tree: Path, tmp_path: Path, case: str) -> None:
+    require(APACHE, "apache2")
+    changes, expected = SNIPPET_CASES[case]
+    text = (PUBLISHED / "neuroglancer-scripts.htaccess").read_text()
+    for old, new in changes.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    (public_tree / ".htaccess").write_text(text)
+    os.chmod(public_tree / ".htaccess", 0o644)
+    server = RealServer("apache", tmp_path / "apache", tmp_path / "site.conf")
+    server.emitted.write_text(neuroglancer_scripts_host(public_tree))
+    try:
+        with server:
+            reports = [check(f"{server.base_url}/{ds}") for ds in ("img", "seg")]
+    finally:
+        (public_tree / ".htaccess").unlink()
+    assert reports[0].server == "apache"
+    codes = {f.code for r in reports for f in r.findings}
+    assert codes == expected, [f.line(r.server) for r in reports for f in r.findings]

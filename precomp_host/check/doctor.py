@@ -88,6 +88,8 @@ class _Work:
 class _Counters:
     requests: int = 0
     decoded: int = 0
+    chunks_read: int = 0
+    chunks_found: int = 0
     received: int = 0
     servers: list[list[tuple[str, str]]] = field(default_factory=list)
 
@@ -314,16 +316,31 @@ class _Doctor:
             reply = self.get(url, accept)
             if reply is None:
                 return
-            if reply.status == 404:
-                nested = self.get(f"{base}/{layout.NESTED.path_for(w.key)}", accept)
-                if nested is not None and nested.status == 200:
-                    self.tally.note("flat-url-404", url, "the nested path answers 200")
-                    return
+            if reply.status == 404 and self.elsewhere(base, w.key, url, accept):
+                return
+            with self._lock:
+                self.n.chunks_read += 1
+                self.n.chunks_found += reply.status != 404
             if not self.status(reply):
                 return
             data = self.body(reply, accept)
             if data is not None:
                 self.decode(ds, w.scale, w.key, data, url)
+
+    def elsewhere(self, base: str, key: ChunkKey, url: str, accept: str) -> bool:
+        """For a chunk that is a 404: whether it is stored where this server does not look
+        (nested, or as a .gz); noted if so."""
+        nested = f"{base}/{layout.NESTED.path_for(key)}"
+        reply = self.get(nested, accept)
+        if reply is not None and reply.status == 200:
+            self.tally.note("flat-url-404", url, "the nested path answers 200")
+            return True
+        for stored in (url, nested):
+            reply = self.get(stored + GZIP.suffix, accept)
+            if reply is not None and reply.status == 200:
+                self.tally.note("gz-not-served", url, f"{stored + GZIP.suffix} answers 200")
+                return True
+        return False
 
     def missing_probe(self, base: str, ds: Dataset) -> None:
         """A chunk past the end of the volume, which no one stores: 404 (with CORS)."""
@@ -473,7 +490,7 @@ class _Doctor:
                 done += 1
                 if progress is not None:
                     progress(Progress(done, len(jobs), self.n.received, time.monotonic() - t0))
-        self.finish_cors()
+        self.finish()
         kind, label = detect_server(self.n.servers[0] if self.n.servers else [])
         return Report(
             url=self.url,
@@ -488,10 +505,15 @@ class _Doctor:
             elapsed=time.monotonic() - t0,
         )
 
-    def finish_cors(self) -> None:
+    def finish(self) -> None:
+        found = self.tally.found
         # Without CORS at all, the errors' missing header is the same problem, said once.
-        if "no-cors" in self.tally.found:
-            self.tally.found.pop("no-cors-on-errors", None)
+        if "no-cors" in found:
+            found.pop("no-cors-on-errors", None)
+        # Every chunk a 404: not sparse data, a dataset with nothing behind its info.
+        if self.n.chunks_read and not self.n.chunks_found and "missing-chunks" in found:
+            f = found.pop("missing-chunks")
+            self.tally.note("no-chunks", f.example, f"{self.n.chunks_read} chunks read")
 
 
 def check(

@@ -237,16 +237,40 @@ RULES: dict[str, Rule] = {
     ),
     "forbidden": Rule(
         "error",
-        "chunks answered 403 Forbidden",
-        "the chunk fails to load and its area stays black",
+        "files answered 403 Forbidden",
+        "the file fails to load: an info, the whole layer; a chunk, its area stays black",
         {
             "s3": "make the objects readable (`precomp-host deploy s3 --public` sets the bucket "
             "policy)",
             "nginx": "make the files readable by nginx's user (and every folder above them "
             "searchable)",
-            "apache": "`Require all granted` on the data folder; files readable by www-data",
+            "apache": "`Require all granted` on the data folder, files readable by www-data; in "
+            "a .htaccess, a later `Options X` replaces an earlier `Options FollowSymLinks` and "
+            "RewriteRule then answers 403 (error log AH00670): write `Options +FollowSymLinks "
+            "+MultiViews`",
             "*": "make the files readable by the server",
         },
+    ),
+    "gz-not-served": Rule(
+        "error",
+        "chunks are 404 but their .gz files are there",
+        "the server does not send a stored .gz for the plain URL Neuroglancer asks for: every "
+        "such chunk is a 404, drawn as empty, so the layer is black without an error",
+        {
+            "nginx": "`gzip_static on;` (or `always`) where the data is served",
+            "apache": "`Options +MultiViews` with `AddEncoding gzip .gz` (needs mod_negotiation "
+            "and AllowOverride Options), or regenerate with `precomp-host deploy apache`",
+            "s3": "object stores cannot negotiate: upload with `precomp-host deploy s3`, which "
+            "stores each .gz under the plain name with Content-Encoding: gzip",
+            "gcs": "object stores cannot negotiate: upload with `precomp-host deploy gcs`",
+            "*": "send the .gz for the plain URL, with Content-Encoding: gzip",
+        },
+    ),
+    "no-chunks": Rule(
+        "error",
+        "not one of the chunks read exists (all 404)",
+        "Neuroglancer draws missing chunks as empty: the layer is black, without an error",
+        {"*": "upload the chunks, or check the URL is the dataset the info describes"},
     ),
     "server-error": Rule(
         "error",
