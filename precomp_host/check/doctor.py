@@ -130,6 +130,8 @@ class _Doctor:
         url: str,
         accept: str | None = CLIENTS["browser (https)"],
         method: str = "GET",
+        *,
+        cors: bool = True,
         **extra: str,
     ) -> Reply | None:
         """A request as a browser page on ``origin`` sends it; None (noted) without an answer."""
@@ -145,7 +147,8 @@ class _Doctor:
             self.n.received += len(reply.body)
             if len(self.n.servers) < 8:
                 self.n.servers.append(list(reply.headers))
-        self.cors(reply)
+        if cors:
+            self.cors(reply)
         return reply
 
     def cors(self, reply: Reply) -> None:
@@ -210,7 +213,8 @@ class _Doctor:
         if reply.status != 404:
             ds = self.info(reply)
             return [(url, ds)] if ds is not None else []
-        index = self.get(url + "/", accept=CLIENTS["browser (https)"])
+        # A page for people, not read by the viewer: its CORS does not matter.
+        index = self.get(url + "/", cors=False)
         links: list[str] = []
         if index is not None and index.status == 200:
             page = self.body(index, CLIENTS["browser (https)"])
