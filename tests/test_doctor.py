@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import json
 import os
 import re
 import shutil
@@ -455,3 +456,42 @@ def test_s3_after_deploy_s3_passes(
     for r in reports:
         r.findings = [f for f in r.findings if f.code != "preflight-rejected"]
     assert_passes(reports)
+
+
+# -- the command ------------------------------------------------------------------------------
+
+
+def test_command_exit_codes_lines_and_json(tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with serving(broken(tree, None, _options_405)) as bad, serving(make_app(tree)) as good:
+        assert main(["check", f"{good}/img", "--full", "--concurrency", "2"]) == 0
+        out = capsys.readouterr().out
+        assert out.splitlines()[-1].startswith("OK: the viewers can read it")
+        assert main(["check", f"precomputed://{bad}/img"]) == 1
+        lines = capsys.readouterr().out.splitlines()
+        assert main(["check", f"{bad}/img/info", "--json", "--origin", "https://lab.org"]) == 1
+        doc = json.loads(capsys.readouterr().out)
+    # One line per finding: the count, an example URL, why, and the fix.
+    (line,) = [x for x in lines if x.startswith("ERROR")]
+    assert line.startswith(f"ERROR preflight-rejected (1x, e.g. {bad}/img/info)")
+    assert "Why: a browser preflights a cross-origin request" in line
+    assert "Fix on the server: answer OPTIONS with 2xx" in line
+    assert doc["ok"] is False
+    assert [f["code"] for f in doc["findings"]] == ["preflight-rejected"]
+    assert doc["datasets"] == [f"{bad}/img"]
+    assert doc["chunks_decoded"] > 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["check", "/srv/data/img"], "URL '/srv/data/img': not an http(s) URL"),
+        (["check", "http://x/img", "--origin", "lab.org"], "--origin 'lab.org': not an http(s)"),
+    ],
+)
+def test_command_bad_input_is_one_line_exit_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert message in err

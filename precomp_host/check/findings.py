@@ -130,8 +130,10 @@ RULES: dict[str, Rule] = {
     "preflight-rejected": Rule(
         "error",
         "the CORS preflight (OPTIONS with Range) is refused",
-        "requests carrying a Range header (shards, multi-resolution meshes) are preflighted; "
-        "when the preflight fails the browser never sends them and that data never shows",
+        "a browser preflights a cross-origin request whose headers are not CORS-safelisted "
+        "(Range where the browser does not safelist it: shards, multi-resolution meshes; "
+        "If-None-Match): when the preflight fails the request is never sent and that data "
+        "never shows",
         {
             "nginx": "answer OPTIONS with 204 and Access-Control-Allow-Methods/-Headers "
             "(`if ($request_method = OPTIONS) { return 204; }` plus the headers), or "
