@@ -87,7 +87,7 @@ class _Work:
 @dataclass
 class _Counters:
     requests: int = 0
-    decoded: int = 0
+    decoded: set[str] = field(default_factory=set)  # URLs of the chunks decoded
     chunks_read: int = 0
     chunks_found: int = 0
     received: int = 0
@@ -312,7 +312,7 @@ class _Doctor:
             self.tally.note("chunk-undecodable", url, f"{scale.encoding}: {e}")
             return
         with self._lock:
-            self.n.decoded += 1
+            self.n.decoded.add(url)
 
     def chunk(self, base: str, ds: Dataset, w: _Work) -> None:
         url = f"{base}/{w.scale.key}/{w.key.name}"
@@ -505,7 +505,7 @@ class _Doctor:
                 self.tally.found.values(), key=lambda f: (RULES[f.code].severity != "error", f.code)
             ),  # fmt: skip
             requests=self.n.requests,
-            chunks_decoded=self.n.decoded,
+            chunks_decoded=len(self.n.decoded),
             elapsed=time.monotonic() - t0,
         )
 

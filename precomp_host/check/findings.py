@@ -387,7 +387,7 @@ class Report:
     server_label: str = ""
     findings: list[Finding] = field(default_factory=list)
     requests: int = 0
-    chunks_decoded: int = 0
+    chunks_decoded: int = 0  # distinct chunks fetched and decoded without a problem
     elapsed: float = 0.0
 
     @property
