@@ -26,6 +26,7 @@ import pytest
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Response
 
+from precomp_host.build.annotations import write_annotations
 from precomp_host.build.builder import BuildOptions, build_dataset
 from precomp_host.build.chunk_codecs import make_codec
 from precomp_host.build.shards import write_shard
@@ -53,6 +54,7 @@ from tests.realservers import (
     require,
 )
 from tests.realservers import running_process as running
+from tests.test_annotations import point_table
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
@@ -535,3 +537,17 @@ def test_encoded_chunks_are_decoded(encoded: Path, encoding: str) -> None:
     assert good.chunks_decoded == sum(s.num_chunks() for s in info.scales)
     assert [f.code for f in bad.findings] == ["chunk-undecodable"]
     assert bad.findings[0].detail.startswith(encoding)
+
+
+def test_annotation_layer_is_checked_not_refused(tmp_path: Path) -> None:
+    """An annotation collection's info is no volume's: its spatial index is read instead."""
+    write_annotations({"": point_table(50)}, tmp_path / "ann")
+    with serving(make_app(tmp_path)) as base:
+        good = check(f"{base}/ann")
+    assert good.datasets == [f"{base}/ann"]
+    with serving(broken(tmp_path, None, _no_cors)) as base:
+        bad = check(f"{base}/ann")
+    assert good.findings == []
+    assert good.ok
+    assert good.requests == 2  # the info and the first cell of the coarsest spatial level
+    assert {f.code for f in bad.findings} == {"no-cors"}

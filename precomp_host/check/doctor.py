@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..build.annotations import INFO_TYPE as ANNOTATIONS_TYPE
 from ..build.chunk_codecs import make_codec
 from ..core import layout, media_types
 from ..core.encodings import ENCODINGS, GZIP
@@ -121,6 +122,7 @@ class _Doctor:
         self.timeout = timeout
         self.tally = _Tally()
         self.n = _Counters()
+        self.layers: list[str] = []  # the datasets (volumes, annotation layers) found
         self._lock = threading.Lock()
 
     # -- requests -----------------------------------------------------------------------------
@@ -252,13 +254,33 @@ class _Doctor:
         doc = self.json_file(reply)
         if doc is None:
             return None
+        base = reply.url[: -len(INFO_NAME) - 1]
+        if isinstance(doc, dict) and doc.get("@type") == ANNOTATIONS_TYPE:
+            self.layers.append(base)
+            self.annotations(base, doc)
+            return None
         try:
             ds = Dataset.from_json(doc)
         except ValueError as e:
             self.tally.note("info-invalid", reply.url, str(e))
             return None
+        self.layers.append(base)
         self.scales(reply.url, ds)
+        skeletons = ds.extra.get("skeletons")
+        if isinstance(skeletons, str):
+            r = self.get(f"{base}/{skeletons}/{INFO_NAME}")
+            if r is not None:
+                self.json_file(r)
         return ds
+
+    def annotations(self, base: str, doc: dict[str, Any]) -> None:
+        """An annotation layer: the first cell of its coarsest spatial level (404: empty)."""
+        spatial = doc.get("spatial")
+        key = spatial[0].get("key") if isinstance(spatial, list) and spatial else None
+        if isinstance(key, str):
+            r = self.get(f"{base}/{key}/0_0_0")
+            if r is not None and r.status != 404 and self.status(r):
+                self.body(r, CLIENTS["browser (https)"])
 
     def scales(self, url: str, ds: Dataset) -> None:
         first = ds.scales[0]
@@ -498,7 +520,7 @@ class _Doctor:
         kind, label = detect_server(self.n.servers[0] if self.n.servers else [])
         return Report(
             url=self.url,
-            datasets=[b for b, _ in found],
+            datasets=self.layers,
             server=kind,
             server_label=label,
             findings=sorted(
