@@ -551,3 +551,32 @@ def test_annotation_layer_is_checked_not_refused(tmp_path: Path) -> None:
     assert good.ok
     assert good.requests == 2  # the info and the first cell of the coarsest spatial level
     assert {f.code for f in bad.findings} == {"no-cors"}
+
+
+def test_redirect_is_followed_and_named(tree: Path) -> None:
+    inner = make_app(tree)
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        path = environ["PATH_INFO"]
+        if path.startswith("/old/"):
+            # With CORS: fetch checks CORS on a redirect too, before following it.
+            moved = {"Location": "/img/" + path[5:], "Access-Control-Allow-Origin": "*"}
+            return Response(status=301, headers=moved)(environ, start_response)
+        return inner(environ, start_response)
+
+    with serving(app) as base:
+        report = check(f"{base}/old")
+    assert [(f.code, f.detail) for f in report.findings] == [("redirect", f"to {base}/img/info")]
+    assert report.ok
+    assert report.datasets == [f"{base}/img"]
+
+
+def test_a_file_the_info_names_is_missing(tree: Path, tmp_path: Path) -> None:
+    shutil.copytree(tree / "seg", tmp_path / "seg")
+    info = json.loads((tmp_path / "seg" / "info").read_text())
+    (tmp_path / "seg" / "info").write_text(json.dumps({**info, "segment_properties": "props"}))
+    with serving(make_app(tmp_path)) as base:
+        report = check(f"{base}/seg")
+    assert [(f.code, f.example) for f in report.findings] == [
+        ("named-file-missing", f"{base}/seg/props/info")
+    ]

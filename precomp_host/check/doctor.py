@@ -55,6 +55,9 @@ DEFAULT_ORIGIN = PUBLIC_VIEWER.rstrip("/")
 DEFAULT_CONCURRENCY = 8
 #: Segment ids whose meshes are checked without ``full`` (all listed ids with it, up to this).
 SAMPLE_SEGMENTS, MAX_SEGMENTS = 3, 1000
+#: Redirects followed from the URL given (a browser follows up to 20; a chain is a mistake).
+MAX_REDIRECTS = 5
+REDIRECTS = (301, 302, 303, 307, 308)
 _ALIASES = {alias: e.name for e in ENCODINGS.values() for alias in (e.name, *e.aliases)}
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -210,6 +213,16 @@ class _Doctor:
     def datasets(self) -> list[tuple[str, Dataset]]:
         url = self.url
         reply = self.get(f"{url}/{INFO_NAME}")
+        for _ in range(MAX_REDIRECTS):
+            location = reply.header("Location") if reply is not None else None
+            if reply is None or reply.status not in REDIRECTS or location is None:
+                break
+            # The viewer follows (fetch's "follow"), at a round trip per request: noted, and
+            # the rest is checked where it leads.
+            target = urllib.parse.urljoin(reply.url, location)
+            self.tally.note("redirect", reply.url, f"to {target}")
+            url = self.url = target.removesuffix("/" + INFO_NAME).rstrip("/")
+            reply = self.get(f"{url}/{INFO_NAME}")
         if reply is None:
             return []
         if reply.status != 404:
@@ -235,9 +248,9 @@ class _Doctor:
                 found.append((info_url[: -len(INFO_NAME) - 1], ds))
         return found
 
-    def json_file(self, reply: Reply) -> Any:
+    def json_file(self, reply: Reply, missing: str = "info-missing") -> Any:
         """A JSON file's document; its status, media type and coding checked."""
-        if not self.status(reply, missing="info-missing"):
+        if not self.status(reply, missing=missing):
             return None
         data = self.body(reply, CLIENTS["browser (https)"])
         if data is None:
@@ -270,7 +283,7 @@ class _Doctor:
         if isinstance(skeletons, str):
             r = self.get(f"{base}/{skeletons}/{INFO_NAME}")
             if r is not None:
-                self.json_file(r)
+                self.json_file(r, "named-file-missing")
         return ds
 
     def annotations(self, base: str, doc: dict[str, Any]) -> None:
@@ -465,7 +478,7 @@ class _Doctor:
         if ds.segment_properties is None:
             return []
         reply = self.get(f"{base}/{ds.segment_properties}/{INFO_NAME}")
-        doc = self.json_file(reply) if reply is not None else None
+        doc = self.json_file(reply, "named-file-missing") if reply is not None else None
         inline = doc.get("inline") if isinstance(doc, dict) else None
         ids = inline.get("ids") if isinstance(inline, dict) else None
         if not isinstance(ids, list):

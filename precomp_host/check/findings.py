@@ -74,6 +74,18 @@ RULES: dict[str, Rule] = {
             "site root whose index.html `precomp-host deploy` wrote"
         },
     ),
+    "named-file-missing": Rule(
+        "error",
+        "a file the info names is missing (segment properties, skeletons)",
+        "Neuroglancer shows an error for that part of the layer (no segment names, no skeletons)",
+        {"*": "upload the folder the info names, or remove its key from the info"},
+    ),
+    "redirect": Rule(
+        "warning",
+        "the URL redirects",
+        "the viewer follows the redirect for every chunk: a round trip more each time",
+        {"*": "give the viewer the final URL (https, trailing path) the redirect points to"},
+    ),
     "info-invalid": Rule(
         "error",
         "the info file is not a valid precomputed info (JSON)",
