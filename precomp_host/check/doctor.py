@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import html.parser
+import itertools
 import json
 import logging
 import math
@@ -19,7 +20,7 @@ import threading
 import time
 import urllib.parse
 import zlib
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +54,8 @@ log = logging.getLogger(__name__)
 DEFAULT_ORIGIN = PUBLIC_VIEWER.rstrip("/")
 #: Requests in flight at once by default (a browser opens 6 per host over HTTP/1.1).
 DEFAULT_CONCURRENCY = 8
+#: Jobs queued per request in flight: enough to keep the pool busy, few enough to stay small.
+WINDOW = 4
 #: Segment ids whose meshes are checked without ``full`` (all listed ids with it, up to this).
 SAMPLE_SEGMENTS, MAX_SEGMENTS = 3, 1000
 #: Redirects followed from the URL given (a browser follows up to 20; a chain is a mistake).
@@ -515,20 +518,30 @@ class _Doctor:
     def run(self, progress: Callable[[Progress], None] | None) -> Report:
         t0 = time.monotonic()
         found = self.datasets()
-        jobs: list[Callable[[], None]] = []
+        jobs: list[Iterator[Callable[[], None]]] = []
+        total = 0
         for base, ds in found:
             self.preflight(f"{base}/{INFO_NAME}")
             self.missing_probe(base, ds)
-            jobs += [functools.partial(self.chunk, base, ds, w) for w in self.work(ds)]
-            jobs += [functools.partial(self.shard, ds, *s) for s in self.shard_work(base, ds)]
-            jobs.append(functools.partial(self.meshes, base, ds, self.segment_ids(base, ds)))
+            # Chunk jobs are made as the pool takes them: a million-chunk --full stays small.
+            total += sum(self.count(s) for s in ds.scales if not s.is_sharded)
+            jobs.append(self.chunk_jobs(base, ds))
+            shards = [functools.partial(self.shard, ds, *s) for s in self.shard_work(base, ds)]
+            mesh = functools.partial(self.meshes, base, ds, self.segment_ids(base, ds))
+            total += len(shards) + 1
+            jobs.append(iter([*shards, mesh]))
         done = 0
         with ThreadPoolExecutor(self.concurrency) as pool:
-            for fut in as_completed([pool.submit(job) for job in jobs]):
-                fut.result()
-                done += 1
-                if progress is not None:
-                    progress(Progress(done, len(jobs), self.n.received, time.monotonic() - t0))
+            pending: set[Future[None]] = set()
+            for job in itertools.chain.from_iterable(jobs):
+                pending.add(pool.submit(job))
+                if len(pending) < WINDOW * self.concurrency:
+                    continue
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                done += self.collect(finished, done, total, t0, progress)
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                done += self.collect(finished, done, total, t0, progress)
         self.finish()
         kind, label = detect_server(self.n.servers[0] if self.n.servers else [])
         return Report(
@@ -543,6 +556,29 @@ class _Doctor:
             chunks_decoded=len(self.n.decoded),
             elapsed=time.monotonic() - t0,
         )
+
+    def chunk_jobs(self, base: str, ds: Dataset) -> Iterator[Callable[[], None]]:
+        for w in self.work(ds):
+            yield functools.partial(self.chunk, base, ds, w)
+
+    def count(self, scale: Scale) -> int:
+        """Chunk jobs :meth:`work` makes for ``scale``."""
+        return scale.num_chunks() if self.full else len(self.pick(scale))
+
+    def collect(
+        self,
+        finished: set[Future[None]],
+        done: int,
+        total: int,
+        t0: float,
+        progress: Callable[[Progress], None] | None,
+    ) -> int:
+        """Raise what a job raised; report progress; return how many finished."""
+        for i, fut in enumerate(finished, 1):
+            fut.result()
+            if progress is not None:
+                progress(Progress(done + i, total, self.n.received, time.monotonic() - t0))
+        return len(finished)
 
     def finish(self) -> None:
         found = self.tally.found
