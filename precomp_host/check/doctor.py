@@ -102,7 +102,8 @@ class _Counters:
 
 
 def _offered(accept: str) -> set[str]:
-    return {_ALIASES.get(t.split(";")[0].strip().lower(), t) for t in accept.split(",")}
+    tokens = (t.split(";")[0].strip().lower() for t in accept.split(","))
+    return {_ALIASES.get(t, t) for t in tokens}
 
 
 class _LinkParser(html.parser.HTMLParser):
@@ -198,11 +199,13 @@ class _Doctor:
                 self.tally.note("gzip-without-content-encoding", reply.url)
                 return None
             return reply.body
-        name = _ALIASES.get(sent)
+        name = _ALIASES.get(sent, sent)
         if accept is None or name not in _offered(accept):
             self.tally.note("unrequested-encoding", reply.url,
                             f"{sent} for Accept-Encoding: {accept}")  # fmt: skip
             return None
+        if name not in ENCODINGS:
+            return None  # deflate or zstd, which the client takes: we have no decoder to judge
         try:
             return ENCODINGS[name].decompress(reply.body)
         except EOFError:
