@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..core.shard_grid import shard_shape_in_chunks
+from ..core.shard_grid import ShardPlan
 from ..core.sharding import SHARD_INDEX_ENTRY, compressed_morton_code
 
 if TYPE_CHECKING:
@@ -198,13 +198,15 @@ class ShardSink:
         self.writer = writer
         self._scales: dict[str, _ShardedScale] = {}
         for scale in scales:
-            if scale.sharding is None:
-                raise ValueError(f"scale {scale.key} is not sharded")
-            grid = scale.grid_shape()
-            shape = shard_shape_in_chunks(scale.sharding, grid)
-            if shape is None:
-                raise ValueError(f"scale {scale.key}: its shards are not boxes of the chunk grid")
-            self._scales[scale.key] = _ShardedScale(scale, scale.sharding, grid, shape)
+            plan = ShardPlan.for_scale(scale)
+            if plan is None:
+                raise ValueError(
+                    f"scale {scale.key} is not sharded"
+                    if scale.sharding is None
+                    else f"scale {scale.key}: its shards are not boxes of the chunk grid"
+                )
+            shape = plan.shard_shape
+            self._scales[scale.key] = _ShardedScale(scale, plan.spec, plan.grid_shape, shape)
         self._open: dict[tuple[str, int], _OpenShard] = {}
         self._lock = threading.Lock()
 
