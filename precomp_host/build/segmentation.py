@@ -275,9 +275,9 @@ class MeshObserver:
                 for segment in segments:
                     self.fragments[segment].append(fragment_name(segment, *core))
                 return
-            offset = 0
+            offset, path = 0, _scratch_file(core)  # one string per region, shared
             for segment, size in zip(segments, sizes, strict=True):
-                self.sources[segment].append((_scratch_file(core), offset, size))
+                self.sources[segment].append((path, offset, size))
                 offset += size
 
     def close(self) -> None:
@@ -305,7 +305,9 @@ class MeshObserver:
         root = str(self.writer.root)
         # Regions finish in any order: merge each segment's fragments in region order, so
         # its mesh (and the shards) are the same for any number of workers.
-        sources = {s: sorted(refs) for s, refs in self.sources.items()}
+        for refs in self.sources.values():
+            refs.sort()
+        sources = self.sources
         settings = MultiresSettings(self.scale.resolution)
         spec = write_mesh_shards(
             self.writer,
