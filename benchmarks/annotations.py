@@ -8,7 +8,7 @@ Run on demand (never by pytest), from the repository root::
 One generated input (issue 16): points in a 20 x 20 x 2 um box, with three properties (a
 float32 score, a uint16 count, a uint8 enum) and one relationship (a segment id out of 10,000
 for each point), saved once as ``.npz``. Each writer runs in its own process on that file, timed
-and sampled by :mod:`benchmarks.measure`: ``precomp_host.build.annotations.write_annotations``
+and sampled by :mod:`benchmarks.measure`: ``precomp_host.build.annotation_writer.write_annotations``
 (multi-level spatial index, gzip/brotli siblings) and ``neuroglancer.write_annotations`` (PyPI,
 one spatial cell). Both outputs are then checked to hold every annotation in ``by_id`` and in the
 spatial index, so a writer that fails quietly is not reported as fast. The central function is
@@ -49,8 +49,8 @@ def make_input(path: Path, count: int) -> None:
 
 
 def run_precomp_host(src: Path, out: Path) -> None:
+    from precomp_host.build.annotation_writer import write_annotations as write
     from precomp_host.build.annotations import AnnotationTable, Property, Related
-    from precomp_host.build.annotations import write_annotations as write
 
     d = np.load(src)
     dims = {a: (r * 1e-9, "m") for a, r in zip("xyz", RESOLUTION, strict=True)}
