@@ -1,13 +1,15 @@
 """A dataset's NeuroTrALE store served as precomputed annotation layers (host/live_annotations.py).
 
-The layers are read here from annotations.md alone (count, then the records): an ``info`` whose
-index keys name one version, files of that version that hold every annotation of the store as
-it was, a new version after an edit while the old one stays readable, and no rebuild when
-nothing changed.
+Live layers are sharded (a few files a version, so a rebuild is cheap); they are read here with
+tensorstore's ``neuroglancer_uint64_sharded`` kvstore, cells decoded from annotations.md alone:
+an ``info`` whose index keys name one version, shards of that version that hold every
+annotation of the store as it was, a new version after an edit while the old one stays
+readable, and no rebuild when nothing changed.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import struct
@@ -19,6 +21,7 @@ from werkzeug.test import Client
 from precomp_host.build.annotation_sources import write_store_layers
 from precomp_host.host.annotations import AnnotationStore
 from precomp_host.host.live_annotations import LiveAnnotations
+from tests.test_annotation_writer import morton, open_index, read
 from tests.test_devserver import write_dataset
 
 if TYPE_CHECKING:
@@ -61,9 +64,14 @@ def root(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def live(root: Path, tmp_path: Path) -> Iterator[tuple[LiveAnnotations, Counting, Client]]:
+def cache(tmp_path: Path) -> Path:
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def live(root: Path, cache: Path) -> Iterator[tuple[LiveAnnotations, Counting, Client]]:
     builder = Counting()
-    app = LiveAnnotations(None, root, builder, cache_dir=tmp_path / "cache")  # type: ignore[arg-type]
+    app = LiveAnnotations(None, root, builder, cache_dir=cache)  # type: ignore[arg-type]
     yield app, builder, Client(app)
     app.close()
 
@@ -73,26 +81,29 @@ def fetch(client: Client, path: str) -> tuple[int, bytes]:
         return r.status_code, r.get_data()
 
 
-def spatial_ids(client: Client, layer: str, info: dict[str, Any], record: int) -> set[int]:
-    """Every annotation id in the layer's spatial index (each cell: count, records, ids)."""
+def spatial_ids(cache: Path, layer: str, info: dict[str, Any], record: int) -> set[int]:
+    """Every annotation id in the layer's spatial index (each cell: count, records, ids), read
+    from its shards by tensorstore."""
     ids: set[int] = set()
     for level in info["spatial"]:
+        kv = open_index(cache / layer, level)
         gx, gy, gz = level["grid_shape"]
-        for x in range(gx):
-            for y in range(gy):
-                for z in range(gz):
-                    status, data = fetch(client, f"{layer}/{level['key']}/{x}_{y}_{z}")
-                    if status == 404:
-                        continue
-                    assert status == 200
-                    (n,) = struct.unpack_from("<Q", data)
-                    assert len(data) == 8 + n * (record + 8)
-                    ids |= set(struct.unpack_from(f"<{n}Q", data, 8 + n * record))
+        for cell in itertools.product(range(gx), range(gy), range(gz)):
+            data = read(kv, morton(list(cell), level["grid_shape"]))
+            if data is None:
+                continue
+            (n,) = struct.unpack_from("<Q", data)
+            assert len(data) == 8 + n * (record + 8)
+            ids |= set(struct.unpack_from(f"<{n}Q", data, 8 + n * record))
     return ids
 
 
+def has_id(cache: Path, layer: str, info: dict[str, Any], ann_id: int) -> bool:
+    return read(open_index(cache / layer, info["by_id"]), ann_id) is not None
+
+
 def test_store_is_served_as_versioned_layers(
-    live: tuple[LiveAnnotations, Counting, Client],
+    live: tuple[LiveAnnotations, Counting, Client], cache: Path
 ) -> None:
     _, builder, client = live
     status, body = fetch(client, f"{LIVE}/points/info")
@@ -103,17 +114,22 @@ def test_store_is_served_as_versioned_layers(
     assert info["by_id"]["key"] == f"{version}/by_id"
     assert all(s["key"].startswith(f"{version}/spatial") for s in info["spatial"])
     # 3 float32 + 3 uint8 properties (anntype, reviewed, visited) + 1 padding byte
-    assert spatial_ids(client, f"{LIVE}/points", info, 16) == set(range(10))
-    assert fetch(client, f"{LIVE}/points/{version}/by_id/7")[0] == 200
+    assert spatial_ids(cache, "img/points", info, 16) == set(range(10))
+    assert has_id(cache, "img/points", info, 7)
+    # The cache is what the URLs serve: a shard, read with Range.
+    with client.get(f"{LIVE}/points/{version}/by_id/0.shard", headers={"Range": "bytes=0-15"}) as r:
+        assert r.status_code == 206
+        assert r.get_data() == (cache / "img/points" / version / "by_id/0.shard").read_bytes()[:16]
     lines = json.loads(fetch(client, f"{LIVE}/lines/info")[1])
     assert lines["annotation_type"] == "LINE"
     assert lines["relationships"][0]["key"] == f"{version}/rel_shape"
-    assert fetch(client, f"{LIVE}/lines/{version}/rel_shape/100")[0] == 200
+    rel = open_index(cache / "img/lines", lines["relationships"][0])
+    assert read(rel, 100) is not None  # the axon's segments, by its id
     assert builder.calls == 1  # both layers, one build
 
 
 def test_an_edit_makes_a_new_version_and_the_old_stays_readable(
-    root: Path, live: tuple[LiveAnnotations, Counting, Client]
+    root: Path, live: tuple[LiveAnnotations, Counting, Client], cache: Path
 ) -> None:
     _, builder, client = live
     old = json.loads(fetch(client, f"{LIVE}/points/info")[1])
@@ -124,10 +140,11 @@ def test_an_edit_makes_a_new_version_and_the_old_stays_readable(
     new = json.loads(fetch(client, f"{LIVE}/points/info")[1])
     new_version = new["by_id"]["key"].split("/")[0]
     assert new_version != old_version
-    assert spatial_ids(client, f"{LIVE}/points", new, 16) == {3, 4, 5, 6, 7, 50}
-    assert fetch(client, f"{LIVE}/points/{new_version}/by_id/0")[0] == 404
+    assert spatial_ids(cache, "img/points", new, 16) == {3, 4, 5, 6, 7, 50}
+    assert not has_id(cache, "img/points", new, 0)
     # A viewer still holding the old info reads the old version whole.
-    assert spatial_ids(client, f"{LIVE}/points", old, 16) == set(range(10))
+    assert spatial_ids(cache, "img/points", old, 16) == set(range(10))
+    assert has_id(cache, "img/points", old, 0)
     assert builder.calls == 2
 
 
@@ -155,7 +172,7 @@ def test_a_store_that_cannot_be_read_keeps_the_last_version(
 
 
 def test_deleting_every_point_leaves_an_empty_layer(
-    root: Path, live: tuple[LiveAnnotations, Counting, Client]
+    root: Path, live: tuple[LiveAnnotations, Counting, Client], cache: Path
 ) -> None:
     _, _, client = live
     (root / "img" / "annotations" / "x1y1z3" / "z-0003.json").write_text("[]")
@@ -163,7 +180,7 @@ def test_deleting_every_point_leaves_an_empty_layer(
     assert status == 200
     info = json.loads(body)
     assert info["spatial"] == []
-    assert spatial_ids(client, f"{LIVE}/points", info, 16) == set()
+    assert not has_id(cache, "img/points", info, 1)
 
 
 @pytest.mark.parametrize(

@@ -362,11 +362,13 @@ def write_store_layers(
     (both, empty ones included), in the dataset's scale-0 voxel size: the store's coordinates
     are voxels (issue #15). Returns the collection names; ``out`` must not exist.
 
-    Built for the dev server's live layers (small stores, rebuilt on each change): plain files,
-    no compressed siblings, whose time would be the rebuild's largest part on loopback.
+    Built for the dev server's live layers, rebuilt on each change: sharded (a few files
+    instead of one per annotation; measured, an edit of a 10,000-point store took 13.5 s
+    unsharded and 1.1 s sharded, 400 points 0.48 s and 0.12 s) and without compressed siblings,
+    which loopback does not need.
     """
     from ..core.datasets import read_dataset
 
     resolution = read_dataset(dataset).scales[0].resolution
     tables = read_neurotrale(Path(store), Dimensions(resolution, "nm"), keep_empty=True)
-    return list(write_annotations(tables, out, compress=()))
+    return list(write_annotations(tables, out, compress=(), sharded=True))

@@ -17,7 +17,8 @@ edits, issue #15) as the collections ``points`` and ``lines`` at
   is the ``info``'s rename. The last :data:`KEEP` versions are kept for viewers not yet
   reloaded.
 * The generator is handed in (``builder``): the host wing serves and caches, the build wing
-  reads the store and writes the layers (``build.annotation_sources.write_store_layers``).
+  reads the store and writes the layers (``build.annotation_sources.write_store_layers``,
+  sharded: a few files per version, read with Range).
 
 A change reaches an open viewer through the dev server's live reload (the watcher sees the
 store's files change; the API reports its writes too), which reloads the viewer; its new

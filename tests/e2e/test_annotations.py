@@ -332,18 +332,29 @@ def store_points(shape: list[int], n: int) -> list[dict[str, Any]]:
 
 
 def live_cells(result: ViewResult, base: str) -> tuple[int, int, set[str]]:
-    """(cells answered, annotations they hold, versions read) of the live points layer's
-    spatial requests, each cell read again over HTTP (a versioned file never changes)."""
+    """(shard reads answered, annotations in the shard files read, versions read) of the live
+    points layer's spatial index (live layers are sharded: a few files a version). Each shard
+    file is read again whole over HTTP (a versioned file never changes) and its cells counted.
+    """
     import urllib.request
 
+    from precomp_host.core.sharding import ShardingSpec, read_shard
+
     marker = "/image/annotations/live/points/"
-    cells = [r for r in result.requests if marker in r.path and "/spatial" in r.path and r.ok]
+    reads = [r for r in result.requests if marker in r.path and "/spatial" in r.path and r.ok]
+    versions = {r.path.split(marker, 1)[1].split("/", 1)[0] for r in reads}
     held = 0
-    for r in cells:
-        with urllib.request.urlopen(base + r.path.split("?")[0], timeout=10) as f:
-            held += struct.unpack_from("<Q", f.read())[0]
-    versions = {r.path.split(marker, 1)[1].split("/", 1)[0] for r in cells}
-    return len(cells), held, versions
+    for path in sorted({r.path.split("?")[0] for r in reads}):
+        key = path.split(marker, 1)[1].rsplit("/", 1)[0]  # <version>/spatial<i>
+        with urllib.request.urlopen(f"{base}{marker}info", timeout=10) as f:
+            levels = {s["key"]: s for s in json.load(f)["spatial"]}
+        if key not in levels:  # an older version: its info is no longer served
+            continue
+        spec = ShardingSpec.from_json(levels[key]["sharding"])
+        with urllib.request.urlopen(base + path, timeout=10) as f:
+            cells = read_shard(spec, f.read())
+        held += sum(struct.unpack_from("<Q", data)[0] for data in cells.values())
+    return len(reads), held, versions
 
 
 @pytest.fixture
