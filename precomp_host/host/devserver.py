@@ -269,8 +269,9 @@ class DevServer:
     def _written(self, dataset: str) -> None:
         # The native watcher sees every file of the store change and reports it once settled;
         # the polling one watches dataset folders only, not the store's block folders, and
-        # without a watcher nothing would: then the API's own report is the signal.
-        if self.watcher is None or self.watcher.poll:
+        # without a watcher (or before it observes the root) nothing would: then the API's
+        # own report is the signal.
+        if self.watcher is None or self.watcher.poll or not self.watching.is_set():
             self._changed({dataset})
 
     def _changed(self, datasets: set[str]) -> None:
