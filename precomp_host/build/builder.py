@@ -26,8 +26,9 @@ import numpy as np
 from ..core.layout import LAYOUTS, TMP_DIR
 from .kinds import SlabContext, VolumeKind, kind_for
 from .output import STATE_FILE, Output, OutputError
-from .plan import plan_dataset
+from .plan import plan_dataset, plan_sharding
 from .segmentation import MESH_JOURNAL_DIR, LabelError, SegmentationOptions
+from .sinks import sink_for
 from .sources import SourceError, Volume, open_volume
 from .streaming import Level, Pool, Tracker, in_bands, stream_volume
 from .writer import DatasetWriter, DiskFullError
@@ -35,9 +36,10 @@ from .writer import DatasetWriter, DiskFullError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ..core.model import Dataset, Res3, Scale, Vec3, VolumeType
+    from ..core.model import ChunkKey, Dataset, Res3, Scale, Vec3, VolumeType
     from ..core.progress import Progress
     from .chunk_codecs import ChunkCodec
+    from .sinks import ChunkSink
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,9 @@ class BuildOptions:
     resume: bool = False
     overwrite: bool = False
     npy_axes: str | None = None
+    #: Shard every scale for shard files of at most this many bytes (``--sharded``); None
+    #: stores a file per chunk.
+    shard_size: int | None = None
 
     def kind(self) -> VolumeKind:
         """What this build's volume type changes (codec check, downsampler, observers)."""
@@ -142,9 +147,24 @@ def plan_for(
             max_scales=options.max_scales,
             scale_extra=dict(codec.scale_info),
         )
+        dataset = kind.plan(dataset)
+        if options.shard_size is not None:
+            dataset = plan_sharding(
+                dataset,
+                options.shard_size,
+                voxel_bytes=dtype.itemsize * volume.num_channels,
+                gzip_data=codec.gzips,
+            )
     except ValueError as e:
         raise BuildError(str(e)) from None
-    return kind.plan(dataset), factors, codec
+    return dataset, factors, codec
+
+
+def plan_build(source: str | os.PathLike[str] | Volume, options: BuildOptions) -> Dataset:
+    """The dataset :func:`build_dataset` would write (its ``info``), without writing anything:
+    the CLI prints the shard plan from it. :raises BuildError: as the build would."""
+    kind = options.kind()
+    return plan_for(_open(source, options, kind), options, kind)[0]
 
 
 def _open(
@@ -256,6 +276,8 @@ class _Build:
     options: BuildOptions
     kind: VolumeKind
     writer: DatasetWriter = field(init=False)
+    #: Where every encoded chunk goes: the build's one choke point for chunk data.
+    sink: ChunkSink = field(init=False)
 
     def run(self, factors: tuple[Vec3, ...], progress: Callable[[Progress], None] | None) -> None:
         scales = self.dataset.scales
@@ -264,6 +286,7 @@ class _Build:
         workers = self.options.workers or os.cpu_count() or 1
         pool = Pool(workers, self.tracker)
         self.pool = pool
+        self.sink = sink_for(self.writer, self.dataset)
         # Reading and downsampling run beside the chunk workers, not in turn with them: the
         # next slab is read ahead, and each slab is downsampled in y-bands in parallel.
         helpers = ThreadPoolExecutor(max(2, workers), thread_name_prefix="precomp-slab")
@@ -283,6 +306,7 @@ class _Build:
             level = Level.chain(scales, factors, downsampler, self.emit)
             stream_volume(self.volume, level, step, observers, helpers)
             pool.drain()
+            self.sink.close()
             for observer in observers:
                 observer.write_metadata()
         finally:
@@ -295,14 +319,13 @@ class _Build:
         """Queue the chunks of ``scale``'s complete chunk row ``row``."""
         ox, oy, _ = scale.voxel_offset
         for key in scale.iter_chunk_keys(range(row, row + 1)):
-            path = self.writer.layout.path_for(key)
-            if self.options.resume and self.writer.is_complete(path):
+            if self.options.resume and self.sink.is_complete(key):
                 self.tracker.add(0)
                 continue
             (x0, y0, z0), (x1, y1, z1) = key.start, key.stop
             block = buf[z0 - buf_z0 : z1 - buf_z0, y0 - oy : y1 - oy, x0 - ox : x1 - ox]
-            self.pool.submit(functools.partial(self._write_chunk, block, path))
+            self.pool.submit(functools.partial(self._write_chunk, block, key))
         self.tracker.report()
 
-    def _write_chunk(self, block: np.ndarray, path: str) -> int:
-        return self.writer.put(path, self.codec.encode(block))
+    def _write_chunk(self, block: np.ndarray, key: ChunkKey) -> int:
+        return self.sink.put(key, self.codec.encode(block))

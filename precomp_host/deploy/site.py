@@ -102,6 +102,7 @@ def render_index(site: Site) -> str:
                     "type": "annotation",
                     **dict.fromkeys(("data_type", "size", "resolution", "encoding"), ""),
                     "scales": "",
+                    "sharded": False,
                     "annotations": [],
                     "link": page_relative_link(rel, "annotation", name),
                 }
@@ -123,6 +124,8 @@ def render_index(site: Site) -> str:
                 "size": "×".join(str(n) for n in scale.size),
                 "resolution": " × ".join(f"{r:g}" for r in scale.resolution),
                 "scales": len(ds.scales),
+                # Sharded scales are fetched with Range: worth knowing before serving them.
+                "sharded": any(s.is_sharded for s in ds.scales),
                 "encoding": scale.encoding,
                 "annotations": [{"path": a, "name": annotation_layer_name(rel, a)} for a in layers],
                 "link": page_relative_link(rel, ds.type, name, annotations=layers),
