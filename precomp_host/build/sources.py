@@ -128,11 +128,13 @@ class ArrayVolume:
 
 @dataclass
 class MappedVolume:
-    """An uncompressed array in a file (a .npy, an uncompressed TIFF), memory-mapped per read.
+    """An uncompressed array in a file (a .npy, an uncompressed TIFF), read box by box.
 
-    Each read maps the file, copies its box out and unmaps it again: pages of a mapping stay
-    in the process's resident set while it lives, so one mapping held for a whole build would
-    count the whole file against our memory bound by its end.
+    A file laid out as ``[z, y, x, c]`` in C order (the usual case) is read with ``pread``, one
+    call per plane (a box of whole rows) or per row, straight into the result: no page of the
+    file enters our resident set. Any other layout is memory-mapped for the one read and
+    unmapped after it (pages of a mapping count in our RSS while it lives, so one mapping held
+    for a whole build would count the whole file against our memory bound by its end).
 
     :param file_shape: the array's shape in the file; ``axes`` names its dimensions
         (tifffile's letters).
@@ -146,9 +148,11 @@ class MappedVolume:
     order: Literal["C", "F"] = "C"
 
     def __post_init__(self) -> None:
-        z, y, x, c = self._map().shape
+        view = self._map()
+        z, y, x, c = view.shape
         self.shape: Shape3 = (x, y, z)
         self.num_channels = c
+        self._direct = bool(view.flags.c_contiguous)
 
     def _map(self) -> np.ndarray:
         try:
@@ -165,9 +169,35 @@ class MappedVolume:
         return _as_zyxc(mapped, self.axes, self.path)
 
     def read_region(self, start: Shape3, stop: Shape3) -> np.ndarray:
+        if self._direct:
+            return self._pread(start, stop)
         view = self._map()
         out = np.array(view[_slices(start, stop)])
         del view  # unmapped with its last reference
+        return out
+
+    def _pread(self, start: Shape3, stop: Shape3) -> np.ndarray:
+        (x0, y0, z0), (x1, y1, z1) = start, stop
+        x, y, _ = self.shape
+        c, item = self.num_channels, self.dtype.itemsize
+        out = np.empty((z1 - z0, y1 - y0, x1 - x0, c), self.dtype)
+        row, plane = x * c * item, y * x * c * item
+        # Whole rows are one run of the file per plane; otherwise one run per row.
+        runs = [
+            (out[k], self.offset + (z0 + k) * plane + y0 * row)
+            if x0 == 0 and x1 == x
+            else (out[k, j], self.offset + (z0 + k) * plane + (y0 + j) * row + x0 * c * item)
+            for k in range(z1 - z0)
+            for j in ([0] if x0 == 0 and x1 == x else range(y1 - y0))
+        ]
+        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            for part, at in runs:
+                buf = part.reshape(-1).view(np.uint8)
+                if os.preadv(fd, [buf], at) != buf.nbytes:
+                    raise SourceError(f"{self.path}: file is shorter than its header says")
+        finally:
+            os.close(fd)
         return out
 
     def read(self, z0: int, z1: int) -> np.ndarray:
