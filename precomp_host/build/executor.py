@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING
 
 from ..core.progress import Progress
@@ -72,7 +72,7 @@ class ThreadExecutor:
         self.tracker.report()
 
     def _wait(self, pending: set[Future[object]]) -> set[Future[object]]:
-        done, rest = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
+        done, rest = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
         for f in done:
             exc = f.exception()
             if exc is not None:

@@ -130,11 +130,10 @@ class ArrayVolume:
 class MappedVolume:
     """An uncompressed array in a file (a .npy, an uncompressed TIFF), read box by box.
 
-    A file laid out as ``[z, y, x, c]`` in C order (the usual case) is read with ``pread``, one
-    call per plane (a box of whole rows) or per row, straight into the result: no page of the
-    file enters our resident set. Any other layout is memory-mapped for the one read and
-    unmapped after it (pages of a mapping count in our RSS while it lives, so one mapping held
-    for a whole build would count the whole file against our memory bound by its end).
+    Pages of a mapping count in our resident set while it lives, so one mapping held for a
+    whole build would count the whole file against our memory bound by its end. A file laid
+    out as ``[z, y, x, c]`` in C order (the usual case) is mapped one plane at a time, for the
+    rows of the box in it; any other layout is mapped for the one read and unmapped after it.
 
     :param file_shape: the array's shape in the file; ``axes`` names its dimensions
         (tifffile's letters).
@@ -170,34 +169,26 @@ class MappedVolume:
 
     def read_region(self, start: Shape3, stop: Shape3) -> np.ndarray:
         if self._direct:
-            return self._pread(start, stop)
+            return self._by_plane(start, stop)
         view = self._map()
         out = np.array(view[_slices(start, stop)])
         del view  # unmapped with its last reference
         return out
 
-    def _pread(self, start: Shape3, stop: Shape3) -> np.ndarray:
+    def _by_plane(self, start: Shape3, stop: Shape3) -> np.ndarray:
         (x0, y0, z0), (x1, y1, z1) = start, stop
         x, y, _ = self.shape
-        c, item = self.num_channels, self.dtype.itemsize
+        c = self.num_channels
         out = np.empty((z1 - z0, y1 - y0, x1 - x0, c), self.dtype)
-        row, plane = x * c * item, y * x * c * item
-        # Whole rows are one run of the file per plane; otherwise one run per row.
-        runs = [
-            (out[k], self.offset + (z0 + k) * plane + y0 * row)
-            if x0 == 0 and x1 == x
-            else (out[k, j], self.offset + (z0 + k) * plane + (y0 + j) * row + x0 * c * item)
-            for k in range(z1 - z0)
-            for j in ([0] if x0 == 0 and x1 == x else range(y1 - y0))
-        ]
-        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            for part, at in runs:
-                buf = part.reshape(-1).view(np.uint8)
-                if os.preadv(fd, [buf], at) != buf.nbytes:
-                    raise SourceError(f"{self.path}: file is shorter than its header says")
-        finally:
-            os.close(fd)
+        plane = y * x * c * self.dtype.itemsize
+        for k in range(z1 - z0):
+            try:
+                mapped = np.memmap(self.path, self.dtype, "r", self.offset + (z0 + k) * plane,
+                                   (y, x, c))  # fmt: skip
+            except (OSError, ValueError) as e:  # the file shrank since it was opened
+                raise SourceError(f"{self.path}: cannot map its data ({e})") from None
+            out[k] = mapped[y0:y1, x0:x1]
+            del mapped  # unmapped now: at most one plane's rows of the box stay resident
         return out
 
     def read(self, z0: int, z1: int) -> np.ndarray:
