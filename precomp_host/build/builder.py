@@ -31,6 +31,7 @@ from .output import STATE_FILE, Output, OutputError
 from .plan import plan_dataset
 from .regions import (
     REGION_BYTES,
+    ChunkSink,
     FileSink,
     PyramidSettings,
     PyramidTask,
@@ -44,7 +45,7 @@ from .sources import SourceError, Volume, open_volume
 from .writer import DatasetWriter, DiskFullError, drop_partials
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Sequence
 
     from ..core.model import Dataset, Res3, Vec3, VolumeType
     from ..core.progress import Progress
@@ -280,9 +281,9 @@ class _Build:
         options, writer = self.options, self.writer
         workers = options.workers or os.cpu_count() or 1
         voxel_bytes = np.dtype(self.volume.dtype).itemsize * self.volume.num_channels
-        stages = plan_pyramid(
-            self.dataset, self.factors, voxel_bytes=voxel_bytes, budget=options.region_bytes
-        )
+        sink, align = self.chunk_output()
+        stages = plan_pyramid(self.dataset, self.factors, voxel_bytes=voxel_bytes,
+                              budget=options.region_bytes, align=align)  # fmt: skip
         scratch = Scratch(writer.root)
         settings = PyramidSettings(
             volume=self.volume,
@@ -290,7 +291,7 @@ class _Build:
             factors=self.factors,
             codec=self.codec,
             downsampler=self.kind.downsampler(options.downsample),
-            sink=FileSink(writer),
+            sink=sink,
             scratch=scratch,
             count_voxels=self.kind.count_voxels,
             resume=options.resume,
@@ -312,6 +313,12 @@ class _Build:
                 self.kind.write_metadata(writer, scratch)
             finally:
                 executor.close()
+
+    def chunk_output(self) -> tuple[ChunkSink, Sequence[Vec3 | None] | None]:
+        """Where chunks go (the build's one choke point for chunk output) and, per scale, a
+        box of chunks no two tasks may share (None: any). A sharded build returns its shard
+        sink and each scale's shard shape (``ShardPlan.shard_shape``) here."""
+        return FileSink(self.writer), None
 
     def _pyramid_calls(
         self, tasks: list[PyramidTask], settings: PyramidSettings, tracker: Tracker
