@@ -142,10 +142,17 @@ def _segmentation(out: Path, **kw: Any) -> dict[str, bytes]:
     return _tree(out)
 
 
-@pytest.mark.parametrize("build", [_image, _segmentation], ids=["image", "segmentation"])
+def _sharded_image(out: Path, **kw: Any) -> dict[str, bytes]:
+    return _image(out, shard_size=16 << 10, **kw)
+
+
+@pytest.mark.parametrize(
+    "build", [_image, _segmentation, _sharded_image], ids=["image", "segmentation", "sharded"]
+)
 def test_same_bytes_for_any_workers_and_any_regions(tmp_path: Path, build: Any) -> None:
     one = build(tmp_path / "one", workers=1)
-    assert any(name.startswith("mesh/") for name in one) or build is _image
+    assert any(name.startswith("mesh/") for name in one) or build is not _segmentation
+    assert any(name.endswith(".shard") for name in one) or build is not _sharded_image
     many = build(tmp_path / "many", workers=3, region_bytes=TINY)
     assert many == one
     assert not (tmp_path / "many" / SCRATCH_DIR).exists()

@@ -28,19 +28,19 @@ from ..core.layout import LAYOUTS, TMP_DIR
 from .executor import ThreadExecutor, Tracker
 from .kinds import VolumeKind, kind_for
 from .output import STATE_FILE, Output, OutputError
-from .plan import plan_dataset
+from .plan import plan_dataset, plan_sharding
 from .regions import (
     REGION_BYTES,
-    ChunkSink,
-    FileSink,
     PyramidSettings,
     PyramidTask,
     Scratch,
     describe,
+    is_finished,
     plan_pyramid,
     run_pyramid_task,
 )
 from .segmentation import MESH_JOURNAL_DIR, LabelError, SegmentationOptions
+from .sinks import sink_for
 from .sources import SourceError, Volume, open_volume
 from .writer import DatasetWriter, DiskFullError, drop_partials
 
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from ..core.model import Dataset, Res3, Vec3, VolumeType
     from ..core.progress import Progress
     from .chunk_codecs import ChunkCodec
+    from .sinks import ChunkSink
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,9 @@ class BuildOptions:
     resume: bool = False
     overwrite: bool = False
     npy_axes: str | None = None
+    #: Shard every scale for shard files of at most this many bytes (``--sharded``); None
+    #: stores a file per chunk.
+    shard_size: int | None = None
 
     def kind(self) -> VolumeKind:
         """What this build's volume type changes (codec check, downsampler, observers)."""
@@ -156,9 +160,24 @@ def plan_for(
             max_scales=options.max_scales,
             scale_extra=dict(codec.scale_info),
         )
+        dataset = kind.plan(dataset)
+        if options.shard_size is not None:
+            dataset = plan_sharding(
+                dataset,
+                options.shard_size,
+                voxel_bytes=dtype.itemsize * volume.num_channels,
+                gzip_data=codec.gzips,
+            )
     except ValueError as e:
         raise BuildError(str(e)) from None
-    return kind.plan(dataset), factors, codec
+    return dataset, factors, codec
+
+
+def plan_build(source: str | os.PathLike[str] | Volume, options: BuildOptions) -> Dataset:
+    """The dataset :func:`build_dataset` would write (its ``info``), without writing anything:
+    the CLI prints the shard plan from it. :raises BuildError: as the build would."""
+    kind = options.kind()
+    return plan_for(_open(source, options, kind), options, kind)[0]
 
 
 def _open(
@@ -309,22 +328,27 @@ class _Build:
             try:
                 for stage in stages:
                     executor.run(self._pyramid_calls(stage, settings, tracker))
+                sink.close()
                 executor.run(functools.partial(_counted, fn, tracker) for fn in extras)
                 self.kind.write_metadata(writer, scratch)
             finally:
                 executor.close()
 
     def chunk_output(self) -> tuple[ChunkSink, Sequence[Vec3 | None] | None]:
-        """Where chunks go (the build's one choke point for chunk output) and, per scale, a
-        box of chunks no two tasks may share (None: any). A sharded build returns its shard
-        sink and each scale's shard shape (``ShardPlan.shard_shape``) here."""
-        return FileSink(self.writer), None
+        """Where chunks go (the build's one choke point for chunk data: files, or shards) and,
+        per scale, a box of chunks no two tasks may share (None: any).
+
+        The shard sink gathers a shard's chunks from every task that owns some (it spools
+        them), so tasks run in this process need no alignment and keep their bounded size;
+        tasks run in other processes (a cluster) would pass each scale's shard shape
+        (``ShardPlan.shard_shape``) here, so that one task writes each shard."""
+        return sink_for(self.writer, self.dataset), None
 
     def _pyramid_calls(
         self, tasks: list[PyramidTask], settings: PyramidSettings, tracker: Tracker
     ) -> Iterator[Callable[[], int]]:
         for task in tasks:
-            if settings.resume and settings.scratch.is_done(task.name):
+            if settings.resume and is_finished(task, settings):
                 tracker.add(0, task.chunks)
                 continue
             yield functools.partial(run_pyramid_task, task, settings, tracker.add)

@@ -3,9 +3,10 @@
 A :class:`PyramidTask` is a pure function of a box of the volume and the build's
 :class:`PyramidSettings`: it reads only its box (from the source, or from the exact scratch copy
 of the scale its stage starts at), downsamples it through the scales of its stage, and writes
-the chunks it owns through the settings' :class:`ChunkSink`, each file atomically. Re-running a
-task writes the same bytes; with ``resume`` it skips the chunks already complete, and the
-orchestration skips tasks whose record (:meth:`Scratch.mark_done`) exists. Tasks and settings
+the chunks it owns through the settings' :class:`~.sinks.ChunkSink` (files, each written
+atomically, or shards). Re-running a task writes the same bytes; with ``resume`` it skips the
+chunks already complete, and the orchestration skips finished tasks (:func:`is_finished`: a
+record, :meth:`Scratch.mark_done`, and every chunk in the sink). Tasks and settings
 are plain picklable data with module-level functions, so a process pool or a Dask cluster can
 run them (issue #14); :class:`~.executor.ThreadExecutor` runs them in this process.
 
@@ -33,7 +34,7 @@ import math
 import os
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -50,8 +51,8 @@ if TYPE_CHECKING:
     from ..core.model import ChunkKey, Dataset, Scale, Vec3
     from .chunk_codecs import ChunkCodec
     from .pyramid import Downsampler
+    from .sinks import ChunkSink
     from .sources import Volume
-    from .writer import DatasetWriter
 
 #: A voxel box ``(start, stop)`` in a scale's absolute coordinates (``voxel_offset`` included).
 Box = tuple["Vec3", "Vec3"]
@@ -61,33 +62,6 @@ Box = tuple["Vec3", "Vec3"]
 #: (the box, the first downsampling's wider sums, the next scales), so a build holds a few
 #: times this per worker; more tasks cost little (a task's overhead is a few file opens).
 REGION_BYTES = 8 << 20
-
-
-class ChunkSink(Protocol):
-    """Where encoded chunks go: the build's one choke point for chunk output.
-
-    :class:`FileSink` writes each chunk as its file (and siblings); a sharded build writes
-    them into shard files instead.
-    """
-
-    def is_complete(self, key: ChunkKey) -> bool:
-        """Whether chunk ``key`` was written whole by an earlier run (``--resume``)."""
-
-    def write_chunk(self, scale: Scale, key: ChunkKey, data: bytes) -> int:
-        """Store chunk ``key`` of ``scale``, encoded; returns the bytes stored."""
-
-
-@dataclass(frozen=True)
-class FileSink:
-    """One file per chunk, at the layout's path, with its compressed siblings."""
-
-    writer: DatasetWriter
-
-    def is_complete(self, key: ChunkKey) -> bool:
-        return self.writer.is_complete(self.writer.layout.path_for(key))
-
-    def write_chunk(self, scale: Scale, key: ChunkKey, data: bytes) -> int:
-        return self.writer.put(self.writer.layout.path_for(key), data)
 
 
 @dataclass(frozen=True)
@@ -305,7 +279,7 @@ def run_pyramid_task(
                 n = 0
             else:
                 block = np.ascontiguousarray(_crop(data, at, (key.start, key.stop)))
-                n = settings.sink.write_chunk(scale, key, settings.codec.encode(block))
+                n = settings.sink.put(key, settings.codec.encode(block))
             written += n
             if on_chunk is not None:
                 on_chunk(n)
@@ -324,6 +298,21 @@ def run_pyramid_task(
         )
     settings.scratch.mark_done(task.name)
     return written
+
+
+def is_finished(task: PyramidTask, settings: PyramidSettings) -> bool:
+    """Whether an earlier run finished ``task``: its record exists and the sink holds every
+    chunk it owns (a shard sink drops the spooled chunks of unfinished shards when a run stops,
+    so a finished task whose shard is not complete runs again)."""
+    if not settings.scratch.is_done(task.name):
+        return False
+    levels = _levels(task, settings.dataset, settings.factors)
+    return all(
+        settings.sink.is_complete(key)
+        for i, level in enumerate(levels)
+        if i > 0 or task.first == 0
+        for key in _iter_keys(settings.dataset.scales[task.first + i], *level.owned)
+    )
 
 
 def _iter_keys(scale: Scale, g0: Vec3, g1: Vec3) -> Iterator[ChunkKey]:
