@@ -25,6 +25,10 @@ exactly as downsampled: never re-decoded from a lossy encoding), which the next 
 (:mod:`~.pyramid`), and every block a task downsamples is whole or cut by the volume's own
 bounds, as in a whole-volume pass: each voxel of each scale, and so each chunk's bytes, are
 the same whatever the boxes, their order and the number of workers.
+
+(Over 400 lines: the stage plan, the ownership arithmetic of preimages and halos, the task
+function and the scratch store it reads share one coordinate scheme; the scratch store is
+the piece to move out if it grows, e.g. for an object store.)
 """
 
 from __future__ import annotations
