@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..build.annotations import INFO_TYPE as ANNOTATIONS_TYPE
 from ..build.chunk_codecs import make_codec
 from ..core import layout, media_types
+from ..core.datasets import ANNOTATION_INFO_TYPE as ANNOTATIONS_TYPE
 from ..core.encodings import ENCODINGS, GZIP
 from ..core.model import INFO_NAME, LEGACY_MESH_TYPE, MULTILOD_MESH_TYPE, Dataset, Scale
 from ..core.progress import Progress
