@@ -1,10 +1,12 @@
 """Source volume -> complete precomputed dataset: :func:`build_dataset` (the orchestration).
 
 A build opens the source as its volume kind reads it (:mod:`precomp_host.build.kinds`), plans
-the scales (:mod:`precomp_host.build.plan`), checks the output folder, then streams the volume
-through the pyramid (:mod:`precomp_host.build.streaming`), each complete chunk row becoming
-encode-compress-write tasks on the worker pool. Each chunk's bytes depend only on the data, so
-the output is the same whatever the number of workers and the order they finish in.
+the scales (:mod:`precomp_host.build.plan`), checks the output folder, then runs the region
+tasks of the pyramid stage by stage (:mod:`precomp_host.build.regions`) and the kind's extra
+tasks (mesh regions) on the executor (:mod:`precomp_host.build.executor`). Each task reads only
+its box of the source, so memory depends on the region and chunk sizes, not on the plane or the
+depth; each chunk's bytes depend only on the data, so the output is the same whatever the
+number of workers and the order they finish in.
 
 The library never prints: it reports through ``progress`` and ``logging``.
 """
@@ -16,7 +18,6 @@ import json
 import logging
 import os
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,19 +25,29 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..core.layout import LAYOUTS, TMP_DIR
-from .kinds import SlabContext, VolumeKind, kind_for
+from .executor import ThreadExecutor, Tracker
+from .kinds import VolumeKind, kind_for
 from .output import STATE_FILE, Output, OutputError
 from .plan import plan_dataset, plan_sharding
+from .regions import (
+    REGION_BYTES,
+    PyramidSettings,
+    PyramidTask,
+    Scratch,
+    describe,
+    is_finished,
+    plan_pyramid,
+    run_pyramid_task,
+)
 from .segmentation import MESH_JOURNAL_DIR, LabelError, SegmentationOptions
 from .sinks import sink_for
 from .sources import SourceError, Volume, open_volume
-from .streaming import Level, Pool, Tracker, in_bands, stream_volume
-from .writer import DatasetWriter, DiskFullError
+from .writer import DatasetWriter, DiskFullError, drop_partials
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator, Sequence
 
-    from ..core.model import ChunkKey, Dataset, Res3, Scale, Vec3, VolumeType
+    from ..core.model import Dataset, Res3, Vec3, VolumeType
     from ..core.progress import Progress
     from .chunk_codecs import ChunkCodec
     from .sinks import ChunkSink
@@ -63,6 +74,8 @@ class BuildOptions:
     downsample: str | None = None  # default: mean for images, mode for segmentations
     segmentation: SegmentationOptions = field(default_factory=SegmentationOptions)
     workers: int | None = None
+    #: Bytes of source (or scratch) a region task reads at most, where one chunk allows.
+    region_bytes: int = REGION_BYTES
     resume: bool = False
     overwrite: bool = False
     npy_axes: str | None = None
@@ -186,13 +199,15 @@ def build_dataset(
     out: str | os.PathLike[str],
     options: BuildOptions,
     progress: Callable[[Progress], None] | None = None,
+    plan: Callable[[str], None] | None = None,
 ) -> Dataset:
     """Build the precomputed dataset of ``source`` into the folder ``out``.
 
     :param source: a path (see :func:`precomp_host.build.sources.open_volume`) or a ``Volume``.
     :param out: the dataset folder; must be empty or absent unless resuming or overwriting
         (an overwritten dataset is replaced in one step once the new one is complete).
-    :param progress: called with a :class:`Progress` as chunks complete.
+    :param progress: called with a :class:`Progress` as chunks (and mesh regions) complete.
+    :param plan: called once, when the output is ready, with a line describing the tasks.
     :raises BuildError: with a one-line message, leaving nothing at a final name.
     """
     output = Output(out)
@@ -211,8 +226,8 @@ def build_dataset(
         with output:
             mode = _mode(output, options, dataset, planned)
             if mode != "done":
-                _write(output, mode, planned, _Build(volume, dataset, codec, options, kind),
-                       factors, progress)  # fmt: skip
+                build = _Build(volume, dataset, factors, codec, options, kind)
+                _write(output, mode, planned, build, progress, plan)
     except OutputError as e:
         raise BuildError(str(e)) from None
     log.info("built %s: %d scales", output.out, len(dataset.scales))
@@ -224,8 +239,8 @@ def _write(
     mode: str,
     planned: dict[str, Any],
     build: _Build,
-    factors: tuple[Vec3, ...],
     progress: Callable[[Progress], None] | None,
+    plan: Callable[[str], None] | None,
 ) -> None:
     """Write the dataset into ``output`` in ``mode``; on failure leave OUT as it was."""
     options = build.options
@@ -239,7 +254,7 @@ def _write(
         build.writer = writer
         writer.begin()
         writer.put_json(STATE_FILE, planned)
-        build.run(factors, progress)
+        build.run(progress, plan)
         writer.commit(build.dataset)
         shutil.rmtree(root / MESH_JOURNAL_DIR, ignore_errors=True)
         (root / STATE_FILE).unlink()
@@ -258,9 +273,10 @@ def _write(
         where = e.filename if e.filename is not None else output.out
         raise BuildError(f"{where}: cannot write the dataset ({e.strerror or e})") from None
     except BaseException:
-        # Interrupted (Ctrl+C) or a bug: OUT keeps what was written, for --resume; a
-        # replacement's folder cannot be resumed and goes.
-        shutil.rmtree(root / TMP_DIR, ignore_errors=True)
+        # Interrupted (Ctrl+C) or a bug: OUT keeps what was written (the scratch store of
+        # finished tasks included), for --resume; a replacement's folder cannot be resumed
+        # and goes.
+        drop_partials(root)
         if mode == "replace":
             output.discard()
         raise
@@ -268,64 +284,77 @@ def _write(
 
 @dataclass
 class _Build:
-    """One run of the pyramid: the chunk pool, the slab observers and the chunk tasks."""
+    """One run of the build's tasks: the pyramid stage by stage, then the kind's extras."""
 
     volume: Volume
     dataset: Dataset
+    factors: tuple[Vec3, ...]
     codec: ChunkCodec
     options: BuildOptions
     kind: VolumeKind
     writer: DatasetWriter = field(init=False)
-    #: Where every encoded chunk goes: the build's one choke point for chunk data.
-    sink: ChunkSink = field(init=False)
 
-    def run(self, factors: tuple[Vec3, ...], progress: Callable[[Progress], None] | None) -> None:
-        scales = self.dataset.scales
-        step = scales[0].chunk_size[2]
-        self.tracker = Tracker(sum(s.num_chunks() for s in scales), progress)
-        workers = self.options.workers or os.cpu_count() or 1
-        pool = Pool(workers, self.tracker)
-        self.pool = pool
-        self.sink = sink_for(self.writer, self.dataset)
-        # Reading and downsampling run beside the chunk workers, not in turn with them: the
-        # next slab is read ahead, and each slab is downsampled in y-bands in parallel.
-        helpers = ThreadPoolExecutor(max(2, workers), thread_name_prefix="precomp-slab")
-        downsampler = in_bands(self.kind.downsampler(self.options.downsample), helpers, workers)
-        context = SlabContext(
-            scales[0],
-            self.writer,
-            pool.submit,
-            workers,
-            read_slice=lambda z: self.volume.read(z, z + 1),
-            resume=self.options.resume,
+    def run(
+        self, progress: Callable[[Progress], None] | None, plan: Callable[[str], None] | None
+    ) -> None:
+        options, writer = self.options, self.writer
+        workers = options.workers or os.cpu_count() or 1
+        voxel_bytes = np.dtype(self.volume.dtype).itemsize * self.volume.num_channels
+        sink, align = self.chunk_output()
+        stages = plan_pyramid(self.dataset, self.factors, voxel_bytes=voxel_bytes,
+                              budget=options.region_bytes, align=align)  # fmt: skip
+        scratch = Scratch(writer.root)
+        settings = PyramidSettings(
+            volume=self.volume,
+            dataset=self.dataset,
+            factors=self.factors,
+            codec=self.codec,
+            downsampler=self.kind.downsampler(options.downsample),
+            sink=sink,
+            scratch=scratch,
+            count_voxels=self.kind.count_voxels,
+            resume=options.resume,
         )
-        observers = []
-        try:
-            observers = self.kind.observers(context)
-            self.tracker.total += sum(o.num_tasks(step) for o in observers)
-            level = Level.chain(scales, factors, downsampler, self.emit)
-            stream_volume(self.volume, level, step, observers, helpers)
-            pool.drain()
-            self.sink.close()
-            for observer in observers:
-                observer.write_metadata()
-        finally:
-            pool.close()
-            helpers.shutdown(wait=True, cancel_futures=True)
-            for observer in observers:
-                observer.close()
+        scale = self.dataset.scales[0]
+        with self.kind.extra_tasks(
+            self.volume, scale, writer, resume=options.resume, workers=workers
+        ) as extras:
+            chunks = sum(s.num_chunks() for s in self.dataset.scales)
+            tracker = Tracker(chunks + len(extras), progress)
+            if plan is not None:
+                plan(describe(stages, len(extras)))
+            tracker.report()  # 0 of the total: a first line before the first task ends
+            executor = ThreadExecutor(workers, tracker)
+            try:
+                for stage in stages:
+                    executor.run(self._pyramid_calls(stage, settings, tracker))
+                sink.close()
+                executor.run(functools.partial(_counted, fn, tracker) for fn in extras)
+                self.kind.write_metadata(writer, scratch)
+            finally:
+                executor.close()
 
-    def emit(self, scale: Scale, row: int, buf: np.ndarray, buf_z0: int) -> None:
-        """Queue the chunks of ``scale``'s complete chunk row ``row``."""
-        ox, oy, _ = scale.voxel_offset
-        for key in scale.iter_chunk_keys(range(row, row + 1)):
-            if self.options.resume and self.sink.is_complete(key):
-                self.tracker.add(0)
+    def chunk_output(self) -> tuple[ChunkSink, Sequence[Vec3 | None] | None]:
+        """Where chunks go (the build's one choke point for chunk data: files, or shards) and,
+        per scale, a box of chunks no two tasks may share (None: any).
+
+        The shard sink gathers a shard's chunks from every task that owns some (it spools
+        them), so tasks run in this process need no alignment and keep their bounded size;
+        tasks run in other processes (a cluster) would pass each scale's shard shape
+        (``ShardPlan.shard_shape``) here, so that one task writes each shard."""
+        return sink_for(self.writer, self.dataset), None
+
+    def _pyramid_calls(
+        self, tasks: list[PyramidTask], settings: PyramidSettings, tracker: Tracker
+    ) -> Iterator[Callable[[], int]]:
+        for task in tasks:
+            if settings.resume and is_finished(task, settings):
+                tracker.add(0, task.chunks)
                 continue
-            (x0, y0, z0), (x1, y1, z1) = key.start, key.stop
-            block = buf[z0 - buf_z0 : z1 - buf_z0, y0 - oy : y1 - oy, x0 - ox : x1 - ox]
-            self.pool.submit(functools.partial(self._write_chunk, block, key))
-        self.tracker.report()
+            yield functools.partial(run_pyramid_task, task, settings, tracker.add)
 
-    def _write_chunk(self, block: np.ndarray, key: ChunkKey) -> int:
-        return self.sink.put(key, self.codec.encode(block))
+
+def _counted(fn: Callable[[], int], tracker: Tracker) -> int:
+    n = fn()
+    tracker.add(n)
+    return n

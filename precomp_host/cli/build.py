@@ -403,10 +403,15 @@ def _run_build(source: Any, out: str, options: BuildOptions, label: str, quiet: 
     from ..build.builder import BuildError, build_dataset
 
     view = None if quiet else ProgressView(sys.stderr, label)
+    plan = None if quiet else _print_plan
     try:
-        build_dataset(source, out, options, progress=view)
+        build_dataset(source, out, options, progress=view, plan=plan)
     except BuildError as e:
         raise CommandError(str(e)) from None
+
+
+def _print_plan(line: str) -> None:
+    print(f"Plan: {line}", flush=True)
 
 
 def run_build(args: argparse.Namespace) -> int:
