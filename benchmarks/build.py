@@ -6,14 +6,16 @@ Run on demand (never by pytest), from the repository root::
     python benchmarks/build.py --shape 256 256 128   # quick iteration
     python benchmarks/build.py --only precomp_host --only tensorstore --keep
     python benchmarks/build.py --case labels         # 1024x1024x512 uint32 segmentation
+    python benchmarks/build.py --case labels-multires   # the same, sharded multires meshes
     python benchmarks/build.py --case sharded        # the image case, sharded
 
-Three cases: ``image`` (issue #2: a uint8 EM-like volume, pyramid, against
+Four cases: ``image`` (issue #2: a uint8 EM-like volume, pyramid, against
 neuroglancer-scripts, cloud-volume+igneous and tensorstore), ``labels`` (issue #3: a
 uint32 segmentation with ~2,000 segments, compressed_segmentation, mode pyramid and legacy
-meshes, against cloud-volume+igneous downsample and mesh tasks) and ``sharded`` (issue #13:
-the image case with ``--sharded``, against tensorstore's sharded write of scale 0 with the
-same sharding spec).
+meshes, against cloud-volume+igneous downsample and mesh tasks), ``labels-multires``
+(issue #13: the same segmentation with sharded multi-resolution meshes, against igneous'
+sharded multires mesh tasks) and ``sharded`` (issue #13: the image case with ``--sharded``,
+against tensorstore's sharded write of scale 0 with the same sharding spec).
 
 The central class is :class:`Tool`: one way to turn the TIFF stack into a precomputed dataset,
 as the commands a user of that tool runs. Each tool runs as subprocesses, timed and sampled by
@@ -129,9 +131,11 @@ def _precomp_host(c: Context, *extra: str) -> list[list[str]]:
     ]
 
 
-def _precomp_host_labels(c: Context, simplification: str = "fqmr") -> list[list[str]]:
+def _precomp_host_labels(
+    c: Context, simplification: str = "fqmr", mesh: str = "legacy"
+) -> list[list[str]]:
     return _precomp_host(
-        c, "--type", "segmentation", "--mesh", "--mesh-simplification", simplification
+        c, "--type", "segmentation", "--mesh", mesh, "--mesh-simplification", simplification
     )
 
 
@@ -171,7 +175,7 @@ def _ngs(c: Context) -> list[list[str]]:
     ]
 
 
-def _cv_igneous(c: Context, layer_type: str = "image") -> list[list[str]]:
+def _cv_igneous(c: Context, layer_type: str = "image", mesh: str = "legacy") -> list[list[str]]:
     return [
         [
             str(c.peers.python),
@@ -188,6 +192,8 @@ def _cv_igneous(c: Context, layer_type: str = "image") -> list[list[str]]:
             str(c.cores),
             "--layer-type",
             layer_type,
+            "--mesh",
+            mesh,
         ]
     ]
 
@@ -262,6 +268,25 @@ LABEL_TOOLS: tuple[Tool, ...] = (
     ),
 )
 
+#: Issue #13: the same segmentation with sharded multi-resolution meshes (the names as in the
+#: labels case: the table's ratios are to "precomp_host").
+MULTIRES_TOOLS: tuple[Tool, ...] = (
+    Tool(
+        "precomp_host",
+        "cseg, mode pyramid, sharded multires meshes, gzip, nested",
+        64,
+        False,
+        lambda c: _precomp_host_labels(c, mesh="multires"),
+    ),
+    Tool(
+        "cloud-volume+igneous",
+        "cseg, mode pyramid, sharded multires meshes (our octree settings), gzip, flat",
+        128,
+        True,
+        lambda c: _cv_igneous(c, "segmentation", mesh="multires"),
+    ),
+)
+
 
 SHARDED_TOOLS: tuple[Tool, ...] = (
     Tool(
@@ -316,6 +341,17 @@ CASES = {
         "uint32",
         "segmentation",
         LABEL_TOOLS,
+        LabelVolume,
+        lambda root, volume, top_size: verify_labels(root, volume, top_size=top_size),
+        3 * GIB // 2,
+        {"cloud-volume+igneous": 1.5},
+    ),
+    # Issue #13's targets for the sharded multi-resolution meshes.
+    "labels-multires": Case(
+        "labels-multires",
+        "uint32",
+        "segmentation",
+        MULTIRES_TOOLS,
         LabelVolume,
         lambda root, volume, top_size: verify_labels(root, volume, top_size=top_size),
         3 * GIB // 2,

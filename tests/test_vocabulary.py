@@ -31,6 +31,14 @@ def test_names_match_their_registry(offered: tuple[str, ...], registry: dict[str
     assert offered == tuple(registry)
 
 
+def test_mesh_formats_are_the_options_type() -> None:
+    from typing import get_args
+
+    from precomp_host.build.segmentation import MeshFormat
+
+    assert get_args(MeshFormat) == names.MESH_FORMAT_NAMES
+
+
 def test_label_downsamplers_are_downsamplers() -> None:
     assert set(names.LABEL_DOWNSAMPLER_NAMES) | {"mean", "mode_sparse"} == set(DOWNSAMPLERS)
 

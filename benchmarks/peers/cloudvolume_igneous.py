@@ -1,5 +1,5 @@
 """cloud-volume + igneous: scale 0 with CloudVolume, the pyramid with igneous downsample tasks,
-and for a segmentation, legacy meshes.
+and for a segmentation, legacy or sharded multi-resolution meshes.
 
 Run by the peers' venv: ``python cloudvolume_igneous.py STACK OUT --resolution 8 8 40 ...
 [--layer-type segmentation]``. This is igneous' documented path: load the stack into memory
@@ -9,7 +9,11 @@ gzip (``raw`` for an image; ``compressed_segmentation`` for a segmentation), the
 the mode for segmentations; it cannot do a z-only label level, see below), and for a
 segmentation ``create_meshing_tasks`` at mip 0 with its defaults (448^3 tasks, simplification
 factor 100, max error 40 nm, unsharded legacy meshes, gzip) and ``create_mesh_manifest_tasks``,
-all executed by a ``LocalTaskQueue`` on ``--cores`` processes.
+all executed by a ``LocalTaskQueue`` on ``--cores`` processes. With ``--mesh multires``, igneous'
+sharded multi-resolution path instead: ``create_meshing_tasks(sharded=True)`` (fragments kept
+per task, with a spatial index) then ``create_sharded_multires_mesh_tasks`` (murmurhash
+shards, Draco, pyfqmr levels of detail) with precomp_host's octree settings, as its README
+documents.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ def main() -> None:
     p.add_argument("--factors", default="", help="downsampling factors, e.g. 2,2,1;2,2,2")
     p.add_argument("--cores", type=int, default=2)
     p.add_argument("--layer-type", choices=("image", "segmentation"), default="image")
+    p.add_argument("--mesh", choices=("legacy", "multires"), default="legacy")
     args = p.parse_args()
     labels = args.layer_type == "segmentation"
 
@@ -86,7 +91,17 @@ def main() -> None:
         tq.execute(progress=False)
         mip += n
 
-    if labels:
+    if labels and args.mesh == "multires":
+        tq.insert(tc.create_meshing_tasks(path, mip=0, mesh_dir="mesh", sharded=True))
+        tq.execute(progress=False)
+        # precomp_host's octree settings (LOD 0 cells of 64 voxels, up to 8 LODs), not
+        # igneous' defaults (num_lod=0: LOD 0 alone, 256-voxel cells), so both do the same work.
+        tasks = tc.create_sharded_multires_mesh_tasks(
+            path, mesh_dir="mesh", num_lod=8, min_chunk_size=(64, 64, 64), progress=False
+        )
+        tq.insert(tasks)
+        tq.execute(progress=False)
+    elif labels:
         tq.insert(tc.create_meshing_tasks(path, mip=0, mesh_dir="mesh", compress="gzip"))
         tq.execute(progress=False)
         tq.insert(tc.create_mesh_manifest_tasks(path, mesh_dir="mesh"))

@@ -104,6 +104,7 @@ class SegmentationKind(VolumeKind):
 
     def __init__(self, options: SegmentationOptions) -> None:
         self.options = options
+        self._multires: tuple[MeshSettings, int] | None = None
 
     def open(self, volume: Volume) -> Volume:
         return LabelVolume(volume)
@@ -117,7 +118,8 @@ class SegmentationKind(VolumeKind):
         # What a meshed region depends on besides its labels: a resumed build reuses regions.
         seg = self.options
         meshing = {"segments": seg.segments, "region_size": seg.region_size,
-                   "simplification": dataclasses.asdict(seg.simplification)}  # fmt: skip
+                   "simplification": dataclasses.asdict(seg.simplification),
+                   "format": seg.mesh_format}  # fmt: skip
         return {"meshing": json.loads(json.dumps(meshing))}  # as read back from the state file
 
     count_voxels: ClassVar[bool] = True
@@ -130,6 +132,9 @@ class SegmentationKind(VolumeKind):
             yield []
             return
         settings = MeshSettings(volume, scale, self.options, writer, resume)
+        if self.options.mesh_format == "multires":
+            # write_metadata makes the multi-resolution meshes from this build's regions.
+            self._multires = (settings, workers)
         mesher = ProcessMesher(workers)
         try:
             yield [
@@ -141,7 +146,8 @@ class SegmentationKind(VolumeKind):
 
     def write_metadata(self, writer: DatasetWriter, scratch: Scratch) -> None:
         if self.options.mesh:
-            write_mesh_metadata(writer)
+            settings, workers = self._multires or (None, 1)
+            write_mesh_metadata(writer, settings, workers)
         write_segment_properties(self.options, writer, scratch)
 
 

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -57,7 +58,7 @@ from .meshes import fqmr_passes
 from .shards import write_shard
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Iterable, Iterator, Sequence
 
     from .writer import DatasetWriter
 
@@ -455,6 +456,27 @@ def segments_of_shard(spec: ShardingSpec, shard: int, segments: Iterable[int]) -
     return sorted(s for s in segments if spec.locate(s)[0] == shard)
 
 
+class _MeshParts(Mapping[int, bytes]):
+    """One part (manifests or fragment data) of a mapping of meshes, read lazily: the shard
+    writer then holds one segment's mesh at a time when ``meshes`` computes them on demand."""
+
+    def __init__(self, meshes: Mapping[int, MultiresMesh], manifests: bool) -> None:
+        self.meshes, self.manifests = meshes, manifests
+
+    def __getitem__(self, segment: int) -> bytes:
+        mesh = self.meshes[segment]
+        return mesh.manifest.to_bytes() if self.manifests else mesh.data
+
+    def __contains__(self, segment: object) -> bool:
+        return segment in self.meshes
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.meshes)
+
+    def __len__(self) -> int:
+        return len(self.meshes)
+
+
 def write_sharded(
     writer: DatasetWriter,
     mesh_dir: str,
@@ -463,7 +485,11 @@ def write_sharded(
     meshes: Mapping[int, MultiresMesh],
 ) -> int:
     """Write shard ``shard`` of the mesh directory: each segment's fragment data immediately
-    followed by its manifest, which the segment id indexes (meshes.md); returns its size."""
+    followed by its manifest, which the segment id indexes (meshes.md); returns its size.
+
+    ``meshes`` is read one segment at a time (its data, then its manifest), so a mapping that
+    computes meshes on demand keeps one in memory (:class:`~.mesh_shards.MeshStream`).
+    """
     if spec.data_encoding != "raw":
         raise ValueError("multi-resolution mesh shards need data_encoding 'raw'")
     return write_shard(
@@ -471,6 +497,6 @@ def write_sharded(
         mesh_dir,
         spec,
         shard,
-        {s: m.manifest.to_bytes() for s, m in meshes.items()},
-        preceding={s: m.data for s, m in meshes.items()},
+        _MeshParts(meshes, manifests=True),
+        preceding=_MeshParts(meshes, manifests=False),
     )

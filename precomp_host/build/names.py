@@ -12,3 +12,5 @@ CODEC_NAMES = ("raw", "jpeg", "png", "compressed_segmentation")
 LABEL_DOWNSAMPLER_NAMES = ("mode", "stride")
 #: Mesh simplification presets (``PRESETS``), the default first.
 PRESET_NAMES = ("fqmr", "quadric", "none")
+#: ``--mesh`` formats, the default first (``segmentation.MeshFormat``).
+MESH_FORMAT_NAMES = ("legacy", "multires")

@@ -9,7 +9,9 @@ on, each :class:`MeshTask` reads its region of scale 0 (plus one voxel on its hi
 (:class:`ProcessMesher`: zmesh holds the GIL while it meshes and simplifies, so threads would
 mesh on one core). A region's journal record, written after its fragments, names its
 segments: :func:`write_mesh_metadata` builds the manifests from them, and ``--resume`` skips
-recorded regions.
+recorded regions. With ``--mesh multires`` a region keeps its fragments in one scratch file
+instead, and :func:`write_mesh_metadata` makes the sharded multi-resolution meshes from them
+(:mod:`precomp_host.build.mesh_shards`).
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ import time
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 
 from ..core.model import box_name
+from .mesh_shards import segment_multires, write_mesh_shards
 from .meshes import (
     MESH_INFO,
     REGION_SIZE,
@@ -39,6 +42,7 @@ from .meshes import (
     manifest_name,
     mesh_region,
 )
+from .multires import MultiresSettings
 from .segment_properties import (
     SEGMENT_PROPERTIES_DIR,
     SegmentRow,
@@ -49,16 +53,22 @@ from .sources import SourceError, read_region
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+    from concurrent.futures import Future
 
     from ..core.model import Dataset, Scale, Vec3
 
     #: A region's core box ``(start, stop)`` in absolute voxels.
     Box = tuple[Vec3, Vec3]
+    from .mesh_shards import FragmentRef
     from .regions import Scratch
     from .sources import Volume
     from .writer import DatasetWriter
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: ``legacy`` or ``multires`` (``names.MESH_FORMAT_NAMES``, which ``--mesh`` offers).
+MeshFormat = Literal["legacy", "multires"]
 
 #: Folder of the legacy meshes, the value of ``info["mesh"]``.
 MESH_DIR = "mesh"
@@ -113,6 +123,9 @@ class SegmentationOptions:
     """The segmentation part of a build: meshes, which segments, names."""
 
     mesh: bool = False
+    #: ``legacy`` (one manifest and fragment files per segment) or ``multires`` (sharded
+    #: multi-resolution Draco meshes, :mod:`precomp_host.build.mesh_shards`).
+    mesh_format: MeshFormat = "legacy"
     segments: tuple[int, ...] | None = None
     names: tuple[SegmentRow, ...] = ()
     region_size: tuple[int, int] = (REGION_SIZE[0], REGION_SIZE[1])
@@ -196,17 +209,32 @@ def run_mesh_task(
         core_stop=core[1],
         simplification=options.simplification,
     )
+    segments = sorted(frags)
+    record: dict[str, Any] = {"segments": segments}
     written = 0
-    for segment, data in frags.items():
-        written += writer.put(f"{MESH_DIR}/{fragment_name(segment, *core)}", data)
+    if options.mesh_format == "multires":
+        # One scratch file per region, not per segment and region: the fragments are only
+        # the input of the multi-resolution meshes, and go with the journal at commit.
+        record["sizes"] = [len(frags[s]) for s in segments]
+        data = b"".join(frags[s] for s in segments)
+        written += writer.put(_scratch_file(core), data, precompress=False)
+    else:
+        for segment in segments:
+            written += writer.put(f"{MESH_DIR}/{fragment_name(segment, *core)}", frags[segment])
     # Last: a region with a record has all its fragments on disk.
-    writer.put_json(_journal_record(core), {"segments": sorted(frags)})
+    writer.put_json(_journal_record(core), record)
     return written
 
 
-def write_mesh_metadata(writer: DatasetWriter) -> None:
+def write_mesh_metadata(
+    writer: DatasetWriter, multires: MeshSettings | None = None, workers: int = 1
+) -> None:
     """The manifests and ``mesh/info``, from the regions' journal records (after every mesh
-    task is done)."""
+    task is done); with ``multires`` (a ``--mesh multires`` build's settings), the sharded
+    multi-resolution meshes instead, made in ``workers`` processes."""
+    if multires is not None:
+        _write_multires(writer, multires, workers)
+        return
     fragments: dict[int, list[str]] = defaultdict(list)
     for record in (writer.root / MESH_JOURNAL_DIR).glob("*.json"):
         bounds = record.name.removesuffix(".json")
@@ -216,6 +244,36 @@ def write_mesh_metadata(writer: DatasetWriter) -> None:
         writer.put(f"{MESH_DIR}/{manifest_name(segment)}", manifest_bytes(fragments[segment]))
     writer.put_json(f"{MESH_DIR}/info", MESH_INFO)
     log.info("meshes: %d segments", len(fragments))
+
+
+def _write_multires(writer: DatasetWriter, settings: MeshSettings, workers: int) -> None:
+    sources: dict[int, list[FragmentRef]] = defaultdict(list)
+    # Records in name order, each segment's fragments in region order: its mesh (and the
+    # shards) are then the same for any number of workers.
+    for record in sorted((writer.root / MESH_JOURNAL_DIR).glob("*.json")):
+        done = json.loads(record.read_text())
+        path = f"{MESH_JOURNAL_DIR}/{record.name.removesuffix('.json')}.fragments"
+        offset = 0
+        for segment, size in zip(done["segments"], done["sizes"], strict=True):
+            sources[segment].append((path, offset, size))
+            offset += size
+    multires = MultiresSettings(settings.scale.resolution)
+    mesher = ProcessMesher(workers)
+    root = str(writer.root)
+    try:
+        spec = write_mesh_shards(
+            writer,
+            MESH_DIR,
+            sources,
+            multires,
+            lambda st, refs: mesher.submit(segment_multires, root, refs, st),
+            window=2 * workers,
+            resume=settings.resume,
+        )
+    finally:
+        mesher.close()
+    writer.put_json(f"{MESH_DIR}/info", multires.info(spec))
+    log.info("multi-resolution meshes: %d segments", len(sources))
 
 
 class ProcessMesher:
@@ -234,6 +292,10 @@ class ProcessMesher:
     def __call__(self, *args: Any, **kwargs: Any) -> dict[int, bytes]:
         out: dict[int, bytes] = self._procs.submit(mesh_region, *args, **kwargs).result()
         return out
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        """Run ``fn(*args)`` in a worker process (the multi-resolution step)."""
+        return self._procs.submit(fn, *args)
 
     def close(self) -> None:
         """Stop the processes (after the mesh tasks, or on failure)."""
@@ -259,6 +321,11 @@ def _die_with_parent(parent: int) -> None:
 
 def _journal_record(core: Box) -> str:
     return f"{MESH_JOURNAL_DIR}/{box_name(*core)}.json"
+
+
+def _scratch_file(core: Box) -> str:
+    # _write_multires finds it beside the record: the same name, .fragments for .json.
+    return f"{MESH_JOURNAL_DIR}/{box_name(*core)}.fragments"
 
 
 def parse_segments(values: Sequence[str]) -> tuple[int, ...]:

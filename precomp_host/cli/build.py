@@ -129,7 +129,7 @@ def _add_output_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _add_segmentation_arguments(p: argparse.ArgumentParser) -> None:
-    from ..build.names import LABEL_DOWNSAMPLER_NAMES, PRESET_NAMES
+    from ..build.names import LABEL_DOWNSAMPLER_NAMES, MESH_FORMAT_NAMES, PRESET_NAMES
 
     g = p.add_argument_group("segmentation (--type segmentation)")
     g.add_argument(
@@ -149,7 +149,15 @@ def _add_segmentation_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--sparse", action="store_true", help="mode ignores background 0 unless a block is all 0"
     )
-    g.add_argument("--mesh", action="store_true", help="write legacy meshes of every segment")
+    g.add_argument(
+        "--mesh",
+        nargs="?",
+        const="legacy",
+        default=None,
+        choices=MESH_FORMAT_NAMES,
+        help="mesh every segment: legacy (default) or multires (sharded multi-resolution Draco"
+        " meshes; needs the 'multires' extra)",
+    )
     g.add_argument(
         "--segments", nargs="+", default=None, metavar="ID", help="mesh only these segment ids"
     )
@@ -310,6 +318,8 @@ def _kind_options(args: argparse.Namespace) -> _KindOptions:
         raise CommandError("--segments selects what --mesh meshes; add --mesh")
     if args.mesh_simplification is not None and not args.mesh:
         raise CommandError("--mesh-simplification applies to --mesh; add --mesh")
+    if args.mesh == "multires":
+        _require_multires()
     encoding = args.encoding or "compressed_segmentation"
     codec_options: dict[str, object] = {}
     if encoding == "compressed_segmentation":
@@ -321,12 +331,25 @@ def _kind_options(args: argparse.Namespace) -> _KindOptions:
         codec_options,
         "mode_sparse" if args.sparse else args.downsample or "mode",
         SegmentationOptions(
-            mesh=args.mesh,
+            mesh=args.mesh is not None,
+            mesh_format=args.mesh or "legacy",
             segments=segments,
             names=names,
             simplification=PRESETS[args.mesh_simplification or "fqmr"],
         ),
     )
+
+
+def _require_multires() -> None:
+    """Draco (fragments) and mmh3 (the shards' hash) are the ``multires`` extra's: say so
+    before anything is written, not after every region is meshed."""
+    import importlib.util
+
+    missing = [m for m in ("DracoPy", "mmh3") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise CommandError(
+            f"--mesh multires needs {' and '.join(missing)}: pip install 'precomp-host[multires]'"
+        )
 
 
 def _build_options(args: argparse.Namespace) -> BuildOptions:
