@@ -11,6 +11,7 @@ The library never prints: it reports through ``progress`` and ``logging``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -24,16 +25,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..core.layout import LAYOUTS, TMP_DIR
+from .chunk_codecs import make_codec
+from .executors import DaskExecutor, ExecutorError, Feed
 from .kinds import SlabContext, VolumeKind, kind_for
+from .objectwriter import ObjectStoreWriter, StoreError, check_store, is_store_url, storage_options
 from .output import STATE_FILE, Output, OutputError
 from .plan import plan_dataset
 from .segmentation import MESH_JOURNAL_DIR, LabelError, SegmentationOptions
 from .sources import SourceError, Volume, open_volume
 from .streaming import Level, Pool, Tracker, in_bands, stream_volume
-from .writer import DatasetWriter, DiskFullError
+from .writer import DatasetWriter, DiskFullError, Writer
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from ..core.model import Dataset, Res3, Scale, Vec3, VolumeType
     from ..core.progress import Progress
@@ -64,6 +68,10 @@ class BuildOptions:
     resume: bool = False
     overwrite: bool = False
     npy_axes: str | None = None
+    #: OUT in an S3-compatible store other than AWS (MinIO, Ceph, moto): its endpoint URL.
+    endpoint_url: str | None = None
+    #: Run the chunk tasks on a Dask cluster: a scheduler address or ``local:N``.
+    cluster: str | None = None
 
     def kind(self) -> VolumeKind:
         """What this build's volume type changes (codec check, downsampler, observers)."""
@@ -175,28 +183,133 @@ def build_dataset(
     :param progress: called with a :class:`Progress` as chunks complete.
     :raises BuildError: with a one-line message, leaving nothing at a final name.
     """
+    with _cluster_for(options) as cluster:
+        if is_store_url(os.fspath(out)):
+            return _build_into_store(source, os.fspath(out), options, progress, cluster)
+        return _build_into_folder(source, out, options, progress, cluster)
+
+
+@contextlib.contextmanager
+def _cluster_for(options: BuildOptions) -> Iterator[DaskExecutor | None]:
+    """The cluster of ``--cluster`` (reached before anything is read or written), or None."""
+    if options.cluster is None:
+        yield None
+        return
+    try:
+        executor = DaskExecutor(options.cluster)
+    except ExecutorError as e:
+        raise BuildError(str(e)) from None
+    with executor:
+        yield executor
+
+
+def _build_into_folder(
+    source: str | os.PathLike[str] | Volume,
+    out: str | os.PathLike[str],
+    options: BuildOptions,
+    progress: Callable[[Progress], None] | None,
+    cluster: DaskExecutor | None,
+) -> Dataset:
     output = Output(out)
     _refuse_source_inside(source, output.out)
     kind = options.kind()
     volume = _open(source, options, kind)
     dataset, factors, codec = plan_for(volume, options, kind)
-    planned = {
+    planned = _planned(dataset, options, kind)
+    try:
+        with output:
+            mode = _mode(output, options, dataset, planned)
+            if mode != "done":
+                build = _Build(volume, dataset, codec, options, kind, cluster)
+                _write(output, mode, planned, build, factors, progress)
+    except OutputError as e:
+        raise BuildError(str(e)) from None
+    log.info("built %s: %d scales", output.out, len(dataset.scales))
+    return dataset
+
+
+def _planned(dataset: Dataset, options: BuildOptions, kind: VolumeKind) -> dict[str, Any]:
+    """What ``--resume`` compares: the settings that decide the bytes of every file."""
+    return {
         "info": dataset.to_json(),
         "layout": options.layout,
         "compress": sorted(options.compress),
         "keep_identity": options.keep_identity,
         **kind.state(),
     }
+
+
+def _build_into_store(
+    source: str | os.PathLike[str] | Volume,
+    url: str,
+    options: BuildOptions,
+    progress: Callable[[Progress], None] | None,
+    cluster: DaskExecutor | None,
+) -> Dataset:
+    """:func:`build_dataset` into ``s3://`` or ``gs://``: the same tasks, objects for files.
+
+    The bucket is reached (credentials, endpoint) before the source is read or anything is
+    written. A store has no atomic swap of a whole prefix, so ``--overwrite`` is refused there:
+    a new prefix, or the old one emptied first, does the same job without a mixed dataset.
+    """
+    kind = options.kind()
     try:
-        with output:
-            mode = _mode(output, options, dataset, planned)
-            if mode != "done":
-                _write(output, mode, planned, _Build(volume, dataset, codec, options, kind),
-                       factors, progress)  # fmt: skip
-    except OutputError as e:
+        writer = ObjectStoreWriter(
+            url, LAYOUTS[options.layout], compress=options.compress,
+            options=storage_options(url.partition(":")[0], options.endpoint_url),
+        )  # fmt: skip
+        check_store(writer)
+    except StoreError as e:
         raise BuildError(str(e)) from None
-    log.info("built %s: %d scales", output.out, len(dataset.scales))
+    volume = _open(source, options, kind)
+    dataset, factors, codec = plan_for(volume, options, kind)
+    planned = _planned(dataset, options, kind)
+    mode = _store_mode(writer, options, planned)
+    if mode == "done":
+        return dataset
+    build = _Build(volume, dataset, codec, options, kind, cluster)
+    build.writer = writer
+    try:
+        if mode == "fresh":  # a resumed build's state is there already, and equal
+            writer.put_json(STATE_FILE, planned)
+        build.run(factors, progress)
+        writer.commit(dataset)
+        writer.delete_prefix(MESH_JOURNAL_DIR)
+        writer.delete(STATE_FILE)
+    except (SourceError, OSError) as e:
+        # Bad data found mid-way, or the store refused a write: a fresh build leaves nothing.
+        if mode == "fresh":
+            writer.delete_all()
+        raise BuildError(f"{writer.url}: {e}") from None
+    log.info("built %s: %d scales", writer.url, len(dataset.scales))
     return dataset
+
+
+def _store_mode(writer: ObjectStoreWriter, options: BuildOptions, planned: dict[str, Any]) -> str:
+    """``fresh``, ``resume`` or ``done`` for a build into an object store (see :func:`_mode`)."""
+    where = writer.url
+    if not writer.listing():
+        return "fresh"
+    if options.overwrite:
+        raise BuildError(
+            f"{where}: --overwrite cannot replace a dataset in an object store in one step; "
+            "build into a new prefix (or empty this one first)"
+        )
+    if not options.resume:
+        raise BuildError(f"{where}: not empty (use --resume, or another prefix)")
+    info = writer.get_json("info")
+    if info is not None:
+        differs = _first_difference({"info": info}, {"info": planned["info"]})
+        if differs:
+            raise BuildError(f"{where}: holds a finished build with other settings ({differs})")
+        return "done"
+    state = writer.get_json(STATE_FILE)
+    if state is None:
+        raise BuildError(f"{where}: nothing to resume (no interrupted build here)")
+    differs = _first_difference(state, planned)
+    if differs:
+        raise BuildError(f"{where}: the interrupted build used other settings ({differs})")
+    return "resume"
 
 
 def _write(
@@ -255,7 +368,9 @@ class _Build:
     codec: ChunkCodec
     options: BuildOptions
     kind: VolumeKind
-    writer: DatasetWriter = field(init=False)
+    #: Runs the chunk tasks when the build has ``--cluster`` (else the pool does).
+    cluster: DaskExecutor | None = None
+    writer: Writer = field(init=False)
 
     def run(self, factors: tuple[Vec3, ...], progress: Callable[[Progress], None] | None) -> None:
         scales = self.dataset.scales
@@ -264,6 +379,11 @@ class _Build:
         workers = self.options.workers or os.cpu_count() or 1
         pool = Pool(workers, self.tracker)
         self.pool = pool
+        # On a cluster, chunk tasks carry their block to a worker; at most two per worker
+        # thread wait here (bounded memory, as the pool's window).
+        self.feed = None
+        if self.cluster is not None:
+            self.feed = Feed(self.cluster, self.tracker.add, 2 * self.cluster.workers)
         # Reading and downsampling run beside the chunk workers, not in turn with them: the
         # next slab is read ahead, and each slab is downsampled in y-bands in parallel.
         helpers = ThreadPoolExecutor(max(2, workers), thread_name_prefix="precomp-slab")
@@ -282,10 +402,14 @@ class _Build:
             self.tracker.total += sum(o.num_tasks(step) for o in observers)
             level = Level.chain(scales, factors, downsampler, self.emit)
             stream_volume(self.volume, level, step, observers, helpers)
+            if self.feed is not None:
+                self.feed.finish()
             pool.drain()
             for observer in observers:
                 observer.write_metadata()
         finally:
+            if self.feed is not None:
+                self.feed.close()
             pool.close()
             helpers.shutdown(wait=True, cancel_futures=True)
             for observer in observers:
@@ -301,8 +425,34 @@ class _Build:
                 continue
             (x0, y0, z0), (x1, y1, z1) = key.start, key.stop
             block = buf[z0 - buf_z0 : z1 - buf_z0, y0 - oy : y1 - oy, x0 - ox : x1 - ox]
-            self.pool.submit(functools.partial(self._write_chunk, block, path))
+            if self.feed is not None:
+                options = tuple(self.options.codec_options.items())
+                task = ChunkTask(self.writer, self.codec.name, options, path, block.copy())
+                self.feed.submit(task)
+            else:
+                self.pool.submit(functools.partial(self._write_chunk, block, path))
         self.tracker.report()
 
     def _write_chunk(self, block: np.ndarray, path: str) -> int:
         return self.writer.put(path, self.codec.encode(block))
+
+
+@dataclass(frozen=True)
+class ChunkTask:
+    """One chunk, encoded and written on a cluster worker: picklable (the codec is rebuilt
+    from its name and options there; codecs hold closures)."""
+
+    writer: Writer
+    encoding: str
+    codec_options: tuple[tuple[str, object], ...]
+    path: str
+    block: np.ndarray
+
+    def __call__(self) -> int:
+        codec = _codec(self.encoding, self.codec_options)
+        return self.writer.put(self.path, codec.encode(self.block))
+
+
+@functools.lru_cache(maxsize=8)
+def _codec(encoding: str, options: tuple[tuple[str, object], ...]) -> ChunkCodec:
+    return make_codec(encoding, **dict(options))

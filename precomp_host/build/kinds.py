@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from ..core.model import Dataset, Scale, VolumeType
     from .sources import Volume
     from .streaming import SlabObserver
-    from .writer import DatasetWriter
+    from .writer import Writer
 
 #: Data types an image volume may have (issue #2); the spec's other integer types are stored
 #: as given too.
@@ -45,7 +45,7 @@ class SlabContext:
     """What a slab observer may use: scale 0, the writer and the build's workers."""
 
     scale: Scale
-    writer: DatasetWriter
+    writer: Writer
     #: Runs a task (returning bytes written) on the build's chunk pool.
     submit: Callable[[Callable[[], int]], None]
     workers: int

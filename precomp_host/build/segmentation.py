@@ -15,7 +15,6 @@ the chunks, their ``write_metadata`` writes the manifests, ``mesh/info`` and
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import multiprocessing
 import os
@@ -56,7 +55,7 @@ if TYPE_CHECKING:
     #: A region's core box ``(start, stop)`` in absolute voxels.
     Box = tuple[Vec3, Vec3]
     from .sources import Volume
-    from .writer import DatasetWriter
+    from .writer import Writer
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +127,7 @@ class VoxelCountObserver:
 
     busy = False
 
-    def __init__(self, options: SegmentationOptions, writer: DatasetWriter) -> None:
+    def __init__(self, options: SegmentationOptions, writer: Writer) -> None:
         self.options, self.writer = options, writer
         self.counter = VoxelCounter()
 
@@ -164,7 +163,7 @@ class MeshObserver:
         self,
         scale: Scale,
         options: SegmentationOptions,
-        writer: DatasetWriter,
+        writer: Writer,
         submit: Callable[[Callable[[], int]], None],
         workers: int = 1,
         read_slice: Callable[[int], np.ndarray] | None = None,
@@ -207,9 +206,9 @@ class MeshObserver:
     def _mesh_region(
         self, core: Box, slab: np.ndarray, z0: int, next_slice: np.ndarray | None
     ) -> int:
-        record = self.writer.root / _journal_record(core)
-        if self.resume and record.exists():
-            segments = json.loads(record.read_text())["segments"]
+        record = self.writer.get_json(_journal_record(core)) if self.resume else None
+        if record is not None:
+            segments = record["segments"]
             with self._lock:
                 for segment in segments:
                     self.fragments[segment].append(fragment_name(segment, *core))

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from ..core.sharding import ShardingSpec
-    from .writer import DatasetWriter
+    from .writer import Writer
 
 
 def shard_path(scale_key: str, spec: ShardingSpec, shard: int) -> str:
@@ -51,7 +51,7 @@ def _minishard_index(ids: list[int], offsets: list[int], sizes: list[int]) -> by
 
 
 def write_shard(
-    writer: DatasetWriter,
+    writer: Writer,
     scale_key: str,
     spec: ShardingSpec,
     shard: int,

@@ -29,7 +29,7 @@ import shutil
 import threading
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..core.encodings import BY_SUFFIX, ENCODINGS, GZIP, worth_storing
 from ..core.layout import LAYOUTS, PARTIAL_SUFFIX, TMP_DIR
@@ -69,6 +69,22 @@ def _format_json(obj: Any, indent: str = "") -> str:
     return json.dumps(obj)
 
 
+class Writer(Protocol):
+    """What a build writes through: a folder (:class:`DatasetWriter`) or an object store
+    (:class:`~precomp_host.build.objectwriter.ObjectStoreWriter`)."""
+
+    layout: Layout
+
+    def is_complete(self, rel_path: str) -> bool: ...
+    def get_json(self, rel_path: str) -> Any: ...
+    def put(self, rel_path: str, data: bytes, *, precompress: bool = True) -> int: ...
+    def put_json(self, rel_path: str, obj: Any) -> int: ...
+    def open_atomic(self, rel_path: str) -> contextlib.AbstractContextManager[BinaryIO]: ...
+    def begin(self) -> None: ...
+    def abort(self) -> None: ...
+    def commit(self, dataset: Dataset) -> None: ...
+
+
 class DatasetWriter:
     """Writes files of one dataset under ``root``, each atomically, with compressed siblings.
 
@@ -99,6 +115,17 @@ class DatasetWriter:
         self._made_dirs: set[Path] = set()
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Sent to cluster workers with each chunk task: a lock cannot travel, and the cache of
+        # folders made is this process's.
+        state = dict(self.__dict__)
+        state.update(_lock=None, _made_dirs=set())
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     # -- paths -----------------------------------------------------------------------------
 
     def _final(self, rel_path: str) -> Path:
@@ -119,6 +146,13 @@ class DatasetWriter:
         has_gzip = any(e is GZIP for e in self.encodings)
         gz = final.with_name(final.name + GZIP.suffix)
         return has_gzip and not self.keep_identity and gz.exists()
+
+    def get_json(self, rel_path: str) -> Any:
+        """The JSON document at ``rel_path`` (a resume journal record), or None when absent."""
+        try:
+            return json.loads(self._final(rel_path).read_text())
+        except FileNotFoundError:
+            return None
 
     # -- writing ---------------------------------------------------------------------------
 

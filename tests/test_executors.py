@@ -1,0 +1,151 @@
+"""Executors (build/executors.py): threads in process, and a Dask LocalCluster of worker
+processes, with the same contract: every task run, a bounded number in flight, ``done`` per
+finished task, retries on a cluster, and a failure raised (the caller's final step never runs)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import threading
+from typing import TYPE_CHECKING
+
+import pytest
+
+from precomp_host.build.executors import DaskExecutor, ExecutorError, ThreadExecutor
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+
+@dataclasses.dataclass(frozen=True)
+class WriteTask:
+    """Writes its own file (as a region task does); picklable for Dask workers."""
+
+    folder: str
+    index: int
+    #: Fail (raise) the first ``fail_times`` attempts, counted in files beside the output.
+    fail_times: int = 0
+    #: Kill the worker process running the first attempt.
+    kill_worker: bool = False
+
+    def __call__(self) -> int:
+        attempts = os.path.join(self.folder, f"{self.index}.attempts")
+        with open(attempts, "a") as f:
+            f.write("x")
+        with open(attempts) as f:
+            attempt = len(f.read())
+        if self.kill_worker and attempt == 1:
+            os._exit(1)  # the worker dies mid-task, as a preempted node would
+        if attempt <= self.fail_times:
+            raise RuntimeError(f"task {self.index}: attempt {attempt} fails")
+        data = f"{self.index}\n".encode() * (self.index + 1)
+        with open(os.path.join(self.folder, f"{self.index}.out"), "wb") as f:
+            f.write(data)
+        return len(data)
+
+
+def outputs(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.out"))}
+
+
+def expected(n: int) -> dict[str, bytes]:
+    return {f"{i}.out": f"{i}\n".encode() * (i + 1) for i in range(n)}
+
+
+def test_threads_run_every_task_with_a_bounded_window(tmp_path: Path) -> None:
+    taken = 0
+    lock = threading.Lock()
+
+    def tasks() -> Iterator[WriteTask]:
+        nonlocal taken
+        for i in range(40):
+            with lock:
+                taken += 1
+            yield WriteTask(str(tmp_path), i)
+
+    sizes: list[int] = []
+    peak_ahead = 0
+
+    def done(n: int) -> None:
+        nonlocal peak_ahead
+        sizes.append(n)
+        peak_ahead = max(peak_ahead, taken - len(sizes))
+
+    with ThreadExecutor(2) as ex:
+        ex.run(tasks(), done)
+    assert outputs(tmp_path) == expected(40)
+    assert sorted(sizes) == sorted(len(b) for b in expected(40).values())
+    assert peak_ahead <= 4 * 2  # the iterable is consumed lazily: never the whole plan
+
+
+def test_threads_raise_the_first_failure(tmp_path: Path) -> None:
+    with ThreadExecutor(2) as ex, pytest.raises(RuntimeError, match="attempt 1 fails"):
+        ex.run([WriteTask(str(tmp_path), 0, fail_times=1)], lambda n: None)
+
+
+def test_bad_cluster_address_is_one_line() -> None:
+    pytest.importorskip("distributed")
+    with pytest.raises(ExecutorError, match="local:N"):
+        DaskExecutor("somewhere")
+    with pytest.raises(ExecutorError, match="at least one worker"):
+        DaskExecutor("local:0")
+
+
+@pytest.fixture(scope="module")
+def local2() -> Iterator[DaskExecutor]:
+    pytest.importorskip("distributed")
+    with DaskExecutor("local:2", in_flight=3) as ex:
+        yield ex
+
+
+@pytest.mark.slow
+def test_local_cluster_runs_tasks_in_two_processes(tmp_path: Path, local2: DaskExecutor) -> None:
+    assert local2.workers == 2
+    sizes: list[int] = []
+    # One task fails twice and is retried by the scheduler (retries=2); one kills its worker
+    # process and is rescheduled on another (the nanny restarts the dead one).
+    tasks = [
+        WriteTask(str(tmp_path), i, fail_times=2 if i == 3 else 0, kill_worker=i == 5)
+        for i in range(12)
+    ]
+    local2.run(iter(tasks), sizes.append)
+    assert outputs(tmp_path) == expected(12)
+    assert len(sizes) == 12
+    assert (tmp_path / "3.attempts").read_text() == "xxx"
+    assert (tmp_path / "5.attempts").read_text() == "xx"  # killed once, then run elsewhere
+
+
+@pytest.mark.slow
+def test_local_cluster_raises_after_its_retries(tmp_path: Path, local2: DaskExecutor) -> None:
+    with pytest.raises(RuntimeError, match="attempt 3 fails"):
+        local2.run([WriteTask(str(tmp_path), 0, fail_times=5)], lambda n: None)
+    assert (tmp_path / "0.attempts").read_text() == "xxx"  # 1 try + 2 retries
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.slow
+def test_build_on_a_local_cluster_is_byte_identical(tmp_path: Path) -> None:
+    pytest.importorskip("distributed")
+    from precomp_host.build.builder import BuildOptions, build_dataset
+    from precomp_host.build.sample import sample_labels, sample_labels_options
+    from precomp_host.build.sources import volume_from_array
+    from tests.test_build import make_volume
+
+    image = volume_from_array(make_volume("uint8").transpose(2, 1, 0, 3).copy(), "ZYXC")
+    labels = volume_from_array(sample_labels())
+    cases = {
+        "image": (image, BuildOptions(resolution=(4.0, 4.0, 6.0), chunk_size=(16, 16, 16))),
+        "labels": (labels, sample_labels_options(False)),  # meshes, segment properties
+    }
+    for name, (volume, options) in cases.items():
+        here = tmp_path / f"{name}-threads"
+        there = tmp_path / f"{name}-cluster"
+        build_dataset(volume, here, options)
+        build_dataset(volume, there, dataclasses.replace(options, cluster="local:2"))
+        assert len(json.loads((here / "info").read_text())["scales"]) > 1
+        assert _tree(here) == _tree(there), name
