@@ -131,21 +131,45 @@ def _tree(root: Path) -> dict[str, bytes]:
 @pytest.mark.slow
 def test_build_on_a_local_cluster_is_byte_identical(tmp_path: Path) -> None:
     pytest.importorskip("distributed")
-    from precomp_host.build.builder import BuildOptions, build_dataset
+    import numpy as np
+
+    from precomp_host.build.builder import build_dataset
     from precomp_host.build.sample import sample_labels, sample_labels_options
     from precomp_host.build.sources import volume_from_array
+    from precomp_host.cli import main
     from tests.test_build import make_volume
 
-    image = volume_from_array(make_volume("uint8").transpose(2, 1, 0, 3).copy(), "ZYXC")
-    labels = volume_from_array(sample_labels())
-    cases = {
-        "image": (image, BuildOptions(resolution=(4.0, 4.0, 6.0), chunk_size=(16, 16, 16))),
-        "labels": (labels, sample_labels_options(False)),  # meshes, segment properties
-    }
-    for name, (volume, options) in cases.items():
-        here = tmp_path / f"{name}-threads"
-        there = tmp_path / f"{name}-cluster"
-        build_dataset(volume, here, options)
-        build_dataset(volume, there, dataclasses.replace(options, cluster="local:2"))
+    # The image through the CLI (the README's local recipe), the segmentation through the API.
+    np.save(tmp_path / "vol.npy", make_volume("uint8")[..., 0].transpose(2, 1, 0))
+    args = ["build", str(tmp_path / "vol.npy"), "--resolution", "4", "4", "6", "--chunk-size",
+            "16", "-q"]  # fmt: skip
+    assert main([*args[:2], str(tmp_path / "image-threads"), *args[2:]]) == 0
+    assert (
+        main([*args[:2], str(tmp_path / "image-cluster"), *args[2:], "--cluster", "local:2"]) == 0
+    )
+    labels, options = volume_from_array(sample_labels()), sample_labels_options(False)
+    build_dataset(labels, tmp_path / "labels-threads", options)  # meshes, segment properties
+    build_dataset(
+        labels, tmp_path / "labels-cluster", dataclasses.replace(options, cluster="local:2")
+    )
+    for name in ("image", "labels"):
+        here, there = tmp_path / f"{name}-threads", tmp_path / f"{name}-cluster"
         assert len(json.loads((here / "info").read_text())["scales"]) > 1
         assert _tree(here) == _tree(there), name
+
+
+def test_cli_bad_cluster_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("distributed")
+    import numpy as np
+
+    from precomp_host.cli import main
+
+    np.save(tmp_path / "vol.npy", np.ones((8, 8, 8), np.uint8))
+    out = tmp_path / "out"
+    code = main(["build", str(tmp_path / "vol.npy"), str(out), "--resolution", "1", "1", "1",
+                 "--cluster", "tcp://127.0.0.1:9", "-q"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "cannot reach the scheduler" in err
+    assert err.count("\n") == 1
+    assert not out.exists()
