@@ -205,6 +205,19 @@ def test_build_into_s3_reads_back_and_matches_deploy(tmp_path: Path, moto: str) 
     assert np.asarray(read_top).any()
 
 
+@pytest.mark.slow
+def test_cluster_build_into_s3_is_the_same(tmp_path: Path, moto: str) -> None:
+    pytest.importorskip("distributed")
+    vol = image((40, 36, 20))
+    build_dataset(volume_from_array(vol, "ZYXC"), tmp_path / "ref", options())
+    # The writer travels to the worker processes with each task; they open their own s3fs.
+    url = f"s3://{BUCKET}/cluster/img"
+    build_dataset(
+        volume_from_array(vol, "ZYXC"), url, options(endpoint_url=moto, cluster="local:2")
+    )
+    assert bucket_objects(moto_client(moto), "cluster/img/") == deployed(tmp_path / "ref")
+
+
 def test_cloud_volume_reads_over_s3(
     tmp_path: Path, moto: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
