@@ -242,16 +242,7 @@ def test_resume_of_a_finished_dataset_with_its_settings_is_a_no_op(tmp_path: Pat
 @pytest.mark.parametrize(
     "poll",
     [
-        pytest.param(
-            False,
-            id="native",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="watchdog's inotify emitter keeps a path per watched folder and swaps "
-                "them wrongly on renameat2(RENAME_EXCHANGE), then dies with KeyError when the "
-                "old tree is deleted: host/watch.py must survive a folder exchange (issue 11)",
-            ),
-        ),
+        pytest.param(False, id="native"),
         pytest.param(True, id="polling"),
     ],
 )

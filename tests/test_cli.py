@@ -682,6 +682,8 @@ def test_serve_command_serves_until_interrupted(tmp_path: Path) -> None:
         stderr=subprocess.DEVNULL,
         text=True,
         env={**os.environ, "PYTHONPATH": str(REPO)},
+        # as Ctrl+C finds it in a terminal (a background test run inherits SIGINT ignored)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         assert proc.stdout is not None

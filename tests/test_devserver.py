@@ -257,8 +257,15 @@ class TestDevServerContract(ContractSuite):
 
 
 @pytest.mark.slow
-def test_serve_runs_in_a_process_until_interrupted(tmp_path: Path) -> None:
-    """serve() as the CLI calls it, in its own process; SIGINT ends it cleanly."""
+def _as_in_a_terminal() -> None:
+    # Ctrl+C reaches a foreground process with SIGINT at its default; a test run started in the
+    # background of a shell (as CI scripts may) inherits SIGINT ignored, which Python keeps.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_serve_runs_in_a_process_until_interrupted(tmp_path: Path, signum: int) -> None:
+    """serve() as the CLI calls it, in its own process; Ctrl+C or kill ends it cleanly."""
     root = tmp_path / "root"
     write_contract_tree(root)
     with socket.socket() as s:
@@ -269,7 +276,12 @@ def test_serve_runs_in_a_process_until_interrupted(tmp_path: Path) -> None:
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
     }
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        env=env,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=_as_in_a_terminal,
+    )
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -282,7 +294,7 @@ def test_serve_runs_in_a_process_until_interrupted(tmp_path: Path) -> None:
                 time.sleep(0.05)
         assert status == 200
         assert json.loads(body)["type"] == "image"
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         assert proc.wait(timeout=10) == 0
     finally:
         if proc.poll() is None:

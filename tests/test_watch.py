@@ -4,7 +4,9 @@ observer of each kind (slow)."""
 from __future__ import annotations
 
 import os
+import shutil
 import threading
+import time
 from typing import TYPE_CHECKING
 
 import pytest
@@ -17,6 +19,7 @@ from watchdog.events import (
     FileOpenedEvent,
 )
 
+from precomp_host.core.layout import PARTIAL_SUFFIX
 from precomp_host.host.watch import DataWatcher, Epoch
 
 if TYPE_CHECKING:
@@ -137,3 +140,79 @@ def test_real_observer(root: Path, poll: bool) -> None:
         os.replace(root / "b" / "info.partial", root / "b" / "info")
         assert seen.wait(timeout=10)
     assert {"b"} in changed
+
+
+def test_hidden_folders_and_files_are_not_datasets(root: Path) -> None:
+    """``--overwrite`` stages in ``.<name>.precomp-new`` and locks ``.<name>.precomp-lock``."""
+    w = watcher(root)
+    staging = root / ".b.precomp-new"
+    w.dispatch(DirCreatedEvent(str(staging)))
+    w.dispatch(FileCreatedEvent(str(staging / "1_1_1" / "0-1_0-1_0-1.gz")))
+    w.dispatch(FileCreatedEvent(str(staging / "info")))
+    w.dispatch(FileModifiedEvent(str(root / ".b.precomp-lock")))
+    assert w.take_ready() == set()
+    assert w.datasets == {"a", "b", "group/c"}
+
+
+def _wait_for(changed: list[set[str]], name: str, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(name in c for c in changed):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("poll", [False, True], ids=["native", "polling"])
+def test_a_build_start_is_not_announced_its_info_is(root: Path, poll: bool) -> None:
+    changed: list[set[str]] = []
+    with DataWatcher(root, changed.append, poll=poll, poll_interval=0.1, delay=0.05):
+        time.sleep(0.3)
+        # What a fresh build does before its info: lock, folders, partial files, chunks.
+        (root / ".new.precomp-lock").write_text("pid 1\n")
+        (root / "new" / ".precomp-tmp").mkdir(parents=True)
+        (root / "new" / "8_8_8").mkdir()
+        part = root / "new" / ".precomp-tmp" / f"x{PARTIAL_SUFFIX}"
+        part.write_bytes(b"chunk")
+        os.replace(part, root / "new" / "8_8_8" / "0-8_0-8_0-8")
+        time.sleep(0.6)
+        assert changed == [], "a build's start was announced"
+        (root / "new" / "info.tmp").write_text("{}")
+        os.replace(root / "new" / "info.tmp", root / "new" / "info")
+        assert _wait_for(changed, "new"), changed
+    assert all(c <= {"new"} for c in changed), changed
+
+
+@pytest.mark.slow
+def test_polling_follows_a_rebuilt_dataset_with_bounded_threads(root: Path) -> None:
+    changed: list[set[str]] = []
+    with DataWatcher(root, changed.append, poll=True, poll_interval=0.1, delay=0.05):
+        time.sleep(0.3)
+        threads = threading.active_count()
+        for round_ in range(3):
+            shutil.rmtree(root / "b")
+            time.sleep(0.3)
+            for i in range(10):  # scale and chunk folders: never watched one by one
+                (root / "b" / "1_1_1" / str(i)).mkdir(parents=True)
+            time.sleep(0.3)
+            changed.clear()
+            (root / "b" / "info").write_text(f'{{"round": {round_}}}')
+            assert _wait_for(changed, "b"), f"round {round_}: the rebuilt b was not followed"
+        assert threading.active_count() <= threads, "a thread per folder ever seen"
+
+
+@pytest.mark.slow
+def test_a_new_nested_dataset_is_watched_whole(root: Path) -> None:
+    """A folder that becomes a dataset (its info appears) is then watched recursively."""
+    changed: list[set[str]] = []
+    with DataWatcher(root, changed.append, poll_interval=0.1, delay=0.05):
+        time.sleep(0.3)
+        (root / "group" / "new" / "1_1_1").mkdir(parents=True)
+        time.sleep(0.3)
+        (root / "group" / "new" / "info").write_text("{}")
+        assert _wait_for(changed, "group/new"), changed
+        time.sleep(0.3)
+        changed.clear()
+        (root / "group" / "new" / "1_1_1" / "0-1_0-1_0-1").write_bytes(b"by hand")
+        assert _wait_for(changed, "group/new"), "a chunk copied by hand was not seen"

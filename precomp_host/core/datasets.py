@@ -30,12 +30,23 @@ def find_datasets(root: str | os.PathLike[str], max_depth: int = MAX_DEPTH) -> l
     :param root: the folder to list.
     :param max_depth: the deepest level looked at (0: the root only).
     """
-    found: list[str] = []
+    return [rel for rel, is_dataset in walk_folders(root, max_depth) if is_dataset]
+
+
+def walk_folders(
+    root: str | os.PathLike[str], max_depth: int = MAX_DEPTH
+) -> list[tuple[str, bool]]:
+    """Every folder :func:`find_datasets` looks at, as ``(rel, is_dataset)``, depth-first.
+
+    The folders that are not datasets are the ones a watcher must watch to see new datasets.
+    """
+    found: list[tuple[str, bool]] = []
 
     def walk(path: str, rel: str, depth: int) -> None:
         if os.path.isfile(os.path.join(path, INFO_NAME)):
-            found.append(rel)
+            found.append((rel, True))
             return
+        found.append((rel, False))
         if depth >= max_depth:
             return
         try:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import signal
 import socket
 import threading
 import webbrowser
@@ -420,13 +421,37 @@ def serve(
     :param ready: called with the base URL once the server listens (the CLI prints it).
     """
     server = DevServer(root, host, port, poll=poll, policy=policy)
+    previous = _stop_on_sigterm()
     try:
         if ready is not None:
             ready(server.url)
         if open_browser:
             webbrowser.open(server.url + "/")
         server.serve_forever()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Terminated):
         pass
     finally:
         server.stop()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class _Terminated(Exception):
+    """SIGTERM arrived (``kill``, systemd, a container stopping)."""
+
+
+def _stop_on_sigterm() -> Any:
+    """Make SIGTERM end :func:`serve` as Ctrl+C does; returns the handler it replaced.
+
+    Without it SIGTERM kills the process where it stands, and open event streams end without
+    their last chunk. SIGINT is left as the process got it: a shell starts background jobs with
+    SIGINT ignored (POSIX, "Shell Execution Environment") so that Ctrl+C in the terminal spares
+    them, and a server started that way keeps that choice.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None  # signal handlers can only be set from the main thread
+
+    def terminated(_signum: int, _frame: object) -> None:
+        raise _Terminated
+
+    return signal.signal(signal.SIGTERM, terminated)

@@ -12,8 +12,17 @@ file as ``.precomp-tmp/<uuid>.partial`` inside the dataset and renames it into p
 :func:`~precomp_host.core.datasets.find_datasets`' rule, the one every index uses.
 Changes made without ``.partial`` files (a chunk copied by hand) are reported after the debounce.
 
-Polling a million chunk files is too slow, so the polling observer watches only the root and
-each dataset folder non-recursively: it sees ``info`` being rewritten, which is the signal.
+Which folders are watched is recomputed (:meth:`DataWatcher.resync`) whenever a folder outside
+the datasets changes: the root and the folders between it and the datasets non-recursively, each
+dataset on its own (recursively with inotify; non-recursively when polling, since polling a
+million chunk files is too slow, and ``info`` is the signal). A watch is keyed by its folder's
+inode, so a dataset deleted and rebuilt, or swapped in by ``--overwrite``'s
+``renameat2(RENAME_EXCHANGE)``, is watched anew and the stale watch dropped: the watcher keeps one
+watch per live folder, never one per sub-folder ever seen. Keeping the datasets in separate inotify
+watches is also what keeps watchdog alive through the exchange: its recursive watch of a folder
+holding both swapped names mixes up their paths and dies with a ``KeyError`` (watchdog 7.1).
+Hidden folders (``.<name>.precomp-new`` staging, ``.precomp-tmp``) are never datasets, as in
+:func:`~precomp_host.core.datasets.find_datasets`.
 """
 
 from __future__ import annotations
@@ -33,14 +42,14 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 
-from ..core.datasets import find_datasets
+from ..core.datasets import find_datasets, walk_folders
 from ..core.layout import PARTIAL_SUFFIX
 from ..core.model import INFO_NAME
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable
 
-    from watchdog.observers.api import BaseObserver
+    from watchdog.observers.api import BaseObserver, ObservedWatch
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +86,40 @@ class Epoch:
 
 
 class _Handler(FileSystemEventHandler):
-    def __init__(self, watcher: DataWatcher) -> None:
+    """Events of one watched folder, dropped once that folder is no longer the one at its path."""
+
+    def __init__(self, watcher: DataWatcher, key: _WatchKey) -> None:
         self.watcher = watcher
+        self.key = key
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        self.watcher.dispatch(event)
+        if self.key in self.watcher._watches:
+            self.watcher.dispatch(event)
+
+
+#: (folder, st_dev, st_ino, recursive): a rebuilt folder, or a folder that became a dataset,
+#: gets a new key and so a new watch.
+_WatchKey = tuple[str, int, int, bool]
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _info_identity(path: str) -> tuple[int, int, int, int] | None:
+    try:
+        st = os.stat(os.path.join(path, INFO_NAME))
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def _hidden(rel: str) -> bool:
+    return any(part.startswith(".") for part in rel.split("/"))
 
 
 class DataWatcher:
@@ -123,7 +161,9 @@ class DataWatcher:
         self._stopped = False
         self._observer: BaseObserver | None = None
         self._thread: threading.Thread | None = None
-        self._watched: set[str] = set()
+        self._watches: dict[_WatchKey, ObservedWatch] = {}
+        self._infos = {d: _info_identity(os.path.join(self.root, d)) for d in self.datasets}
+        self._resync_wanted = False
 
     # -- events ----------------------------------------------------------------------------
 
@@ -148,19 +188,29 @@ class DataWatcher:
             if rel == "." or rel.startswith("../"):
                 continue
             if event.is_directory:
-                if event.event_type == EVENT_TYPE_CREATED and self.poll:
-                    self._schedule(path)
+                if event.event_type != EVENT_TYPE_MODIFIED and not self._in_dataset(rel):
+                    # A folder came, went or was swapped outside the datasets: the set of
+                    # datasets, and so of watches, may have changed.
+                    with self._cond:
+                        self._resync_wanted = True
+                        self._cond.notify_all()
                 continue
             self._record(rel)
+
+    def _in_dataset(self, rel: str) -> bool:
+        return any(rel.startswith(d + "/") for d in self.datasets if d) or "" in self.datasets
 
     def _record(self, rel: str) -> None:
         folder, _, name = rel.rpartition("/")
         with self._cond:
+            dataset = self.dataset_of(rel)
+            # A staging folder (.<name>.precomp-new), a lock file: never a dataset of its own.
+            if _hidden(dataset) or (not folder and name.startswith(".")):
+                return
             if name == INFO_NAME and folder not in self.datasets and self._is_dataset_info(rel):
                 self.datasets.add(folder)
-                if self.poll:
-                    self._schedule(os.path.join(self.root, folder))
-            dataset = self.dataset_of(rel)
+                self._resync_wanted = True
+                dataset = folder
             if name == INFO_NAME and folder == dataset:
                 self._info_changed.add(dataset)
             elif name.endswith(PARTIAL_SUFFIX):
@@ -185,7 +235,9 @@ class DataWatcher:
             return ready
 
     def _has_pending(self) -> bool:
-        return bool(self._info_changed or (self._data_changed - self._building))
+        return bool(
+            self._resync_wanted or self._info_changed or (self._data_changed - self._building)
+        )
 
     # -- threads ---------------------------------------------------------------------------
 
@@ -198,6 +250,9 @@ class DataWatcher:
                 # Debounce: wait until no event came for `delay` seconds.
                 while self._cond.wait(timeout=self.delay) and not self._stopped:
                     pass
+                resync, self._resync_wanted = self._resync_wanted, False
+            if resync:
+                self.resync()
             ready = self.take_ready()
             if ready:
                 log.info("datasets changed: %s", ", ".join(sorted(ready)) or "(root)")
@@ -206,11 +261,44 @@ class DataWatcher:
                 except Exception:  # the watcher must outlive a failing callback
                     log.exception("on_change failed")
 
-    def _schedule(self, path: str) -> None:
-        if self._observer is None or path in self._watched:
+    def resync(self) -> None:
+        """Watch exactly the live folders: new datasets and groups added, replaced ones anew.
+
+        A dataset whose ``info`` is not the one seen before (swapped in, rebuilt while its old
+        watch was going stale) is reported as changed: its new ``info`` is the signal.
+        """
+        wanted: set[_WatchKey] = set()
+        infos: dict[str, tuple[int, int, int, int] | None] = {}
+        for rel, is_dataset in walk_folders(self.root):
+            path = os.path.join(self.root, rel) if rel else self.root
+            ident = _identity(path)
+            if ident is None:
+                continue
+            wanted.add((path, *ident, is_dataset and not self.poll))
+            if is_dataset:
+                infos[rel] = _info_identity(path)
+        with self._cond:
+            for rel, info in infos.items():
+                if info is not None and self._infos.get(rel) != info:
+                    self._info_changed.add(rel)
+            self.datasets = set(infos)
+            self._infos = infos
+            stale = [self._watches.pop(key) for key in self._watches.keys() - wanted]
+            new = wanted - self._watches.keys()
+            self._cond.notify_all()
+        # The observer's calls outside our lock: unschedule stops an emitter thread, which may be
+        # waiting for that lock in dispatch() (a deadlock seen as serve() ignoring SIGINT).
+        if self._observer is None:
             return
-        self._watched.add(path)
-        self._observer.schedule(_Handler(self), path, recursive=not self.poll)
+        for watch in stale:
+            self._observer.unschedule(watch)
+        for key in new:
+            try:
+                watch = self._observer.schedule(_Handler(self, key), key[0], recursive=key[3])
+            except OSError:  # gone again since the walk: the next event resyncs
+                continue
+            with self._cond:
+                self._watches[key] = watch
 
     def start(self) -> DataWatcher:
         if self.poll:
@@ -221,11 +309,9 @@ class DataWatcher:
             from watchdog.observers import Observer
 
             self._observer = Observer()
-        folders: Iterable[str] = [self.root]
-        if self.poll:  # non-recursive: the root, and each dataset folder where info lives
-            folders = [self.root, *(os.path.join(self.root, d) for d in self.datasets if d)]
-        for folder in folders:
-            self._schedule(folder)
+        self.resync()
+        with self._cond:
+            self._info_changed.clear()  # what exists at start is not news
         self._observer.start()
         self._thread = threading.Thread(target=self._run, name="DataWatcher", daemon=True)
         self._thread.start()
