@@ -26,7 +26,7 @@ import numpy as np
 
 from ..core.layout import LAYOUTS, TMP_DIR
 from .chunk_codecs import make_codec
-from .executors import DaskExecutor, ExecutorError, Feed
+from .cluster import DaskExecutor, ExecutorError, Feed
 from .kinds import SlabContext, VolumeKind, kind_for
 from .objectwriter import ObjectStoreWriter, StoreError, check_store, is_store_url, storage_options
 from .output import STATE_FILE, Output, OutputError

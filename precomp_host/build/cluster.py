@@ -1,13 +1,12 @@
-"""Where a build's tasks run: threads in this process, or a Dask cluster (:func:`open_executor`).
+"""A build's tasks on a Dask cluster: :class:`DaskExecutor` (``--cluster``).
 
 A task is a picklable callable without arguments that writes its own files and returns the
-bytes it stored (the region tasks of :mod:`precomp_host.build.builder`). Both executors run an
-iterable of tasks with a bounded number in flight (the iterable is consumed lazily, so a plan of
-millions of tasks is never held at once), call ``done(nbytes)`` in the calling thread as each
-one finishes, and return only once every task succeeded; the caller's final step (``info``)
-comes after that, never after a failure.
+bytes it stored. The executor runs an iterable of tasks with a bounded number in flight (the
+iterable is consumed lazily, so a plan of millions of tasks is never held at once), calls
+``done(nbytes)`` in the calling thread as each one finishes, and returns only once every task
+succeeded; the caller's final step (``info``) comes after that, never after a failure. Without
+``--cluster`` the build's own thread pool runs the same tasks in process.
 
-* :class:`ThreadExecutor`: today's pool (numpy, the codecs and zlib release the GIL).
 * :class:`DaskExecutor`: ``tcp://host:8786`` (a running scheduler: ``dask-jobqueue`` on Slurm,
   ``dask-kubernetes``, ``dask scheduler`` by hand) or ``local:N`` (a ``LocalCluster`` of ``N``
   worker processes). Failed tasks are retried by the scheduler (``retries=``); a task whose
@@ -22,7 +21,6 @@ import logging
 import queue
 import re
 import threading
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -51,43 +49,6 @@ class Executor(Protocol):
 
     def close(self) -> None:
         """Release threads, the client and a cluster this executor started."""
-
-
-class ThreadExecutor:
-    """Tasks on ``workers`` threads of this process, ``4 * workers`` in flight at most."""
-
-    def __init__(self, workers: int) -> None:
-        self.workers = workers
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="precomp-task")
-
-    def run(self, tasks: Iterable[Task], done: Callable[[int], None]) -> None:
-        window: set[Future[int]] = set()
-        try:
-            for task in tasks:
-                if len(window) >= 4 * self.workers:
-                    window = _finish(window, done)
-                window.add(self._pool.submit(task))
-            while window:
-                window = _finish(window, done)
-        finally:
-            for fut in window:
-                fut.cancel()
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
-
-    def __enter__(self) -> ThreadExecutor:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _finish(window: set[Future[int]], done: Callable[[int], None]) -> set[Future[int]]:
-    finished, rest = wait(window, return_when=FIRST_COMPLETED)
-    for fut in finished:
-        done(fut.result())  # raises the task's error
-    return rest
 
 
 def _call(task: Task) -> int:

@@ -1,18 +1,17 @@
-"""Executors (build/executors.py): threads in process, and a Dask LocalCluster of worker
-processes, with the same contract: every task run, a bounded number in flight, ``done`` per
-finished task, retries on a cluster, and a failure raised (the caller's final step never runs)."""
+"""The Dask executor (build/cluster.py) on a LocalCluster of worker processes: every task run,
+``done`` per finished task, retries, a dead worker's task rescheduled, a failure raised (the
+caller's final step never runs); and the build on it, byte-identical to the in-process one."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
-import threading
 from typing import TYPE_CHECKING
 
 import pytest
 
-from precomp_host.build.executors import DaskExecutor, ExecutorError, ThreadExecutor
+from precomp_host.build.cluster import DaskExecutor, ExecutorError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -52,37 +51,6 @@ def outputs(folder: Path) -> dict[str, bytes]:
 
 def expected(n: int) -> dict[str, bytes]:
     return {f"{i}.out": f"{i}\n".encode() * (i + 1) for i in range(n)}
-
-
-def test_threads_run_every_task_with_a_bounded_window(tmp_path: Path) -> None:
-    taken = 0
-    lock = threading.Lock()
-
-    def tasks() -> Iterator[WriteTask]:
-        nonlocal taken
-        for i in range(40):
-            with lock:
-                taken += 1
-            yield WriteTask(str(tmp_path), i)
-
-    sizes: list[int] = []
-    peak_ahead = 0
-
-    def done(n: int) -> None:
-        nonlocal peak_ahead
-        sizes.append(n)
-        peak_ahead = max(peak_ahead, taken - len(sizes))
-
-    with ThreadExecutor(2) as ex:
-        ex.run(tasks(), done)
-    assert outputs(tmp_path) == expected(40)
-    assert sorted(sizes) == sorted(len(b) for b in expected(40).values())
-    assert peak_ahead <= 4 * 2  # the iterable is consumed lazily: never the whole plan
-
-
-def test_threads_raise_the_first_failure(tmp_path: Path) -> None:
-    with ThreadExecutor(2) as ex, pytest.raises(RuntimeError, match="attempt 1 fails"):
-        ex.run([WriteTask(str(tmp_path), 0, fail_times=1)], lambda n: None)
 
 
 def test_bad_cluster_address_is_one_line() -> None:
