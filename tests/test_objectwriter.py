@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-pytest.importorskip("s3fs")
+pytest.importorskip("boto3")
 ts = pytest.importorskip("tensorstore")
 
 REPO = __import__("pathlib").Path(__file__).resolve().parent.parent

@@ -2,7 +2,8 @@
 
 A dataset headed for S3 or GCS is not written to a local disk first and uploaded again (twice
 the I/O, and a full local copy). OUT is then ``s3://bucket/prefix`` or ``gs://bucket/prefix``,
-reached through fsspec (``s3fs``, ``gcsfs``: the extras ``s3`` and ``gcs``). The writer has the
+reached through boto3 for S3 (:class:`BotoS3`, the ``s3`` extra, the client ``deploy s3`` uses)
+and fsspec's ``gcsfs`` for GCS (the ``gcs`` extra). The writer has the
 interface the build uses of :class:`~precomp_host.build.writer.DatasetWriter` (``put``,
 ``put_json``, ``open_atomic``, ``is_complete``, ``begin``, ``abort``, ``commit``), and stores
 each file as ONE object named and described by :mod:`precomp_host.core.objects`, the rule
@@ -13,8 +14,8 @@ each file as ONE object named and described by :mod:`precomp_host.core.objects`,
   name: an object at its final name is complete, which is what ``--resume`` checks.
 * **info last.** :meth:`commit` writes ``info`` after every other object: a reader, or a
   deploy, never sees a dataset announced before its chunks are there.
-* **Picklable.** The writer carries its URL and fsspec options only; each process (a Dask
-  worker) opens its own filesystem on first use.
+* **Picklable.** The writer carries its URL and store options only; each process (a Dask
+  worker) opens its own client on first use.
 
 The endpoint of an S3-compatible store (MinIO, Ceph, moto) is ``endpoint_url`` (the CLI's
 ``--endpoint-url``); without it botocore's own ``AWS_ENDPOINT_URL(_S3)`` variables apply.
@@ -76,7 +77,7 @@ class StoreUrl:
         return cls(scheme, bucket, prefix.strip("/"))
 
     def path(self, rel: str = "") -> str:
-        """The fsspec path (``bucket/prefix/rel``) of the object ``rel``."""
+        """The store path (``bucket/prefix/rel``) of the object ``rel``."""
         parts = [self.bucket, self.prefix, rel.strip("/")]
         return "/".join(p for p in parts if p)
 
@@ -85,25 +86,88 @@ class StoreUrl:
 
 
 def storage_options(scheme: str, endpoint_url: str | None = None) -> dict[str, Any]:
-    """fsspec options for ``scheme``; for S3 never an ``aws-chunked`` upload.
+    """Options of the store behind ``scheme``: for S3, its endpoint (None: AWS, or botocore's
+    ``AWS_ENDPOINT_URL``); gcsfs takes its settings from the environment."""
+    if scheme == "s3" and endpoint_url:
+        return {"endpoint_url": endpoint_url}
+    return {}
 
-    botocore >= 1.36 adds CRC checksums to uploads by default ("when_supported"), which it
-    may send as ``Content-Encoding: aws-chunked`` and some S3-compatible stores keep next to
-    ``gzip``; checksums only when an operation requires them avoid it (as
-    :func:`~precomp_host.deploy.objectstores.s3_client` does for ``deploy s3``).
+
+class BotoS3:
+    """The few filesystem calls the writer makes, on the boto3 client of ``deploy s3``
+    (:func:`precomp_host.core.objects.s3_client`: never ``aws-chunked``).
+
+    Not s3fs: s3fs pins botocore through aiobotocore to a narrow range that boto3's own pin
+    rarely meets, and pip backtracked for over 8 minutes on a fresh ``.[test]`` install here
+    (measured) before we dropped it; boto3 is the ``s3`` extra already.
     """
-    if SCHEMES[scheme][0] != "s3":
-        return {}
-    options: dict[str, Any] = {
-        "config_kwargs": {
-            "request_checksum_calculation": "when_required",
-            "response_checksum_validation": "when_required",
-            "retries": {"max_attempts": 5, "mode": "standard"},
-        }
-    }
-    if endpoint_url:
-        options["client_kwargs"] = {"endpoint_url": endpoint_url}
-    return options
+
+    def __init__(self, endpoint_url: str | None = None) -> None:
+        self.client = objects.s3_client(endpoint_url)
+
+    @staticmethod
+    def _split(path: str) -> tuple[str, str]:
+        bucket, _, key = path.partition("/")
+        return bucket, key
+
+    def _errors(self, e: Exception, path: str) -> Exception:
+        code = str(getattr(e, "response", {}).get("Error", {}).get("Code", ""))
+        if code in ("404", "NoSuchKey", "NoSuchBucket"):
+            return FileNotFoundError(path)
+        if code in ("403", "AccessDenied"):
+            return PermissionError(f"{path}: access denied")
+        return e
+
+    def ls(self, bucket: str) -> None:
+        try:
+            self.client.list_objects_v2(Bucket=bucket, MaxKeys=1)
+        except Exception as e:  # botocore's ClientError and friends
+            raise self._errors(e, bucket) from None
+
+    def find(self, path: str, detail: bool = True) -> dict[str, dict[str, int]]:
+        del detail
+        bucket, prefix = self._split(path)
+        found: dict[str, dict[str, int]] = {}
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=prefix + "/" if prefix else ""
+        )
+        try:
+            for page in pages:
+                for item in page.get("Contents", []):
+                    found[f"{bucket}/{item['Key']}"] = {"size": int(item["Size"])}
+        except Exception as e:
+            raise self._errors(e, path) from None
+        return found
+
+    def cat_file(self, path: str) -> bytes:
+        bucket, key = self._split(path)
+        try:
+            body: bytes = self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except Exception as e:
+            raise self._errors(e, path) from None
+        return body
+
+    def pipe_file(self, path: str, data: bytes, **args: Any) -> None:
+        bucket, key = self._split(path)
+        self.client.put_object(Bucket=bucket, Key=key, Body=data, **args)
+
+    def upload_fileobj(self, path: str, fileobj: BinaryIO, args: Mapping[str, Any]) -> None:
+        # boto3's transfer manager: one PUT, or a multipart upload for large files; the object
+        # appears whole when it completes.
+        bucket, key = self._split(path)
+        self.client.upload_fileobj(fileobj, bucket, key, ExtraArgs=dict(args))
+
+    def rm_file(self, path: str) -> None:
+        bucket, key = self._split(path)
+        self.client.delete_object(Bucket=bucket, Key=key)
+
+    def rm(self, path: str, recursive: bool = True) -> None:
+        del recursive
+        bucket, _ = self._split(path)
+        keys = [p.partition("/")[2] for p in self.find(path)]
+        for start in range(0, len(keys), 1000):  # DeleteObjects takes 1,000 keys at most
+            batch = [{"Key": k} for k in keys[start : start + 1000]]
+            self.client.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
 
 
 class ObjectStoreWriter:
@@ -113,7 +177,7 @@ class ObjectStoreWriter:
     :param layout: the layout chunk paths are given in (objects always get flat names).
     :param compress: the content encodings a disk build would store; only whether gzip is
         among them matters here (:func:`precomp_host.core.objects.encode_object`).
-    :param options: fsspec storage options (:func:`storage_options`).
+    :param options: the store's options (:func:`storage_options`).
     :param cache_control: Cache-Control of every object (default: the deploy one).
     """
 
@@ -139,7 +203,7 @@ class ObjectStoreWriter:
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
-        # A filesystem holds sessions and an event loop: each process opens its own.
+        # A client holds connections (gcsfs an event loop too): each process opens its own.
         state = dict(self.__dict__)
         state.update(_fs=None, _listing=None, _lock=None)
         return state
@@ -223,11 +287,14 @@ class ObjectStoreWriter:
     def _open_atomic(self, rel_path: str) -> Iterator[BinaryIO]:
         key = self._key(rel_path)
         # Shards can be gigabytes: spooled to a local file past _SPOOL_BYTES, then one upload
-        # (fsspec switches to a multipart upload for large files; the object appears whole).
+        # (a multipart upload for large files; the object appears whole when it completes).
         with tempfile.SpooledTemporaryFile(_SPOOL_BYTES) as spool:
             yield spool  # type: ignore[misc]
             spool.seek(0)
             meta = objects.object_metadata(key, None, self.cache_control)
+            if isinstance(self.fs, BotoS3):
+                self.fs.upload_fileobj(self.url.path(key), spool, self._args(meta))  # type: ignore[arg-type]
+                return
             with self.fs.open(self.url.path(key), "wb", **self._args(meta)) as f:
                 while block := spool.read(8 << 20):
                     f.write(block)
@@ -266,16 +333,18 @@ class ObjectStoreWriter:
 
 
 def open_filesystem(scheme: str, options: Mapping[str, Any]) -> Any:
-    """The fsspec filesystem for ``scheme``; :class:`StoreError` naming the extra if missing."""
+    """The filesystem for ``scheme`` (:class:`BotoS3`, else fsspec's); :class:`StoreError`
+    naming the extra if it is not installed."""
     protocol, extra = SCHEMES[scheme]
     try:
+        if protocol == "s3":
+            return BotoS3(**options)
         import fsspec
 
         return fsspec.filesystem(protocol, **options)
     except ImportError:
         raise StoreError(
-            f"{scheme}:// output needs fsspec and its {protocol} driver: "
-            f"pip install 'precomp-host[{extra}]'"
+            f"{scheme}:// output needs its client: pip install 'precomp-host[{extra}]'"
         ) from None
 
 

@@ -22,7 +22,7 @@ answers with. Two writers follow this rule: ``deploy s3`` uploading a built fold
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import headers, layout, media_types
 from .encodings import GZIP, worth_storing
@@ -104,7 +104,7 @@ class ObjectMetadata:
     cache_control: str
 
     def s3_args(self) -> dict[str, str]:
-        """As ``PutObject`` parameters (boto3's ``put_object``, s3fs's ``pipe_file``)."""
+        """As ``PutObject`` parameters (boto3's ``put_object``)."""
         args = {"ContentType": self.content_type, "CacheControl": self.cache_control}
         if self.content_encoding is not None:
             args["ContentEncoding"] = self.content_encoding
@@ -133,3 +133,22 @@ def is_info(key: str) -> bool:
     """An ``info`` object: it announces a complete dataset (or mesh or property set), so it is
     stored after everything else."""
     return key.rpartition("/")[2] == INFO_NAME
+
+
+def s3_client(endpoint_url: str | None = None, **kwargs: Any) -> Any:
+    """A boto3 S3 client (the ``s3`` extra) that never sends ``aws-chunked`` bodies.
+
+    botocore >= 1.36 adds CRC checksums to every upload by default ("when_supported"), and for
+    streamed bodies that means ``Content-Encoding: aws-chunked``, which some S3-compatible
+    stores keep next to ``gzip``; checksums only when the operation requires them avoids it.
+    Both ``deploy s3`` and a build into ``s3://`` send through it.
+    """
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        retries={"max_attempts": 5, "mode": "standard"},
+    )
+    return boto3.client("s3", endpoint_url=endpoint_url, config=config, **kwargs)

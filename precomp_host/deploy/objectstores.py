@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from ..core import headers, layout, media_types, objects
 from ..core.encodings import BY_SUFFIX, ENCODINGS, GZIP
 from ..core.model import INFO_NAME, LEGACY_MESH_TYPE, MULTILOD_MESH_TYPE
+from ..core.objects import s3_client as s3_client  # re-exported: deploy s3's client
 from ..core.progress import Progress
 
 if TYPE_CHECKING:
@@ -126,24 +127,6 @@ class UploadReport:
     uploaded: int = 0
     skipped: int = 0
     bytes_sent: int = 0
-
-
-def s3_client(endpoint_url: str | None = None, **kwargs: Any) -> Any:
-    """A boto3 S3 client that never sends ``aws-chunked`` bodies.
-
-    botocore >= 1.36 adds CRC checksums to every upload by default ("when_supported"), and for
-    streamed bodies that means ``Content-Encoding: aws-chunked``, which some S3-compatible
-    stores keep next to ``gzip``; checksums only when the operation requires them avoids it.
-    """
-    import boto3
-    from botocore.config import Config
-
-    config = Config(
-        request_checksum_calculation="when_required",
-        response_checksum_validation="when_required",
-        retries={"max_attempts": 5, "mode": "standard"},
-    )
-    return boto3.client("s3", endpoint_url=endpoint_url, config=config, **kwargs)
 
 
 class StoreError(Exception):
