@@ -322,3 +322,26 @@ def test_bad_out_is_one_line_before_anything_is_written(
             build_dataset(volume, f"s3://{BUCKET}/occupied",
                           options(endpoint_url=moto, **extra))  # fmt: skip
     assert _keys(client, "occupied/") == {"info"}
+
+
+def test_open_atomic_stores_one_plain_object_or_none(moto: str) -> None:
+    from precomp_host.build.objectwriter import ObjectStoreWriter, storage_options
+    from precomp_host.core.layout import NESTED
+
+    writer = ObjectStoreWriter(f"s3://{BUCKET}/atomic", NESTED, options=storage_options("s3", moto))
+    data = np.random.default_rng(1).integers(0, 255, 3 << 20, dtype=np.uint8).tobytes()
+    with writer.open_atomic("8_8_8/0.shard") as f:
+        f.write(data[: 1 << 20])
+        f.write(data[1 << 20 :])
+
+    def fail_midway() -> None:
+        with writer.open_atomic("8_8_8/1.shard") as f:
+            f.write(data)
+            raise RuntimeError("the task failed midway")
+
+    with pytest.raises(RuntimeError):
+        fail_midway()
+    stored = bucket_objects(moto_client(moto), "atomic/")
+    assert list(stored) == ["8_8_8/0.shard"]  # the failed one left nothing
+    assert stored["8_8_8/0.shard"]["body"] == data
+    assert stored["8_8_8/0.shard"]["encoding"] is None  # read with Range: never a coding
