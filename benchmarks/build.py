@@ -6,11 +6,14 @@ Run on demand (never by pytest), from the repository root::
     python benchmarks/build.py --shape 256 256 128   # quick iteration
     python benchmarks/build.py --only precomp_host --only tensorstore --keep
     python benchmarks/build.py --case labels         # 1024x1024x512 uint32 segmentation
+    python benchmarks/build.py --case sharded        # the image case, sharded
 
-Two cases: ``image`` (issue #2: a uint8 EM-like volume, pyramid, against
-neuroglancer-scripts, cloud-volume+igneous and tensorstore) and ``labels`` (issue #3: a
+Three cases: ``image`` (issue #2: a uint8 EM-like volume, pyramid, against
+neuroglancer-scripts, cloud-volume+igneous and tensorstore), ``labels`` (issue #3: a
 uint32 segmentation with ~2,000 segments, compressed_segmentation, mode pyramid and legacy
-meshes, against cloud-volume+igneous downsample and mesh tasks).
+meshes, against cloud-volume+igneous downsample and mesh tasks) and ``sharded`` (issue #13:
+the image case with ``--sharded``, against tensorstore's sharded write of scale 0 with the
+same sharding spec).
 
 The central class is :class:`Tool`: one way to turn the TIFF stack into a precomputed dataset,
 as the commands a user of that tool runs. Each tool runs as subprocesses, timed and sampled by
@@ -46,10 +49,12 @@ if __package__ in (None, ""):
 from benchmarks.labels import LabelVolume
 from benchmarks.measure import Measurement, measure, output_size
 from benchmarks.peers_env import DEFAULT_DIR, PeersEnv
-from benchmarks.verify import Verification, verify
+from benchmarks.verify import Verification, verify, verify_sharded
 from benchmarks.verify_labels import LabelVerification, verify_labels
 from benchmarks.volume import Volume
-from precomp_host.build.plan import plan_dataset
+from precomp_host.build.plan import plan_dataset, plan_sharding
+from precomp_host.cli.build import DEFAULT_SHARD_SIZE
+from precomp_host.core.shard_grid import ShardPlan, parse_byte_size
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -77,6 +82,8 @@ class Context:
     #: peers that take factors build the same pyramid.
     factors: tuple[tuple[int, int, int], ...]
     peers: PeersEnv
+    #: precomp_host's plan of scale 0 when sharded: tensorstore writes the same shards.
+    shard_plan: ShardPlan | None = None
 
     def res_args(self) -> list[str]:
         return [f"{r:g}" for r in self.resolution]
@@ -282,6 +289,16 @@ def _tensorstore(c: Context) -> list[list[str]]:
     ]
 
 
+def _tensorstore_sharded(c: Context) -> list[list[str]]:
+    # tensorstore is in precomp_host's own "bench" extra: no peers' venv needed.
+    plan = c.shard_plan
+    assert plan is not None
+    depth = plan.shard_shape[2] * c.chunk
+    command = _tensorstore(c)[0]
+    command[0] = sys.executable
+    return [[*command, "--sharding", json.dumps(plan.spec.to_json()), "--slab-depth", str(depth)]]
+
+
 TOOLS: tuple[Tool, ...] = (
     Tool("precomp_host", "pyramid, gzip (libdeflate 6), nested", 64, False, _precomp_host),
     # Its own pyramid (dyadic_pyramid.py) halves x and y and never z for 8x8x40 nm, and stops
@@ -326,6 +343,24 @@ LABEL_TOOLS: tuple[Tool, ...] = (
 )
 
 
+SHARDED_TOOLS: tuple[Tool, ...] = (
+    Tool(
+        "precomp_host",
+        f"pyramid, sharded ({DEFAULT_SHARD_SIZE} target), gzip data and indices",
+        64,
+        False,
+        lambda c: _precomp_host(c, "--sharded"),
+    ),
+    Tool(
+        "tensorstore-sharded",
+        "scale 0 only, raw, the same shards, gzip",
+        None,
+        False,
+        _tensorstore_sharded,
+    ),
+)
+
+
 @dataclass(frozen=True)
 class Case:
     """A benchmark case: its volume, tools, checker and the issue's targets."""
@@ -338,6 +373,9 @@ class Case:
     verify: Callable[..., Verification]
     rss_target: int
     speedup_targets: dict[str, float]
+    #: Peers whose time ratio is printed without a target (a floor rather than a peer).
+    compared: tuple[str, ...] = ()
+    sharded: bool = False
 
 
 CASES = {
@@ -362,6 +400,20 @@ CASES = {
         lambda root, volume, top_size: verify_labels(root, volume, top_size=top_size),
         3 * GIB // 2,
         {"cloud-volume+igneous": 1.5},
+    ),
+    # Issue #13's sharded image: peak RSS <= 1.5 GiB, and the ratio to tensorstore's sharded
+    # scale-0 write (scale 0 only: a floor, not the same work).
+    "sharded": Case(
+        "sharded",
+        "uint8",
+        "image",
+        SHARDED_TOOLS,
+        Volume,
+        lambda root, volume, top_size: verify_sharded(root, volume, top_size=top_size),
+        3 * GIB // 2,
+        {},
+        compared=("tensorstore-sharded",),
+        sharded=True,
     ),
 }
 
@@ -524,6 +576,14 @@ def _summary(results: Sequence[Result], case: Case) -> list[str]:
             f"{name} / precomp_host wall time: {ratio:.2f}x (target >= {target:g}x: {verdict}); "
             f"CPU time: {cpu:.2f}x"
         )
+    for name in case.compared:
+        peer = by.get(name)
+        if peer is not None and peer.ok:
+            lines.append(
+                f"{name} / precomp_host wall time: "
+                f"{peer.measurement.wall_s / t:.2f}x (no target); peak RSS "
+                f"{peer.measurement.peak_tree_rss / MIB:.0f} MiB"
+            )
     rss = base.measurement.peak_tree_rss
     target = case.rss_target
     verdict = "met" if rss <= target else "NOT met"
@@ -661,6 +721,7 @@ def _context(
     cores: int,
     factors: tuple[tuple[int, int, int], ...],
     peers: PeersEnv,
+    shard_plan: ShardPlan | None,
 ) -> Context:
     return Context(
         volume=volume,
@@ -672,6 +733,7 @@ def _context(
         cores=cores,
         factors=factors,
         peers=peers,
+        shard_plan=shard_plan,
     )
 
 
@@ -695,7 +757,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         peers.ensure()
     resolution = (args.resolution[0], args.resolution[1], args.resolution[2])
     chunk = 64
-    _, factors = plan_dataset(
+    dataset, factors = plan_dataset(
         volume_type=case.volume_type,  # type: ignore[arg-type]
         data_type=case.data_type,
         num_channels=1,
@@ -703,6 +765,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         resolution=resolution,
         chunk_size=(chunk, chunk, chunk),
     )
+    shard_plan = None
+    if case.sharded:
+        # The plan `--sharded` prints (one byte a voxel); tensorstore gets scale 0's spec.
+        sharded = plan_sharding(
+            dataset, parse_byte_size(DEFAULT_SHARD_SIZE), voxel_bytes=1, gzip_data=True
+        )
+        plans = [ShardPlan.for_scale(s) for s in sharded.scales]
+        for scale, plan in zip(sharded.scales, plans, strict=True):
+            assert plan is not None
+            log.info("%s: %d shards of up to %d chunks", scale.key, plan.num_shards,
+                     plan.chunks_per_shard)  # fmt: skip
+        shard_plan = plans[0]
     logs = cache / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     _warm(stack)
@@ -712,11 +786,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         s3 = stack_.enter_context(moto_s3(cache / "s3")) if args.s3 else None
         s3_tools = s3.tools() if s3 is not None else ()
         for tool in [*tools, *s3_tools]:
-            ctx = _context(tool, volume, stack, cache, resolution, chunk, len(cpus), factors, peers)
+            ctx = _context(tool, volume, stack, cache, resolution, chunk, len(cpus), factors,
+                           peers, shard_plan)  # fmt: skip
             row_s3 = s3 if tool in s3_tools else None
             results.append(
                 run_tool(tool, ctx, logs, case=case, repeat=args.repeat, keep=args.keep, s3=row_s3)
             )
+
     x, y, z = volume.shape
     print()
     load = " ".join(f"{v:.1f}" for v in os.getloadavg())

@@ -8,11 +8,13 @@ by :mod:`precomp_host.deploy.site`. Also used by ``deploy/*/run.sh`` through ``p
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,9 +96,22 @@ def free_port() -> int:
         return port
 
 
-def nginx_main(workdir: Path, include: Path, listen: str | None, brotli: bool = False) -> str:
+#: A server whose administrator compresses every response on the fly: the emitted configs
+#: must still send shards as stored (they are read with Range).
+NGINX_COMPRESS_ALL = "gzip on; gzip_types *; gzip_min_length 1;"
+APACHE_COMPRESS_ALL = "AddOutputFilterByType DEFLATE application/octet-stream application/json"
+
+
+def nginx_main(
+    workdir: Path,
+    include: Path,
+    listen: str | None,
+    brotli: bool = False,
+    compress_all: bool = False,
+) -> str:
     """A main nginx.conf: the emitted snippet inside a server, or the emitted server block
-    (``brotli``: with the brotli_static module loaded)."""
+    (``brotli``: with the brotli_static module loaded; ``compress_all``: gzip on for every
+    type at the http level)."""
     body = f"include {include};"
     if listen is not None:
         body = f"server {{\n    listen {listen};\n    {body}\n}}"
@@ -107,12 +122,16 @@ def nginx_main(workdir: Path, include: Path, listen: str | None, brotli: bool = 
     return (
         f"{load}daemon off;\n{user}worker_processes 1;\npid {workdir / 'nginx.pid'};\n"
         f"error_log {workdir / 'error.log'} warn;\nevents {{ worker_connections 256; }}\n"
-        f"http {{\n    access_log off;\n    sendfile on;\n    {temps}\n    {body}\n}}\n"
+        f"http {{\n    access_log off;\n    sendfile on;\n    {temps}\n"
+        f"    {NGINX_COMPRESS_ALL if compress_all else ''}\n    {body}\n}}\n"
     )
 
 
-def apache_main(workdir: Path, include: Path, listen: str, wrap_vhost: bool) -> str:
-    """A main apache2.conf that listens on ``listen`` and includes the emitted file."""
+def apache_main(
+    workdir: Path, include: Path, listen: str, wrap_vhost: bool, compress_all: bool = False
+) -> str:
+    """A main apache2.conf that listens on ``listen`` and includes the emitted file
+    (``compress_all``: mod_deflate on for the dataset files' types, server-wide)."""
     loads = "\n".join(
         f"LoadModule {m}_module {APACHE_MODULES / f'mod_{m}.so'}" for m in APACHE_MODULE_NAMES
     )
@@ -124,6 +143,7 @@ def apache_main(workdir: Path, include: Path, listen: str, wrap_vhost: bool) -> 
         f"ErrorLog {workdir / 'error.log'}\nLogLevel warn\nServerName 127.0.0.1\n"
         "TypesConfig /etc/mime.types\n"
         f"Listen {listen}\n{loads}\nUser www-data\nGroup www-data\n"
+        f"{APACHE_COMPRESS_ALL if compress_all else ''}\n"
         "<Directory />\n    AllowOverride None\n    Require all denied\n</Directory>\n"
         f"{body}\n"
     )
@@ -138,6 +158,7 @@ class RealServer:
     emitted: Path  # the file precomp_host.deploy.site wrote
     listen_in_emitted: bool = False  # the emitted file holds its own server/VirtualHost
     brotli: bool = False  # nginx: load the brotli_static module
+    compress_all: bool = False  # the main config compresses every response on the fly
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
 
@@ -153,10 +174,11 @@ class RealServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         if self.kind == "nginx":
             listen = None if self.listen_in_emitted else self.listen
-            text = nginx_main(self.workdir, self.emitted, listen, self.brotli)
+            text = nginx_main(self.workdir, self.emitted, listen, self.brotli, self.compress_all)
         else:
             text = apache_main(self.workdir, self.emitted, self.listen,
-                               wrap_vhost=not self.listen_in_emitted)  # fmt: skip
+                               wrap_vhost=not self.listen_in_emitted,
+                               compress_all=self.compress_all)  # fmt: skip
         path = self.workdir / f"{self.kind}-main.conf"
         path.write_text(text)
         return path
@@ -226,3 +248,53 @@ def moto_client(endpoint: str) -> Any:
         aws_access_key_id=MOTO_ENV["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=MOTO_ENV["AWS_SECRET_ACCESS_KEY"],
     )
+
+
+def sharded_tree() -> Path:
+    """A world-readable folder (Apache's workers run as www-data) holding ``ds``: a small
+    sharded image built by precomp_host, its shards compressible (a smooth ramp)."""
+    import numpy as np
+
+    from precomp_host.build.builder import BuildOptions, build_dataset
+    from precomp_host.build.sources import volume_from_array
+
+    base = Path(tempfile.mkdtemp(prefix="precomp-shards-"))
+    os.chmod(base, 0o755)
+    ramp = (np.arange(32 * 32 * 32) // 7 % 200 + 1).astype(np.uint8).reshape(32, 32, 32)
+    options = BuildOptions(resolution=(8.0, 8.0, 8.0), chunk_size=(16, 16, 16), shard_size=1 << 20)
+    build_dataset(volume_from_array(ramp), base / "root" / "ds", options)
+    return base
+
+
+def get(url: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    """``GET url``: status, headers (lowercase names) and the body as sent (not decoded)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.netloc, timeout=10)
+    try:
+        conn.request("GET", parts.path, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def assert_shard_sent_as_stored(base_url: str, root: Path) -> None:
+    """A shard of ``sharded_tree()``, fetched by a browser that takes gzip and br, whole and
+    by Range: the stored bytes, no Content-Encoding (sharded.md)."""
+    shard = next((root / "ds").rglob("*.shard"))
+    data = shard.read_bytes()
+    url = f"{base_url}/{shard.relative_to(root).as_posix()}"
+    browser = {"Accept-Encoding": "gzip, deflate, br"}
+    status, headers, body = get(url, browser)
+    assert (status, headers.get("content-encoding"), body) == (200, None, data)
+    status, headers, body = get(url, {**browser, "Range": "bytes=16-47"})
+    assert (status, headers.get("content-encoding"), body) == (206, None, data[16:48])
+
+
+def shard_compressed_on_the_fly(base_url: str, root: Path) -> bool:
+    """Whether the server gzips a shard it sends whole (the negative control)."""
+    shard = next((root / "ds").rglob("*.shard"))
+    url = f"{base_url}/{shard.relative_to(root).as_posix()}"
+    return get(url, {"Accept-Encoding": "gzip"})[1].get("content-encoding") == "gzip"

@@ -1,6 +1,7 @@
 """The package's architecture, read from the source with :mod:`ast`.
 
-Wings are subpackages: ``core`` (the vocabulary) -> ``build`` / ``host`` / ``deploy`` -> ``cli``.
+Wings are subpackages: ``core`` (the vocabulary) -> ``build`` / ``host`` / ``deploy`` -> ``cli``,
+and ``check`` (the hosting doctor) between ``build`` and ``cli``.
 The core imports no wing and only the third-party packages listed in :data:`CORE_THIRD_PARTY`;
 the three middle wings never import each other; ``cli`` reaches into all of them, lazily, inside
 its functions, so that ``--help`` imports neither numpy nor watchdog. No two modules import each
@@ -27,6 +28,9 @@ LAYERS: dict[str, str] = {
     "build": "build",
     "host": "host",
     "deploy": "deploy",
+    # the hosting doctor: reads the core's rules and the build's chunk codecs (to decode what
+    # it fetched); nothing imports it but the CLI
+    "check": "check",
     "cli": "cli",
     # the documented import path of the middleware (README): a facade over host
     "middleware": "facade",
@@ -40,7 +44,8 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "build": frozenset({"core", "build"}),
     "host": frozenset({"core", "host"}),
     "deploy": frozenset({"core", "deploy"}),
-    "cli": frozenset({"core", "build", "host", "deploy", "cli"}),
+    "check": frozenset({"core", "build", "check"}),
+    "cli": frozenset({"core", "build", "host", "deploy", "check", "cli"}),
     "facade": frozenset({"host"}),
     "package": frozenset({"core"}),
     "entry": frozenset({"cli"}),
@@ -236,7 +241,7 @@ def test_every_wing_is_classified() -> None:
 
 
 def test_the_wings_are_present() -> None:
-    assert {"core", "build", "host", "deploy", "cli"} <= set(MODULES)
+    assert {"core", "build", "host", "deploy", "check", "cli"} <= set(MODULES)
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))
@@ -275,6 +280,9 @@ def test_no_import_cycles() -> None:
         ("host.middleware", "from ..deploy import site"),
         ("deploy.site", "from ..host.middleware import PrecomputedMiddleware"),
         ("deploy.site", "from ..build.writer import DatasetWriter"),
+        ("check.doctor", "from ..host.middleware import PrecomputedMiddleware"),
+        ("check.doctor", "from ..deploy import site"),
+        ("build.builder", "from ..check.doctor import check"),
         ("cli.commands", "from ..build.builder import build_dataset"),
         ("cli.commands", "import numpy"),
         ("cli.commands", "from .. import host"),

@@ -265,6 +265,15 @@ BAD_OPTIONS = {
     "two chunk sizes": _option_case(
         "--resolution", "4", "4", "40", "--chunk-size", "64", "64", mention="--chunk-size"
     ),
+    "shard size without --sharded": _option_case(
+        "--resolution", "4", "4", "40", "--shard-size", "2GB", mention="--sharded"
+    ),
+    "sharded with a chunk layout": _option_case(
+        "--resolution", "4", "4", "40", "--sharded", "--layout", "flat", mention="--layout"
+    ),
+    "shard size that is not a size": _option_case(
+        "--resolution", "4", "4", "40", "--sharded", "--shard-size", "2XB", mention="2XB"
+    ),
 }
 
 
@@ -287,6 +296,21 @@ def test_bad_option_one_line_exit_2_nothing_written(tmp_path: Path, name: str) -
     result = run_cli("build", src, out, *options)
     assert_bad_input(result, *mentions)
     assert_nothing_written(out)
+
+
+@pytest.mark.slow  # a real process
+def test_sharded_build_prints_its_plan(tmp_path: Path) -> None:
+    src, out = _npy(tmp_path / "vol.npy", (40, 70, 70)), tmp_path / "out"
+    options = ("--chunk-size", "16", "--sharded", "--shard-size", "16KiB")
+    result = run_cli("build", src, out, "--resolution", "4", "4", "40", *options)
+    assert result.returncode == 0, result.stderr
+    # 16 KiB holds four 4 KiB chunks: 2 x 2 x 1 a shard at scale 0 (Morton order: x, y, z).
+    assert "scale 4_4_40: 27 shards, up to 4 chunks per shard (2 x 2 x 1), 75 chunks" in (
+        result.stdout
+    )
+    for scale in json.loads((out / "info").read_text())["scales"]:
+        files = len(list((out / scale["key"]).iterdir()))
+        assert f"scale {scale['key']}: {files} shards," in result.stdout
 
 
 # -- the output folder -----------------------------------------------------------------------

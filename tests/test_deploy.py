@@ -128,6 +128,9 @@ def test_write_files_and_index(tmp_path: Path) -> None:
     for name in ("img", "flat", "ngs", "seg"):
         assert f'data-path="{name}"' in page
     assert 'data-path="seg/mesh"' not in page  # a dataset's own folders are not datasets
+    rows = {row.split('"', 1)[0]: row for row in page.split('<tr data-path="')[1:]}
+    assert "(sharded)" in rows["seg"]  # its one scale is sharded
+    assert "(sharded)" not in rows["img"]
     assert {p.name for p in deploy.write_files("s3", root, out, index=False)} == {
         "cors.json", "bucket-policy.json"}  # fmt: skip
     gcs = deploy.write_files("gcs", root, out, "/data", bucket="lab", index=False)

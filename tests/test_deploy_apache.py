@@ -16,7 +16,14 @@ from precomp_host.deploy import servers
 from precomp_host.deploy import site as deploy
 from tests.contract.fixtures import write_contract_tree
 from tests.contract.suite import ClientTier, ContractServer, StrictProbes
-from tests.realservers import APACHE, RealServer, require
+from tests.realservers import (
+    APACHE,
+    RealServer,
+    assert_shard_sent_as_stored,
+    require,
+    shard_compressed_on_the_fly,
+    sharded_tree,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -107,3 +114,33 @@ class TestApacheVhostContract(ClientTier, StrictProbes):
 class TestApacheHtaccessContract(ClientTier, StrictProbes):
     LIMITS = APACHE_LIMITS["htaccess"]
     FORM = "htaccess"
+
+
+@pytest.mark.parametrize("emitted", [True, False], ids=["emitted", "without-no-gzip"])
+@pytest.mark.parametrize("form", ["vhost", "htaccess"])
+def test_shards_are_never_compressed_on_the_fly(form: str, emitted: bool) -> None:
+    """On an Apache that deflates every dataset type server-wide, the emitted config still
+    sends shards as stored; without its no-gzip rule the same server compresses them."""
+    require(APACHE, "apache2")
+    base = sharded_tree()
+    try:
+        root = base / "root"
+        server = RealServer("apache", base / "apache", base / "site.conf",
+                            listen_in_emitted=form == "vhost", compress_all=True)  # fmt: skip
+        site = deploy.Site.make(root, PREFIX, listen=server.listen if form == "vhost" else None)
+        text = servers.render_apache(site, "vhost" if form == "vhost" else "htaccess")
+        rule = 'RewriteRule "\\.shard$" - [E=no-gzip:1]\n'
+        assert rule in text
+        text = text if emitted else text.replace(rule, "")
+        if form == "vhost":
+            server.emitted.write_text(text)
+        else:
+            (root / ".htaccess").write_text(text)
+            server.emitted.write_text(htaccess_host(root))
+        with server:
+            if emitted:
+                assert_shard_sent_as_stored(server.base_url + PREFIX, root)
+            else:
+                assert shard_compressed_on_the_fly(server.base_url + PREFIX, root)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

@@ -3,6 +3,7 @@ full, and one declaration per strict-tier behaviour nginx does not have."""
 
 from __future__ import annotations
 
+import shutil
 from typing import TYPE_CHECKING
 
 import pytest
@@ -12,13 +13,23 @@ from precomp_host.deploy import servers
 from precomp_host.deploy import site as deploy
 from tests.contract.fixtures import write_contract_tree
 from tests.contract.suite import ClientTier, ContractServer, StrictProbes
-from tests.realservers import NGINX, RealServer, require
+from tests.realservers import (
+    NGINX,
+    RealServer,
+    assert_shard_sent_as_stored,
+    require,
+    shard_compressed_on_the_fly,
+    sharded_tree,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
 pytestmark = pytest.mark.slow
+
+#: The emitted location's line that keeps an http-level ``gzip on`` away from dataset files.
+GZIP_OFF = "    gzip off;\n"
 
 PREFIX = "/data"
 
@@ -94,3 +105,25 @@ class TestNginxBrotliContract(ClientTier, StrictProbes):
 
     LIMITS = NGINX_BROTLI_LIMITS
     BROTLI = True
+
+
+@pytest.mark.parametrize("emitted", [True, False], ids=["emitted", "without-gzip-off"])
+def test_shards_are_never_compressed_on_the_fly(emitted: bool) -> None:
+    """On an nginx whose http block gzips every type, the emitted config still sends shards
+    as stored; without its ``gzip off`` the same server compresses them (the control)."""
+    require(NGINX, "nginx")
+    base = sharded_tree()
+    try:
+        root = base / "root"
+        server = RealServer("nginx", base / "nginx", base / "site.conf", compress_all=True)
+        site = deploy.Site.make(root, PREFIX)
+        text = servers.render_nginx(site, deploy.survey_site(site))
+        assert GZIP_OFF in text
+        server.emitted.write_text(text if emitted else text.replace(GZIP_OFF, ""))
+        with server:
+            if emitted:
+                assert_shard_sent_as_stored(server.base_url + PREFIX, root)
+            else:
+                assert shard_compressed_on_the_fly(server.base_url + PREFIX, root)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import random
 import tempfile
+import tracemalloc
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,10 +26,10 @@ from hypothesis import strategies as st
 from werkzeug.test import Client
 
 from precomp_host.build.chunk_codecs import make_codec
-from precomp_host.build.shards import shard_path, write_shard
+from precomp_host.build.shards import ShardSink, shard_path, write_shard
 from precomp_host.build.writer import DatasetWriter
 from precomp_host.core.layout import LAYOUTS
-from precomp_host.core.model import Dataset, Scale, VolumeType
+from precomp_host.core.model import ChunkKey, Dataset, Scale, VolumeType
 from precomp_host.core.shard_grid import choose_sharding
 from precomp_host.core.sharding import (
     ShardingSpec,
@@ -264,3 +267,127 @@ def test_middleware_serves_a_shard_by_range_without_content_encoding(tmp_path: P
     entries = parse_minishard_index(spec, fetch(*ranges[spec.locate(wanted)[1]]))
     entry = next(e for e in entries if e.chunk_id == wanted)
     assert spec.decode_data(fetch(entry.start, entry.stop)) == chunks[wanted] != b""
+
+
+# --- the streaming sink -----------------------------------------------------------------------
+
+
+def _sharded_scale(grid_bytes: int = 64) -> Scale:
+    """A 7 x 5 x 3 chunk grid (edge shards clipped) with about 8 chunks a shard."""
+    scale = Scale("s", (7 * 4 - 1, 5 * 4 - 2, 3 * 4), (8.0, 8.0, 8.0), (4, 4, 4), (2, -3, 5))
+    plan = choose_sharding(scale.grid_shape(), grid_bytes, 8 * grid_bytes)
+    assert plan.num_shards > 4
+    return dataclasses.replace(scale, sharding=plan.spec)
+
+
+def _chunk(key: ChunkKey) -> bytes:
+    return f"{key.name} ".encode() * (1 + key.start[0] % 3)
+
+
+def _shard_files(root: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((root / "s").iterdir())}
+
+
+def test_sink_output_does_not_depend_on_arrival_order_or_threads(tmp_path: Path) -> None:
+    scale = _sharded_scale()
+    keys = list(scale.iter_chunk_keys())
+    in_order = ShardSink(_writer(tmp_path / "a"), [scale])
+    for key in keys:
+        in_order.put(key, _chunk(key))
+    in_order.close()
+    shuffled = keys[:]
+    random.Random(7).shuffle(shuffled)
+    threaded = ShardSink(_writer(tmp_path / "b"), [scale])
+    with ThreadPoolExecutor(3) as pool:
+        list(pool.map(lambda k: threaded.put(k, _chunk(k)), shuffled))
+    threaded.close()
+    a, b = _shard_files(tmp_path / "a"), _shard_files(tmp_path / "b")
+    assert a == b
+    assert set(a) == _expected_shard_files(scale)
+    assert not any((tmp_path / "b" / ".precomp-tmp").iterdir())  # spools removed
+    # Every chunk is in its shard, gzip-encoded as the spec says.
+    spec = scale.sharding
+    assert spec is not None
+    assert spec.data_encoding == "gzip"
+    stored = {}
+    for data in a.values():
+        stored.update(read_shard(spec, data))
+    grid = scale.grid_shape()
+    assert stored == {compressed_morton_code(scale.grid_index(k), grid): _chunk(k) for k in keys}
+
+
+def test_sink_writes_a_shard_when_its_last_chunk_arrives(tmp_path: Path) -> None:
+    scale = _sharded_scale()
+    sink = ShardSink(_writer(tmp_path), [scale])
+    first = next(iter(scale.iter_chunk_keys()))
+    members = [
+        k for k in scale.iter_chunk_keys() if sink.shard_path_of(k) == sink.shard_path_of(first)
+    ]
+    assert len(members) > 2
+    for key in members[:-1]:
+        sink.put(key, _chunk(key))
+    assert not (tmp_path / sink.shard_path_of(first)).exists()
+    assert not sink.is_complete(first)
+    with pytest.raises(RuntimeError, match=f"of {len(members)} chunks"):
+        sink.close()
+    with pytest.raises(ValueError, match="put twice"):
+        sink.put(members[0], b"again")
+    sink.put(members[-1], _chunk(members[-1]))
+    assert sink.is_complete(first)
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [
+        Path(sink.shard_path_of(first)).name
+    ]
+    sink.close()
+
+
+def test_sink_holds_index_entries_not_chunk_data(tmp_path: Path) -> None:
+    # One shard of 64 chunks of 256 KiB, all but its last chunk put: 16 MiB spooled. The sink
+    # may hold their index entries (a few dozen bytes each), not their data.
+    scale = Scale("s", (16, 16, 16), (1.0, 1.0, 1.0), (4, 4, 4))
+    spec = ShardingSpec(6, 0, 0, data_encoding="raw")
+    sink = ShardSink(_writer(tmp_path), [dataclasses.replace(scale, sharding=spec)])
+    keys = list(scale.iter_chunk_keys())
+    tracemalloc.start()
+    try:
+        for key in keys[:-1]:
+            data = np.random.default_rng(0).bytes(256 << 10)
+            sink.put(key, data)
+            del data
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held < 1 << 20
+    sink.put(keys[-1], b"last")
+    shard = (tmp_path / "s" / "0.shard").read_bytes()
+    assert len(shard) > 63 * (256 << 10)
+    assert read_shard(spec, shard)[compressed_morton_code((3, 3, 3), (4, 4, 4))] == b"last"
+
+
+def test_sink_resumes_unfinished_shards_and_keeps_finished_ones(tmp_path: Path) -> None:
+    scale = _sharded_scale()
+    keys = list(scale.iter_chunk_keys())
+    first = ShardSink(_writer(tmp_path), [scale])
+    for key in keys[: len(keys) // 2]:  # interrupted half way
+        first.put(key, _chunk(key))
+    done = {first.shard_path_of(k) for k in keys if first.is_complete(k)}
+    assert done
+    assert len(done) < len({first.shard_path_of(k) for k in keys})
+    # A resumed run: begin() drops the spools, finished shards are skipped chunk by chunk.
+    again = ShardSink(_writer(tmp_path), [scale])
+    for key in keys:
+        if not again.is_complete(key):
+            again.put(key, _chunk(key))
+    again.close()
+    fresh = ShardSink(_writer(tmp_path / "fresh"), [scale])
+    for key in keys:
+        fresh.put(key, _chunk(key))
+    assert _shard_files(tmp_path) == _shard_files(tmp_path / "fresh")
+
+
+def test_sink_refuses_scales_whose_shards_are_not_boxes(tmp_path: Path) -> None:
+    scale = _sharded_scale()
+    hashed = ShardingSpec(0, 1, 3, "murmurhash3_x86_128")
+    with pytest.raises(ValueError, match="not boxes"):
+        ShardSink(_writer(tmp_path), [dataclasses.replace(scale, sharding=hashed)])
+    with pytest.raises(ValueError, match="not sharded"):
+        ShardSink(_writer(tmp_path), [dataclasses.replace(scale, sharding=None)])

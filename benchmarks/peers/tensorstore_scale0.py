@@ -3,11 +3,16 @@
 Run by the peers' venv: ``python tensorstore_scale0.py STACK OUT --resolution 8 8 40 ...``.
 Reads the stack one chunk-deep z-slab at a time and writes each slab with one transaction-free
 ``write``; tensorstore has no downsampling pyramid builder, so this is a floor, not a peer.
+
+``--sharding JSON --slab-depth N`` writes a sharded scale 0 instead (sharded.md), with gzip as
+the spec says, in slabs of N slices: N is the shards' depth, so every shard is written once
+(a slab cutting through shards would make tensorstore read, merge and rewrite them).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +27,8 @@ def main() -> None:
     p.add_argument("--resolution", type=float, nargs=3, required=True)
     p.add_argument("--chunk-size", type=int, default=64)
     p.add_argument("--cores", type=int, default=2)
+    p.add_argument("--sharding", type=json.loads, default=None)
+    p.add_argument("--slab-depth", type=int, default=None)
     args = p.parse_args()
 
     slices = sorted(args.stack.iterdir())
@@ -43,6 +50,7 @@ def main() -> None:
                 "chunk_size": [c, c, c],
                 "encoding": "raw",
                 "voxel_offset": [0, 0, 0],
+                **({"sharding": args.sharding} if args.sharding else {}),
             },
             "context": {
                 "data_copy_concurrency": {"limit": args.cores},
@@ -51,8 +59,9 @@ def main() -> None:
         },
         create=True,
     ).result()
-    for z0 in range(0, len(slices), c):
-        z1 = min(z0 + c, len(slices))
+    depth = args.slab_depth or c
+    for z0 in range(0, len(slices), depth):
+        z1 = min(z0 + depth, len(slices))
         slab = np.stack([tifffile.imread(s) for s in slices[z0:z1]], axis=0)  # (z, y, x)
         store[:, :, z0:z1, 0].write(slab.transpose(2, 1, 0)).result()
 

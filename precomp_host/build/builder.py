@@ -30,8 +30,9 @@ from .cluster import DaskExecutor, ExecutorError, Feed
 from .kinds import SlabContext, VolumeKind, kind_for
 from .objectwriter import ObjectStoreWriter, StoreError, check_store, is_store_url, storage_options
 from .output import STATE_FILE, Output, OutputError
-from .plan import plan_dataset
+from .plan import plan_dataset, plan_sharding
 from .segmentation import MESH_JOURNAL_DIR, LabelError, SegmentationOptions
+from .sinks import FileSink, sink_for
 from .sources import SourceError, Volume, open_volume
 from .streaming import Level, Pool, Tracker, in_bands, stream_volume
 from .writer import DatasetWriter, DiskFullError, Writer
@@ -39,9 +40,10 @@ from .writer import DatasetWriter, DiskFullError, Writer
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from ..core.model import Dataset, Res3, Scale, Vec3, VolumeType
+    from ..core.model import ChunkKey, Dataset, Res3, Scale, Vec3, VolumeType
     from ..core.progress import Progress
     from .chunk_codecs import ChunkCodec
+    from .sinks import ChunkSink
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,9 @@ class BuildOptions:
     resume: bool = False
     overwrite: bool = False
     npy_axes: str | None = None
+    #: Shard every scale for shard files of at most this many bytes (``--sharded``); None
+    #: stores a file per chunk.
+    shard_size: int | None = None
     #: OUT in an S3-compatible store other than AWS (MinIO, Ceph, moto): its endpoint URL.
     endpoint_url: str | None = None
     #: Run the chunk tasks on a Dask cluster: a scheduler address or ``local:N``.
@@ -150,9 +155,24 @@ def plan_for(
             max_scales=options.max_scales,
             scale_extra=dict(codec.scale_info),
         )
+        dataset = kind.plan(dataset)
+        if options.shard_size is not None:
+            dataset = plan_sharding(
+                dataset,
+                options.shard_size,
+                voxel_bytes=dtype.itemsize * volume.num_channels,
+                gzip_data=codec.gzips,
+            )
     except ValueError as e:
         raise BuildError(str(e)) from None
-    return kind.plan(dataset), factors, codec
+    return dataset, factors, codec
+
+
+def plan_build(source: str | os.PathLike[str] | Volume, options: BuildOptions) -> Dataset:
+    """The dataset :func:`build_dataset` would write (its ``info``), without writing anything:
+    the CLI prints the shard plan from it. :raises BuildError: as the build would."""
+    kind = options.kind()
+    return plan_for(_open(source, options, kind), options, kind)[0]
 
 
 def _open(
@@ -253,6 +273,10 @@ def _build_into_store(
     a new prefix, or the old one emptied first, does the same job without a mixed dataset.
     """
     kind = options.kind()
+    if options.shard_size is not None:
+        # Shards are assembled in a local spool (build/shards.py); region tasks that own
+        # whole shards will write them straight to the bucket.
+        raise BuildError(f"{url}: --sharded builds write to a folder for now (then deploy s3)")
     try:
         writer = ObjectStoreWriter(
             url, LAYOUTS[options.layout], compress=options.compress,
@@ -371,6 +395,8 @@ class _Build:
     #: Runs the chunk tasks when the build has ``--cluster`` (else the pool does).
     cluster: DaskExecutor | None = None
     writer: Writer = field(init=False)
+    #: Where every encoded chunk goes: the build's one choke point for chunk data.
+    sink: ChunkSink = field(init=False)
 
     def run(self, factors: tuple[Vec3, ...], progress: Callable[[Progress], None] | None) -> None:
         scales = self.dataset.scales
@@ -379,10 +405,14 @@ class _Build:
         workers = self.options.workers or os.cpu_count() or 1
         pool = Pool(workers, self.tracker)
         self.pool = pool
+        self.sink = sink_for(self.writer, self.dataset)
         # On a cluster, chunk tasks carry their block to a worker; at most two per worker
         # thread wait here (bounded memory, as the pool's window).
         self.feed = None
         if self.cluster is not None:
+            if not isinstance(self.sink, FileSink):
+                # A shard gathers chunks from many tasks in this process's memory.
+                raise BuildError("--cluster with --sharded needs the region tasks (issue 13)")
             self.feed = Feed(self.cluster, self.tracker.add, 2 * self.cluster.workers)
         # Reading and downsampling run beside the chunk workers, not in turn with them: the
         # next slab is read ahead, and each slab is downsampled in y-bands in parallel.
@@ -405,6 +435,7 @@ class _Build:
             if self.feed is not None:
                 self.feed.finish()
             pool.drain()
+            self.sink.close()
             for observer in observers:
                 observer.write_metadata()
         finally:
@@ -419,38 +450,37 @@ class _Build:
         """Queue the chunks of ``scale``'s complete chunk row ``row``."""
         ox, oy, _ = scale.voxel_offset
         for key in scale.iter_chunk_keys(range(row, row + 1)):
-            path = self.writer.layout.path_for(key)
-            if self.options.resume and self.writer.is_complete(path):
+            if self.options.resume and self.sink.is_complete(key):
                 self.tracker.add(0)
                 continue
             (x0, y0, z0), (x1, y1, z1) = key.start, key.stop
             block = buf[z0 - buf_z0 : z1 - buf_z0, y0 - oy : y1 - oy, x0 - ox : x1 - ox]
             if self.feed is not None:
                 options = tuple(self.options.codec_options.items())
-                task = ChunkTask(self.writer, self.codec.name, options, path, block.copy())
+                task = ChunkTask(self.sink, self.codec.name, options, key, block.copy())
                 self.feed.submit(task)
             else:
-                self.pool.submit(functools.partial(self._write_chunk, block, path))
+                self.pool.submit(functools.partial(self._write_chunk, block, key))
         self.tracker.report()
 
-    def _write_chunk(self, block: np.ndarray, path: str) -> int:
-        return self.writer.put(path, self.codec.encode(block))
+    def _write_chunk(self, block: np.ndarray, key: ChunkKey) -> int:
+        return self.sink.put(key, self.codec.encode(block))
 
 
 @dataclass(frozen=True)
 class ChunkTask:
-    """One chunk, encoded and written on a cluster worker: picklable (the codec is rebuilt
+    """One chunk, encoded and stored on a cluster worker: picklable (the codec is rebuilt
     from its name and options there; codecs hold closures)."""
 
-    writer: Writer
+    sink: ChunkSink
     encoding: str
     codec_options: tuple[tuple[str, object], ...]
-    path: str
+    key: ChunkKey
     block: np.ndarray
 
     def __call__(self) -> int:
         codec = _codec(self.encoding, self.codec_options)
-        return self.writer.put(self.path, codec.encode(self.block))
+        return self.sink.put(self.key, codec.encode(self.block))
 
 
 @functools.lru_cache(maxsize=8)

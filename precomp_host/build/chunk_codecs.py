@@ -33,6 +33,9 @@ class ChunkCodec:
     unsupported: Callable[[np.dtype[Any], int, str], str | None]
     #: Extra members of the scale's ``info`` entry (e.g. ``jpeg_quality``).
     scale_info: Options = field(default_factory=dict)
+    #: Whether gzip shrinks its chunks: a sharded scale then gzips each chunk's data
+    #: (sharded.md ``data_encoding``). JPEG and PNG are compressed already.
+    gzips: bool = True
 
 
 def _le(dtype: np.dtype[Any]) -> np.dtype[Any]:
@@ -103,6 +106,7 @@ def _jpeg_codec(quality: int) -> ChunkCodec:
         lambda data, shape, dtype: _from_image(data, shape),
         _image_unsupported("jpeg"),
         {"jpeg_quality": quality},
+        gzips=False,
     )
 
 
@@ -119,6 +123,7 @@ def _png_codec() -> ChunkCodec:
         encode,
         lambda data, shape, dtype: _from_image(data, shape),
         _image_unsupported("png"),
+        gzips=False,
     )
 
 

@@ -10,9 +10,11 @@ keeps each scale's ``voxel_offset * resolution`` on the same physical grid.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from ..core.model import Dataset, Res3, Scale, Vec3, VolumeType, scale_key_for
+from ..core.shard_grid import choose_sharding
 
 #: Halve an axis when that brings its resolution closer to the finest axis' in log scale,
 #: i.e. when its resolution is at most sqrt(2) times the finest. 8x8x40 nm gets 2x2x1 until
@@ -127,3 +129,29 @@ def plan_dataset(
         extra={"@type": "neuroglancer_multiscale_volume"},
     )
     return dataset, tuple(factors)
+
+
+def plan_sharding(
+    dataset: Dataset, target_bytes: int, *, voxel_bytes: int, gzip_data: bool
+) -> Dataset:
+    """``dataset`` with every scale sharded for shards of at most ``target_bytes``.
+
+    A chunk counts at its uncompressed size, so a shard stays under the target whatever the
+    codec achieves. Chunk ids are compressed Morton codes and the hash is the identity, as
+    volume.md and sharded.md describe for volumes: a shard is then a box of the chunk grid.
+    Minishard indices are always gzip-encoded; chunk data too unless its codec compresses it
+    already (``gzip_data``).
+
+    :param voxel_bytes: bytes of one voxel, every channel.
+    :raises ValueError: a grid too large for 64-bit chunk ids.
+    """
+    scales = []
+    for scale in dataset.scales:
+        plan = choose_sharding(
+            scale.grid_shape(),
+            math.prod(scale.chunk_size) * voxel_bytes,
+            target_bytes,
+            data_encoding="gzip" if gzip_data else "raw",
+        )
+        scales.append(dataclasses.replace(scale, sharding=plan.spec))
+    return dataclasses.replace(dataset, scales=tuple(scales))

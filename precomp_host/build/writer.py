@@ -12,8 +12,8 @@ Which files a chunk gets (the "variants") follows one rule, shared with the serv
 * the plain (identity) file only when asked (``keep_identity``) or when there is no ``.gz``:
   every server we configure can then answer any client, decompressing ``.gz`` when needed.
 
-Files read with HTTP Range (shards, multi-resolution mesh data) will be stored plain only; the
-writer gets that path with the first such file (no build writes one yet).
+Files read with HTTP Range (shards, multi-resolution mesh data) are stored plain only:
+:meth:`DatasetWriter.open_atomic` streams one, ``put(..., precompress=False)`` writes one.
 
 Variants are written brotli, gzip, identity; the last one written marks the chunk complete,
 which is what ``--resume`` checks (:meth:`DatasetWriter.is_complete`).

@@ -35,6 +35,36 @@ def _compress_list(text: str) -> tuple[str, ...]:
     return names
 
 
+def _byte_size(text: str) -> int:
+    from ..core.shard_grid import parse_byte_size
+
+    try:
+        return parse_byte_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+#: ``--shard-size``'s default: large enough that a terabyte volume is a few hundred files,
+#: small enough for a filesystem or object store to copy one in seconds (issue 13's example).
+DEFAULT_SHARD_SIZE = "2GB"
+
+
+def _shard_size(args: argparse.Namespace) -> int | None:
+    """``--sharded``'s target shard size in bytes; None without it (bad combinations fail)."""
+    from ..core.shard_grid import parse_byte_size
+
+    if not args.sharded:
+        if args.shard_size is not None:
+            raise CommandError("--shard-size applies to --sharded; add --sharded")
+        return None
+    if args.layout is not None:
+        raise CommandError(
+            "--layout names chunk files; --sharded names shard files by shard number (drop one)"
+        )
+    size: int = args.shard_size or parse_byte_size(DEFAULT_SHARD_SIZE)
+    return size
+
+
 def _add_output_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--chunk-size",
@@ -54,8 +84,22 @@ def _add_output_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--layout",
         choices=tuple(LAYOUTS),
-        default=NESTED.name,
-        help="chunk files as key/x0-x1/y0-y1/z0-z1 (nested, default) or flat",
+        default=None,
+        help="chunk files as key/x0-x1/y0-y1/z0-z1 (nested, default) or flat; not with"
+        " --sharded, whose shard files are named by shard number",
+    )
+    p.add_argument(
+        "--sharded",
+        action="store_true",
+        help="store each scale's chunks in shard files (neuroglancer_uint64_sharded_v1), read"
+        " with HTTP Range: a few files per scale instead of one per chunk",
+    )
+    p.add_argument(
+        "--shard-size",
+        type=_byte_size,
+        default=None,
+        metavar="SIZE",
+        help="largest shard file with --sharded, e.g. 2GB (default), 512MiB",
     )
     p.add_argument(
         "--compress",
@@ -303,6 +347,7 @@ def _build_options(args: argparse.Namespace) -> BuildOptions:
     from ..build.builder import BuildOptions
 
     kind = _kind_options(args)
+    shard_size = _shard_size(args)
     res, offset = args.resolution, args.voxel_offset
     return BuildOptions(
         resolution=(res[0], res[1], res[2]),
@@ -311,7 +356,7 @@ def _build_options(args: argparse.Namespace) -> BuildOptions:
         max_scales=args.scales,
         encoding=kind.encoding,
         codec_options=kind.codec_options,
-        layout=args.layout,
+        layout=args.layout or NESTED.name,
         compress=BuildOptions.compress if args.compress is None else args.compress,
         keep_identity=args.keep_identity,
         voxel_offset=(offset[0], offset[1], offset[2]),
@@ -321,9 +366,30 @@ def _build_options(args: argparse.Namespace) -> BuildOptions:
         resume=args.resume,
         overwrite=args.overwrite,
         npy_axes=args.npy_axes,
+        shard_size=shard_size,
         endpoint_url=args.endpoint_url,
         cluster=args.cluster,
     )
+
+
+def _print_shard_plan(source: Any, options: BuildOptions) -> None:
+    """Shards per scale and chunks per shard, before the build starts (issue 13)."""
+    from ..build.builder import BuildError, plan_build
+    from ..core.shard_grid import ShardPlan
+
+    try:
+        dataset = plan_build(source, options)
+    except BuildError as e:
+        raise CommandError(str(e)) from None
+    print(f"Sharded: shard files of at most {options.shard_size:,} bytes")
+    for scale in dataset.scales:
+        plan = ShardPlan.for_scale(scale)
+        assert plan is not None  # the build shards every scale with box-shaped shards
+        x, y, z = plan.shard_shape
+        print(
+            f"  scale {scale.key}: {plan.num_shards} shards, up to {plan.chunks_per_shard}"
+            f" chunks per shard ({x} x {y} x {z}), {plan.num_chunks} chunks"
+        )
 
 
 def _run_build(source: Any, out: str, options: BuildOptions, label: str, quiet: bool) -> None:
@@ -345,6 +411,8 @@ def run_build(args: argparse.Namespace) -> int:
     to_store = is_store_url(args.out)
     if to_store and len(levels) > 1:
         raise CommandError(f"{args.out}: --use-source-pyramid writes to a folder, not a bucket")
+    if options.shard_size is not None and len(levels) == 1 and not args.quiet:
+        _print_shard_plan(levels[0], options)
     if len(levels) > 1:
         from ..build.builder import BuildError
         from ..build.inputs.source_pyramid import build_source_pyramid
@@ -371,7 +439,7 @@ def _carry_over(volume: Any, args: argparse.Namespace) -> None:
 
     if isinstance(volume, PrecomputedVolume) and not args.mesh:
         compress = {"compress": args.compress} if args.compress is not None else {}
-        carried = carry_over(volume, args.out, layout=args.layout, **compress)
+        carried = carry_over(volume, args.out, layout=args.layout or NESTED.name, **compress)
         if carried and not args.quiet:
             print(f"Carried over from {args.source}: {', '.join(carried)}")
 

@@ -1,10 +1,11 @@
 """The ``precomp-host`` command: :data:`COMMANDS` and :func:`main`.
 
 The only package that prints, configures logging or draws progress. Each command lives in its
-own module (``build``, ``serve``, ``deploy``, ``annotations``) as an ``add_*_arguments``
-function beside the handler that turns the arguments into keyword arguments and imports its wing
-lazily, so that ``--help`` imports neither numpy nor watchdog. Shared options come from parent
-parsers (:mod:`.options`). Errors in the input end with one line on stderr and exit code 2.
+own module (``build``, ``serve``, ``deploy``, ``check``, ``annotations``) as an
+``add_*_arguments`` function beside the handler that turns the arguments into keyword arguments
+and imports its wing lazily, so that ``--help`` imports neither numpy nor watchdog. Shared
+options come from parent parsers (:mod:`.options`). Errors in the input end with one line on
+stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from .annotations import add_annotations_arguments, run_annotations
 from .build import add_build_arguments, add_sample_arguments, run_build, run_sample
+from .check import add_check_arguments, run_check
 from .deploy import add_deploy_arguments, run_deploy
 from .options import EXIT_BAD_INPUT, CommandError, Parser, common_options
 from .serve import add_serve_arguments, run_serve
@@ -50,6 +52,11 @@ COMMANDS: dict[str, Command] = {
         "server configs, or an object-store upload, for a folder of datasets",
         add_deploy_arguments,
         run_deploy,
+    ),
+    "check": Command(
+        "check a hosted dataset as the viewers read it: what is wrong and how to fix it",
+        add_check_arguments,
+        run_check,
     ),
     "annotations": Command(
         "annotations in Neuroglancer's precomputed format (build)",

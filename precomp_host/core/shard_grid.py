@@ -25,6 +25,8 @@ from .sharding import (
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
+    from .model import Scale
+
 
 def shard_shape_in_chunks(spec: ShardingSpec, grid_shape: Sequence[int]) -> Vec3 | None:
     """Chunks along each axis of one shard, when every shard is one box of the grid.
@@ -61,6 +63,13 @@ class ShardBox:
                 for x in range(self.start[0], self.stop[0]):
                     yield (x, y, z)
 
+    def voxels(self, scale: Scale) -> tuple[Vec3, Vec3]:
+        """The voxel box ``[start, stop)`` of the shard in ``scale`` (``voxel_offset``
+        included, clipped to the volume): what a build task owning the shard must write."""
+        start = scale.chunk_key(self.start).start
+        stop = scale.chunk_key((self.stop[0] - 1, self.stop[1] - 1, self.stop[2] - 1)).stop
+        return start, stop
+
 
 @dataclass(frozen=True)
 class ShardPlan:
@@ -74,6 +83,16 @@ class ShardPlan:
     spec: ShardingSpec
     grid_shape: Vec3
     shard_shape: Vec3
+
+    @classmethod
+    def for_scale(cls, scale: Scale) -> ShardPlan | None:
+        """The plan of a sharded scale whose shards are boxes of its grid (None otherwise:
+        unsharded, or hashed shards that scatter over the grid)."""
+        if scale.sharding is None:
+            return None
+        grid = scale.grid_shape()
+        shape = shard_shape_in_chunks(scale.sharding, grid)
+        return None if shape is None else cls(scale.sharding, grid, shape)
 
     @property
     def num_chunks(self) -> int:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ..core import headers, layout, media_types
 from ..core.encodings import BROTLI, ENCODINGS, GZIP
+from ..core.sharding import SHARD_SUFFIX
 from ..core.templates import environment
 from .survey import TreeSurvey
 
@@ -168,5 +169,6 @@ def render_apache(
         symlink_levels=range(1, HTACCESS_SYMLINK_LEVELS + 1),
         symlink_regex=_cumulative_prefixes(HTACCESS_SYMLINK_LEVELS),
         inflate=form == "vhost",
+        shard_regex=re.escape(SHARD_SUFFIX) + "$",
         modules=APACHE_VHOST_MODULES if form == "vhost" else APACHE_HTACCESS_MODULES,
     )

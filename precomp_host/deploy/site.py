@@ -99,6 +99,8 @@ def render_index(site: Site) -> str:
                 "size": "×".join(str(n) for n in scale.size),
                 "resolution": " × ".join(f"{r:g}" for r in scale.resolution),
                 "scales": len(ds.scales),
+                # Sharded scales are fetched with Range: worth knowing before serving them.
+                "sharded": any(s.is_sharded for s in ds.scales),
                 "encoding": scale.encoding,
                 "link": page_relative_link(rel, ds.type, dataset_name(site.root, rel)),
             }

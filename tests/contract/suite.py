@@ -17,14 +17,14 @@ representative case; if the server starts passing it, the xfail fails and the de
 
 A consumer writes the tree of :mod:`tests.contract.fixtures` into a folder, serves it, and
 provides a ``contract_server`` fixture (a :class:`ContractServer`); then subclasses a tier.
-Requests go through raw :mod:`http.client` (no ``Accept-Encoding`` added, nothing decoded, the
-path sent byte for byte) and every body is compared with the exact bytes on disk.
+Requests go through the hosting doctor's :func:`precomp_host.check.http.request` (raw
+:mod:`http.client`: no ``Accept-Encoding`` added, nothing decoded, the path sent byte for byte)
+and every body is compared with the exact bytes on disk.
 """
 
 from __future__ import annotations
 
 import email.utils
-import http.client
 import urllib.parse
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
@@ -33,6 +33,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from precomp_host.check.http import MUST_EXPOSE, Reply, request
 from precomp_host.core.encodings import ENCODINGS, choose, parse_accept_encoding
 
 from .fixtures import MTIME, SECRET, Resource, build_tree, outside_dir
@@ -61,27 +62,6 @@ class ContractServer:
     cache_control: str | None = None
 
 
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    headers: tuple[tuple[str, str], ...]
-    body: bytes
-
-    def header(self, name: str) -> str | None:
-        """The field value, repeated lines joined with ``, `` (RFC 9110 §5.3)."""
-        values = [v for k, v in self.headers if k.lower() == name.lower()]
-        return ", ".join(values) if values else None
-
-    def tokens(self, name: str) -> set[str]:
-        """A list-valued header as a set of lower-cased tokens."""
-        value = self.header(name) or ""
-        return {t.strip().lower() for t in value.split(",") if t.strip()}
-
-    def media_type(self) -> str | None:
-        value = self.header("Content-Type")
-        return None if value is None else value.split(";")[0].strip().lower()
-
-
 def fetch(
     server: ContractServer,
     method: str,
@@ -90,23 +70,8 @@ def fetch(
 ) -> Reply:
     """One request on a fresh connection; ``url`` is appended to the base path verbatim."""
     base = urllib.parse.urlsplit(server.base_url)
-    conn = http.client.HTTPConnection(base.hostname or "127.0.0.1", base.port, timeout=30)
-    try:
-        conn.putrequest(method, base.path.rstrip("/") + "/" + url, skip_accept_encoding=True)
-        for k, v in (headers or {}).items():
-            if v is not None:
-                conn.putheader(k, v)
-        if method in ("POST", "PUT", "PATCH"):
-            conn.putheader("Content-Length", "0")
-        conn.endheaders()
-        resp = conn.getresponse()
-        try:
-            body = resp.read()
-        finally:
-            resp.close()
-        return Reply(resp.status, tuple(resp.getheaders()), body)
-    finally:
-        conn.close()
+    target = f"{base.scheme}://{base.netloc}{base.path.rstrip('/')}/{url}"
+    return request(target, method, headers)
 
 
 # -- expectations ---------------------------------------------------------------------------
@@ -114,7 +79,6 @@ def fetch(
 TREE = build_tree()
 RES = TREE.resources
 LAST_MODIFIED = email.utils.formatdate(MTIME, usegmt=True)
-MUST_EXPOSE = {"content-range", "content-encoding", "content-length", "etag"}
 
 #: Accept-Encoding headers the variant checks send (None: no header at all).
 ACCEPTS: dict[str, str | None] = {
