@@ -322,6 +322,11 @@ def test_bad_out_is_one_line_before_anything_is_written(
             build_dataset(volume, f"s3://{BUCKET}/occupied",
                           options(endpoint_url=moto, **extra))  # fmt: skip
     assert _keys(client, "occupied/") == {"info"}
+    with pytest.raises(BuildError, match="--sharded"):
+        build_dataset(
+            volume, f"s3://{BUCKET}/sharded", options(endpoint_url=moto, shard_size=1 << 20)
+        )
+    assert not _keys(client, "sharded/")
 
 
 def test_open_atomic_stores_one_plain_object_or_none(moto: str) -> None:
