@@ -350,3 +350,17 @@ def test_open_atomic_stores_one_plain_object_or_none(moto: str) -> None:
     assert list(stored) == ["8_8_8/0.shard"]  # the failed one left nothing
     assert stored["8_8_8/0.shard"]["body"] == data
     assert stored["8_8_8/0.shard"]["encoding"] is None  # read with Range: never a coding
+
+
+@pytest.mark.slow
+def test_segmentation_with_meshes_into_s3_matches_deploy(tmp_path: Path, moto: str) -> None:
+    import dataclasses
+
+    from precomp_host.build.sample import sample_labels, sample_labels_options
+
+    labels, opts = volume_from_array(sample_labels()), sample_labels_options(False)
+    build_dataset(labels, tmp_path / "ref", opts)
+    build_dataset(labels, f"s3://{BUCKET}/seg", dataclasses.replace(opts, endpoint_url=moto))
+    stored = bucket_objects(moto_client(moto), "seg/")
+    assert any(k.startswith("mesh/") and k.endswith(":0") for k in stored)
+    assert stored == deployed(tmp_path / "ref")  # the mesh journal is gone too
