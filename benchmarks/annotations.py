@@ -8,11 +8,13 @@ Run on demand (never by pytest), from the repository root::
 One generated input (issue 16): points in a 20 x 20 x 2 um box, with three properties (a
 float32 score, a uint16 count, a uint8 enum) and one relationship (a segment id out of 10,000
 for each point), saved once as ``.npz``. Each writer runs in its own process on that file, timed
-and sampled by :mod:`benchmarks.measure`: ``precomp_host.build.annotations.write_annotations``
-(multi-level spatial index, gzip/brotli siblings) and ``neuroglancer.write_annotations`` (PyPI,
-one spatial cell). Both outputs are then checked to hold every annotation in ``by_id`` and in the
-spatial index, so a writer that fails quietly is not reported as fast. The central function is
-:func:`main`; it prints each tool's figures and our/their ratios.
+and sampled by :mod:`benchmarks.measure`:
+``precomp_host.build.annotation_writer.write_annotations`` (multi-level spatial index,
+gzip/brotli siblings), the same with ``sharded=True`` (every index as a few shard files) and
+``neuroglancer.write_annotations`` (PyPI, one spatial cell). Every output is then checked to
+hold every annotation in ``by_id`` and in the spatial index, so a writer that fails quietly is
+not reported as fast. The central function is :func:`main`; it prints each tool's figures and
+our/their ratios.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import struct
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +37,8 @@ from benchmarks.measure import measure, output_size
 
 SEGMENTS = 10_000
 RESOLUTION = (4.0, 4.0, 40.0)  # nm
+#: Ours unsharded (a file per annotation in by_id), ours with --sharded, Neuroglancer's.
+TOOLS = ("precomp_host", "precomp_host_sharded", "neuroglancer")
 
 
 def make_input(path: Path, count: int) -> None:
@@ -48,9 +53,9 @@ def make_input(path: Path, count: int) -> None:
     )
 
 
-def run_precomp_host(src: Path, out: Path) -> None:
+def run_precomp_host(src: Path, out: Path, sharded: bool = False) -> None:
+    from precomp_host.build.annotation_writer import write_annotations as write
     from precomp_host.build.annotations import AnnotationTable, Property, Related
-    from precomp_host.build.annotations import write_annotations as write
 
     d = np.load(src)
     dims = {a: (r * 1e-9, "m") for a, r in zip("xyz", RESOLUTION, strict=True)}
@@ -69,7 +74,7 @@ def run_precomp_host(src: Path, out: Path) -> None:
         ],  # fmt: skip
         {"segment": Related.one_each(d["segment"])},
     )
-    write({"": table}, out)
+    write({"": table}, out, sharded=sharded)
 
 
 def run_neuroglancer(src: Path, out: Path) -> None:
@@ -106,9 +111,28 @@ def _read(path: Path) -> bytes:
     return gzip.decompress(path.with_name(path.name + ".gz").read_bytes())
 
 
+def check_sharded(out: Path, info: dict[str, Any], count: int) -> str:
+    from precomp_host.core.sharding import ShardingSpec, read_shard
+
+    def entries(index: dict[str, Any]) -> list[bytes]:
+        spec = ShardingSpec.from_json(index["sharding"])
+        found: list[bytes] = []
+        for f in (out / index["key"]).iterdir():
+            found += read_shard(spec, f.read_bytes()).values()
+        return found
+
+    by_id = len(entries(info["by_id"]))
+    if by_id != count:
+        return f"by_id holds {by_id} of {count}"
+    placed = sum(struct.unpack_from("<Q", e)[0] for lv in info["spatial"] for e in entries(lv))
+    return "" if placed == count else f"spatial index holds {placed} of {count}"
+
+
 def check(out: Path, count: int) -> str:
     """'' if ``out`` holds every annotation in by_id and the spatial index, else the problem."""
     info = json.loads((out / "info").read_text())
+    if "sharding" in info["by_id"]:
+        return check_sharded(out, info, count)
     by_id = sum(1 for _ in (out / "by_id").iterdir())
     if by_id != count:
         return f"by_id holds {by_id} of {count}"
@@ -127,12 +151,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=1_000_000)
     parser.add_argument("--work", type=Path, default=None, help="folder (default: a temp dir)")
-    parser.add_argument("--run", choices=("precomp_host", "neuroglancer"), help=argparse.SUPPRESS)
+    parser.add_argument("--run", choices=TOOLS, help=argparse.SUPPRESS)
     parser.add_argument("--src", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.run:  # a child: one writer, measured from outside
-        (run_precomp_host if args.run == "precomp_host" else run_neuroglancer)(args.src, args.out)
+        if args.run == "neuroglancer":
+            run_neuroglancer(args.src, args.out)
+        else:
+            run_precomp_host(args.src, args.out, sharded=args.run == "precomp_host_sharded")
         return 0
     work = args.work or Path(tempfile.mkdtemp(prefix="precomp-bench-ann-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -140,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     make_input(src, args.count)
     repo = Path(__file__).resolve().parents[1]
     results = {}
-    for tool in ("precomp_host", "neuroglancer"):
+    for tool in TOOLS:
         out = work / tool
         shutil.rmtree(out, ignore_errors=True)
         argv_ = [sys.executable, str(Path(__file__).resolve()), "--run", tool,
@@ -151,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         size = output_size(out) if out.exists() else None
         results[tool] = m
         print(
-            f"{tool:13s} wall {m.wall_s:7.1f} s  cpu {m.cpu_s:7.1f} s  peak RSS"
+            f"{tool:20s} wall {m.wall_s:7.1f} s  cpu {m.cpu_s:7.1f} s  peak RSS"
             f" {m.peak_tree_rss / 2**20:7.0f} MiB  files {size.files if size else 0:8d}"
             f"  bytes {size.bytes if size else 0:11d}  {problem or 'ok'}",
             flush=True,

@@ -23,13 +23,13 @@ from precomp_host.build.annotation_sources import (
     read_neurotrale,
     stable_id,
 )
+from precomp_host.build.annotation_writer import write_annotations
 from precomp_host.build.annotations import (
     AnnotationError,
     AnnotationTable,
     AnnotationType,
     Property,
     Related,
-    write_annotations,
 )
 
 if TYPE_CHECKING:

@@ -375,21 +375,3 @@ def test_memory_does_not_grow_with_depth(tmp_path: Path) -> None:
         rss[depth] = _peak_rss_of_build(tmp_path / f"d{depth}.npy", tmp_path / f"out{depth}")
     # Streaming in z-slabs: 16x the depth may cost a few more slabs in flight, not the volume.
     assert rss[512] - rss[32] < 48 * 2**20, rss
-
-
-@pytest.mark.parametrize("bands", [2, 3, 5])
-@pytest.mark.parametrize("origin_y", [0, 1, 6])
-def test_band_parallel_downsampling_equals_whole_block(bands: int, origin_y: int) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
-    from precomp_host.build.pyramid import downsample_mean
-    from precomp_host.build.streaming import in_bands
-
-    arr = make_volume("uint16", 2, (21, 37, 9)).transpose(2, 1, 0, 3).copy()
-    with ThreadPoolExecutor(2) as ex:
-        banded = in_bands(downsample_mean, ex, bands, min_bytes=0)
-        for factors in [(2, 2, 1), (2, 2, 2), (1, 2, 1), (2, 1, 2)]:
-            origin = (3, origin_y, 5)
-            np.testing.assert_array_equal(
-                banded(arr, factors, origin), downsample_mean(arr, factors, origin)
-            )

@@ -113,7 +113,8 @@ def test_shards_are_byte_identical_for_any_number_of_workers(tmp_path: Path) -> 
 
 
 class _Interrupted:
-    """A volume whose ``stop_at``-th slab read is a Ctrl+C."""
+    """A volume whose ``stop_at``-th read is a Ctrl+C (read by whole slices: a build crops
+    each task's box from them)."""
 
     def __init__(self, volume: Volume, stop_at: int) -> None:
         self.volume, self.reads, self.stop_at = volume, 0, stop_at
@@ -129,9 +130,11 @@ class _Interrupted:
 def test_resume_keeps_finished_shards_and_rebuilds_the_rest(tmp_path: Path) -> None:
     vol = make_volume("uint8", shape=(70, 45, 70))
     zyxc = np.ascontiguousarray(vol.transpose(2, 1, 0, 3))
+    # Region tasks of one chunk of scale 1 each (region_bytes=1): the volume is read once per
+    # task, so the third read comes after shards of the first tasks are complete.
     options = BuildOptions(
         resolution=(4.0, 4.0, 6.0), chunk_size=(16, 16, 16), voxel_offset=OFFSET,
-        shard_size=SMALL_SHARDS, workers=2,
+        shard_size=SMALL_SHARDS, workers=2, region_bytes=1,
     )  # fmt: skip
     build_dataset(volume_from_array(zyxc, "ZYXC"), tmp_path / "ref", options)
     out = tmp_path / "ds"

@@ -92,10 +92,20 @@ def _state(href: str) -> dict[str, Any]:
     return state
 
 
+def add_annotations(root: Path) -> None:
+    """A collection in ``img/annotations`` (opened with img) and one on its own."""
+    from precomp_host.build.annotation_writer import write_annotations
+    from tests.test_annotations import point_table
+
+    write_annotations({"syn": point_table(5)}, root / "img" / "annotations")
+    write_annotations({"": point_table(5)}, root / "loose")
+
+
 def test_dev_and_deployed_index_list_the_same_datasets(tmp_path: Path) -> None:
     root = tmp_path / "root"
     write_contract_tree(root)
     shutil.copytree(root / "img", root / "g" / "h" / "c")  # 3 levels deep
+    add_annotations(root)
     site = deploy.Site.make(root)
     deployed = deploy.render_index(site)
     row = r'<tr data-path="([^"]*)">.*?class="neuroglancer" href="([^"]*)"'
@@ -108,6 +118,9 @@ def test_dev_and_deployed_index_list_the_same_datasets(tmp_path: Path) -> None:
         for rel, href in deployed_links.items():
             served = href.replace(PAGE_BASE, urllib.parse.quote(server.url, safe=""))
             assert _state(served) == _state(dev_links[rel]), rel
+    img = _state(dev_links["img"])
+    assert [layer["type"] for layer in img["layers"]] == ["image", "annotation"]
+    assert img["layers"][1]["source"].endswith("/img/annotations/syn")
 
 
 @pytest.mark.slow
@@ -120,6 +133,7 @@ def test_deployed_index_links_open_the_dev_server_state(tmp_path: Path) -> None:
     root = tmp_path / "root"
     write_contract_tree(root)
     shutil.copytree(root / "img", root / "g" / "h" / "c")
+    add_annotations(root)
     (root / "index.html").write_text(deploy.render_index(deploy.Site.make(root)))
     with DevServer(root, port=0, watch=False, client_dir=False) as server:
         dev_links = _dev_links(server)

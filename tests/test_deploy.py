@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -142,6 +143,26 @@ def test_write_files_and_index(tmp_path: Path) -> None:
               for p in (out / "gcs-stage").rglob("*") if p.is_file()}  # fmt: skip
     assert "img/8_8_8/16-32_0-16_0-16" in staged
     assert "seg/mesh/2:0" in staged
+
+
+def test_index_lists_annotation_layers_with_their_dataset(tmp_path: Path) -> None:
+    from precomp_host.build.annotation_writer import write_annotations
+    from tests.test_annotations import point_table
+
+    root = tmp_path / "root"
+    write_contract_tree(root)
+    (root / "img" / "annotations" / "x1y1z1").mkdir(parents=True)  # a NeuroTrALE store beside
+    (root / "img" / "annotations" / "x1y1z1" / "z-0001.json").write_text("[]")
+    write_annotations({"syn": point_table(5)}, root / "img" / "annotations")
+    write_annotations({"": point_table(5)}, root / "loose")
+    page = deploy.render_index(deploy.Site.make(root))
+    row = page.split('data-path="img"', 1)[1].split("</tr>", 1)[0]
+    assert '<a href="img/annotations/syn/info">syn</a>' in row
+    link = urllib.parse.unquote(row.split('class="neuroglancer" href="', 1)[1].split('"')[0])
+    assert "PRECOMP_PAGE_BASE/img/annotations/syn" in link.replace("&#34;", '"')
+    # A collection outside any dataset is a row of its own, opened alone.
+    loose = page.split('data-path="loose"', 1)[1].split("</tr>", 1)[0]
+    assert "<td>annotation</td>" in loose
 
 
 # -- real servers accept every emitted config -------------------------------------------------

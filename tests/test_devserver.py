@@ -309,3 +309,49 @@ def test_pages_follow_the_events_route(server: DevServer) -> None:
         assert status == 200
         assert headers["Cache-Control"] == REVALIDATE
         assert f"new EventSource({json.dumps(EVENTS_ROUTE)})" in body.decode(), path
+
+
+def test_index_opens_datasets_with_their_live_annotation_layers(tmp_path: Path) -> None:
+    from precomp_host.build.annotation_sources import write_store_layers
+    from precomp_host.host.write_policy import WritePolicy
+
+    root = tmp_path / "root"
+    write_dataset(root / "img", seed=1)
+    write_dataset(root / "bare", seed=2)
+    block = root / "img" / "annotations" / "x1y1z1"
+    block.mkdir(parents=True)
+    ann = {"id": 1, "type": "point", "anntype": "neuron", "point": [3, 4, 5],
+           "reviewed": False, "visited": False}  # fmt: skip
+    (block / "z-0001.json").write_text(json.dumps([ann]))
+    policy = WritePolicy(token="s3cret")
+    with DevServer(
+        root, port=0, poll=True, policy=policy, annotation_builder=write_store_layers
+    ) as server:
+        html = get(server.url, "/")[2].decode()
+        row = html.split('data-dataset="img"', 1)[1].split("</tr>", 1)[0]
+        assert "live/points" in row
+        assert "live/lines" in row
+        link = urllib.parse.unquote(row.split('class="open" href="', 1)[1].split('"', 1)[0])
+        state = json.loads(link.split("#!", 1)[1].replace("&#34;", '"'))
+        assert [layer["type"] for layer in state["layers"]] == ["image", "annotation", "annotation"]
+        source = state["layers"][2]["source"].removeprefix("precomputed://")
+        assert source == f"{server.url}/img/annotations/live/points"
+        status, _, body = get(server.url, "/img/annotations/live/points/info")
+        assert status == 200
+        assert json.loads(body)["annotation_type"] == "POINT"
+        bare = html.split('data-dataset="bare"', 1)[1].split("</tr>", 1)[0]
+        assert "live/" not in bare
+        # A write through the API is announced at once: the polling watcher does not look
+        # inside the store's block folders.
+        epoch = server.epoch.value
+        u = urllib.parse.urlsplit(server.url)
+        conn = http.client.HTTPConnection(u.hostname or "", u.port, timeout=10)
+        try:
+            conn.request("PUT", "/img/annotations/x1y1z1/z-0001.json", body=b"[]",
+                         headers={"Authorization": "Bearer s3cret"})  # fmt: skip
+            assert conn.getresponse().status in (200, 204)
+        finally:
+            conn.close()
+        assert server.epoch.value > epoch
+        info = json.loads(get(server.url, "/img/annotations/live/points/info")[2])
+        assert info["spatial"] == []  # regenerated: the store is empty now

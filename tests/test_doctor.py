@@ -26,7 +26,7 @@ import pytest
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Response
 
-from precomp_host.build.annotations import write_annotations
+from precomp_host.build.annotation_writer import write_annotations
 from precomp_host.build.builder import BuildOptions, build_dataset
 from precomp_host.build.chunk_codecs import make_codec
 from precomp_host.build.shards import write_shard

@@ -27,6 +27,7 @@ from precomp_host.build.sources import (
     Volume,
     natural_key,
     open_volume,
+    read_region,
 )
 
 DTYPES = ["uint8", "uint16", "uint32", "float32"]
@@ -54,6 +55,57 @@ def _assert_reads(volume: Volume, expected_zyxc: np.ndarray) -> None:
     for z0, z1 in {(0, 1), (z - 1, z), (z // 3, max(z // 3 + 1, 2 * z // 3)), (1 % z, z)}:
         if z0 < z1:
             np.testing.assert_array_equal(volume.read(z0, z1), expected_zyxc[z0:z1])
+    _assert_regions(volume, expected_zyxc)
+
+
+def _assert_regions(volume: Volume, expected_zyxc: np.ndarray) -> None:
+    """``read_region`` of boxes at the corners, inside, and of one voxel (region tasks)."""
+    z, y, x, _ = expected_zyxc.shape
+    boxes = {
+        ((0, 0, 0), (x, y, z)),
+        ((x // 2, y // 3, z // 2), (x, y, z)),
+        ((0, 0, 0), ((x + 1) // 2, (y + 1) // 2, 1)),
+        ((x // 3, y // 2, z - 1), (max(x // 3 + 1, 2 * x // 3), y, z)),
+        ((x - 1, y - 1, z - 1), (x, y, z)),
+    }
+    for (x0, y0, z0), (x1, y1, z1) in boxes:
+        got = read_region(volume, (x0, y0, z0), (x1, y1, z1))
+        np.testing.assert_array_equal(got, expected_zyxc[z0:z1, y0:y1, x0:x1])
+        assert got.dtype == expected_zyxc.dtype
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [{"rowsperstrip": 7, "compression": "zlib"}, {"tile": (32, 48), "compression": "zlib"}, {}],
+    ids=["strips", "tiles", "uncompressed"],
+)
+@pytest.mark.parametrize("samples", [1, 3])
+def test_a_region_of_a_slice_reads_only_its_segments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: dict[str, Any], samples: int
+) -> None:
+    shape = (150, 200, samples) if samples > 1 else (150, 200)
+    stack = _random((2, *shape), "uint8")
+    photometric = "rgb" if samples > 1 else "minisblack"
+    _write_slices(tmp_path / "s", stack, photometric=photometric, **layout)
+    read: list[int] = []
+    real = tifffile.FileHandle.read_segments
+
+    def counting(self: Any, offsets: Any, bytecounts: Any, *a: Any, **kw: Any) -> Any:
+        read.extend(bytecounts)
+        return real(self, offsets, bytecounts, *a, **kw)
+
+    monkeypatch.setattr(tifffile.FileHandle, "read_segments", counting)
+    volume = open_volume(tmp_path / "s")
+    expected = stack if samples > 1 else stack[..., np.newaxis]
+    box = ((50, 60, 1), (90, 75, 2))
+    got = read_region(volume, *box)
+    np.testing.assert_array_equal(got, expected[1:2, 60:75, 50:90])
+    plane = 150 * 200 * samples
+    if layout:
+        # zlib of random bytes is a little larger than the bytes: a strip or tile set, not a plane.
+        assert 0 < sum(read) < plane / 2, (sum(read), plane)
+    else:
+        assert not read  # memory-mapped
 
 
 def _write_slices(folder: Path, stack: np.ndarray, name: str = "z{}.tif", **kw: Any) -> None:

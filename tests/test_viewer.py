@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from precomp_host.core.viewer import (
     PAGE_BASE,
     PUBLIC_VIEWER,
+    annotation_layer_name,
     dataset_state,
     dataset_url,
     fragment,
@@ -31,6 +32,22 @@ def test_dataset_state() -> None:
         "selectedLayer": {"layer": "ds"},
         "layout": "4panel",
     }  # fmt: skip
+
+
+def test_dataset_state_with_annotation_layers() -> None:
+    state = dataset_state("http://h/ds", "image", "ds", [("live/points", "http://h/ds/a/p")])
+    assert state["layers"][1] == {
+        "type": "annotation",
+        "source": "precomputed://http://h/ds/a/p",
+        "name": "live/points",
+    }
+    assert state["selectedLayer"] == {"layer": "ds"}  # the volume stays the selected layer
+    assert annotation_layer_name("g/ds", "g/ds/annotations/live/points") == "live/points"
+    assert annotation_layer_name("", "annotations/syn") == "syn"
+    link = page_relative_link("ds", "image", "ds", annotations=["ds/annotations/syn"])
+    assert link.count(PAGE_BASE) == 2
+    layers = json.loads(urllib.parse.unquote(link.split("#!", 1)[1]))["layers"]
+    assert layers[1]["source"] == f"precomputed://{PAGE_BASE}/ds/annotations/syn"
 
 
 def test_dataset_url() -> None:

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .annotation_writer import write_annotations
 from .annotations import (
     ANNOTATION_TYPES,
     PROPERTY_ID,
@@ -48,6 +49,7 @@ from .annotations import (
 from .sources import natural_key
 
 if TYPE_CHECKING:
+    import os
     from collections.abc import Sequence
 
 AXES = ("x", "y", "z")
@@ -90,7 +92,12 @@ def stable_id(value: Any) -> int:
 
 
 def _neurotrale_files(root: Path) -> list[Path]:
-    files = [p for p in root.rglob("*.json") if p.is_file()]
+    # Hidden folders are the store's version history (``.annotation-history``), not annotations.
+    files = [
+        p
+        for p in root.rglob("*.json")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    ]
     return sorted(files, key=lambda p: natural_key(p.relative_to(root).as_posix()))
 
 
@@ -106,9 +113,12 @@ def _coords(value: Any, where: str) -> list[float]:
     return out
 
 
-def read_neurotrale(root: str | Path, dims: Dimensions | None = None) -> dict[str, AnnotationTable]:
-    """The ``points`` and ``lines`` collections of a NeuroTrALE annotation tree (either may be
-    missing when the tree holds none of that kind)."""
+def read_neurotrale(
+    root: str | Path, dims: Dimensions | None = None, *, keep_empty: bool = False
+) -> dict[str, AnnotationTable]:
+    """The ``points`` and ``lines`` collections of a NeuroTrALE annotation tree (either is
+    missing when the tree holds none of that kind, unless ``keep_empty``: a live layer must
+    stay a layer when its last annotation is deleted)."""
     root = Path(root)
     dims = dims or Dimensions()
     points: list[list[float]] = []
@@ -166,20 +176,20 @@ def read_neurotrale(root: str | Path, dims: Dimensions | None = None) -> dict[st
     info_dims = dims.to_info()
     tables: dict[str, AnnotationTable] = {}
     try:
-        if points:
-            pp = np.asarray(point_props, dtype=np.uint8)
+        if points or keep_empty:
+            pp = np.asarray(point_props, dtype=np.uint8).reshape(-1, 3)
             tables["points"] = AnnotationTable(
                 "POINT",
-                np.asarray(points),
+                np.asarray(points).reshape(-1, 3),
                 np.asarray(point_ids, dtype=np.uint64),
                 info_dims,
                 [(anntype_prop, pp[:, 0]), (flag_props[0], pp[:, 1]), (flag_props[1], pp[:, 2])],
             )
-        if segments:
-            sp = np.asarray(segment_props, dtype=np.float64)
+        if segments or keep_empty:
+            sp = np.asarray(segment_props, dtype=np.float64).reshape(-1, 4)
             tables["lines"] = AnnotationTable(
                 "LINE",
-                np.asarray(segments),
+                np.asarray(segments).reshape(-1, 6),
                 np.asarray(segment_ids, dtype=np.uint64),
                 info_dims,
                 [
@@ -343,3 +353,22 @@ def open_annotations(
     if not tables:
         raise AnnotationSourceError(f"{path}: no annotations in any .json file")
     return tables
+
+
+def write_store_layers(
+    store: str | os.PathLike[str], dataset: str | os.PathLike[str], out: str | os.PathLike[str]
+) -> list[str]:
+    """A dataset's NeuroTrALE store as the ``points`` and ``lines`` collections in ``out``
+    (both, empty ones included), in the dataset's scale-0 voxel size: the store's coordinates
+    are voxels (issue #15). Returns the collection names; ``out`` must not exist.
+
+    Built for the dev server's live layers, rebuilt on each change: sharded (a few files
+    instead of one per annotation; measured, an edit of a 10,000-point store took 13.5 s
+    unsharded and 1.1 s sharded, 400 points 0.48 s and 0.12 s) and without compressed siblings,
+    which loopback does not need.
+    """
+    from ..core.datasets import read_dataset
+
+    resolution = read_dataset(dataset).scales[0].resolution
+    tables = read_neurotrale(Path(store), Dimensions(resolution, "nm"), keep_empty=True)
+    return list(write_annotations(tables, out, compress=(), sharded=True))

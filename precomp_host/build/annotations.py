@@ -1,15 +1,17 @@
-"""Neuroglancer's precomputed annotations: :func:`write_annotations` of :class:`AnnotationTable` s.
+"""Neuroglancer's precomputed annotations, the arithmetic: :class:`AnnotationTable` and its
+record encoding and spatial index (:func:`spatial_levels`).
 
-One collection (one geometry type) becomes a folder that any static host serves (spec:
-google/neuroglancer ``src/datasource/precomputed/annotations.md``):
+One collection (one geometry type) is a folder that any static host serves (spec:
+google/neuroglancer ``src/datasource/precomputed/annotations.md``); its files are written by
+:func:`~precomp_host.build.annotation_writer.write_annotations`:
 
 * ``info``: ``neuroglancer_annotations_v1`` with the typed property list, the relationships, the
   ``by_id`` index and the spatial levels (written last, like a volume's ``info``);
-* ``by_id/<id>``: one annotation with its complete related-id lists (the "single annotation
+* ``by_id``: one annotation with its complete related-id lists per id (the "single annotation
   encoding");
-* ``rel_<name>/<object id>``: the annotations related to one object, for "show the annotations of
-  the selected segment" (the "multiple annotation encoding");
-* ``spatial<level>/<x>_<y>_<z>``: a multi-level spatial index built by the spec's sampling rule
+* ``rel_<name>``: the annotations related to one object, for "show the annotations of the
+  selected segment" (the "multiple annotation encoding");
+* ``spatial<level>``: a multi-level spatial index built by the spec's sampling rule
   (:func:`spatial_levels`): level 0 is one cell; each finer level halves the longest cell sides,
   and each cell holds a uniform random sample of the annotations that intersect it and were not
   emitted by its parent, at the rate ``limit / maxCount(level)``, so no cell holds more than
@@ -18,34 +20,20 @@ google/neuroglancer ``src/datasource/precomputed/annotations.md``):
 Bounds are computed from every annotation's geometry (a line from both end points, a box from
 both corners, an ellipsoid from ``center +- radii``), not from one point of each, and a line is
 placed only in the cells its segment crosses, not every cell of its bounding box. Everything is
-columnar (numpy) so that a million points take seconds; files go through the atomic
-:class:`~precomp_host.build.writer.DatasetWriter`, and an existing layer is replaced by building
-beside it and swapping (:func:`write_annotations`). Unsharded only, for now.
-
-It is over 400 lines because the record encoding, the spatial index and the ``by_id`` and
-relationship files all read one columnar table layout; sharded output (issue 13's shard
-writer) is the point to split it, into the index arithmetic and the file writers.
+columnar (numpy) so that a million points take seconds.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
-import os
 import re
-import shutil
-import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from ..core.layout import FLAT
-from .writer import DatasetWriter
-
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping, Sequence
+    from collections.abc import Sequence
 
 AnnotationType = Literal["POINT", "LINE", "AXIS_ALIGNED_BOUNDING_BOX", "ELLIPSOID"]
 ANNOTATION_TYPES: tuple[AnnotationType, ...] = (
@@ -54,8 +42,6 @@ ANNOTATION_TYPES: tuple[AnnotationType, ...] = (
     "AXIS_ALIGNED_BOUNDING_BOX",
     "ELLIPSOID",
 )
-
-INFO_TYPE = "neuroglancer_annotations_v1"
 
 #: Property type -> (numpy dtype, components). The spec orders the encoded values by size: 4-byte
 #: types first, then 2-byte, then 1-byte (``rgb``/``rgba`` are 3 or 4 uint8).
@@ -387,174 +373,3 @@ def spatial_levels(
         rows = np.concatenate(kept_rows)
         cells = np.concatenate(kept_cells)
     return levels
-
-
-# -- writing ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AnnotationSummary:
-    """What :func:`write_annotations` wrote."""
-
-    count: int
-    levels: int
-    files: int
-    bytes: int
-
-
-def _rel_key(name: str) -> str:
-    return f"rel_{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}"
-
-
-def _collection_files(
-    table: AnnotationTable,
-    records: np.ndarray,
-    levels: Sequence[SpatialLevel],
-    progress: Callable[[str, int], None] | None,
-) -> Iterator[tuple[str, bytes, bool]]:
-    """Every file of a collection but ``info``: (relative path, bytes, precompress)."""
-    ids = table.ids
-    for i, level in enumerate(levels):
-        for cell, rows in level.cells.items():
-            cell_name = "_".join(map(str, cell))
-            yield f"spatial{i}/{cell_name}", encode_list(records[rows], ids[rows]), True
-        if progress is not None:
-            progress("spatial", i + 1)
-
-    for name, rel in table.relationships.items():
-        owner = np.repeat(np.arange(len(table), dtype=np.int64), rel.counts())
-        order = np.argsort(rel.values, kind="stable")
-        objects, owner = rel.values[order], owner[order]
-        starts = np.flatnonzero(np.r_[True, objects[1:] != objects[:-1]])
-        for s, e in itertools.pairwise(
-            np.r_[starts, len(objects)].tolist() if len(objects) else []
-        ):
-            rows = owner[s:e]
-            yield f"{_rel_key(name)}/{int(objects[s])}", encode_list(records[rows], ids[rows]), True
-        if progress is not None:
-            progress(f"relationship {name}", len(objects))
-
-    # by_id: the record, then every relationship's full list. One annotation is tens of bytes, too
-    # small for gzip's 18-byte frame to save the 5 % the writer asks of a sibling, so compressing
-    # it would only cost time; stored plain.
-    rel_parts = [(r.offsets, r.values.astype("<u8")) for r in table.relationships.values()]
-    raw = records.tobytes()
-    size = records.dtype.itemsize
-    for row, ann_id in enumerate(ids.tolist()):
-        parts = [raw[row * size : (row + 1) * size]]
-        for offsets, values in rel_parts:
-            s, e = int(offsets[row]), int(offsets[row + 1])
-            parts.append(np.uint32(e - s).astype("<u4").tobytes())
-            parts.append(values[s:e].tobytes())
-        yield f"by_id/{ann_id}", b"".join(parts), False
-    if progress is not None:
-        progress("by_id", len(ids))
-
-
-def _write_collection(
-    table: AnnotationTable,
-    writer: DatasetWriter,
-    *,
-    limit: int,
-    seed: int,
-    progress: Callable[[str, int], None] | None,
-) -> AnnotationSummary:
-    records = encode_records(table)
-    lower, upper = bounds_of(table)
-    levels = spatial_levels(table, lower, upper, limit=limit, seed=seed)
-    files = 0
-    stored = 0
-
-    # One thread: the time goes to open/rename in a few large folders, and threads only
-    # contend for their locks (measured: 200,000 by_id files took 4x longer with 4 threads).
-    for rel_path, data, precompress in _collection_files(table, records, levels, progress):
-        stored += writer.put(rel_path, data, precompress=precompress)
-        files += 1
-
-    info = {
-        "@type": INFO_TYPE,
-        "dimensions": {k: [v[0], v[1]] for k, v in table.dimensions.items()},
-        "lower_bound": lower.tolist(),
-        "upper_bound": upper.tolist(),
-        "annotation_type": table.type,
-        "properties": [p.to_json() for p, _ in table.properties],
-        "relationships": [{"id": n, "key": _rel_key(n)} for n in table.relationships],
-        "by_id": {"key": "by_id"},
-        "spatial": [
-            {
-                "key": f"spatial{i}",
-                "grid_shape": list(level.grid_shape),
-                "chunk_size": list(level.chunk_size),
-                "limit": level.limit,
-            }
-            for i, level in enumerate(levels)
-        ],
-    }
-    stored += writer.put_json("info", info)
-    return AnnotationSummary(len(table), len(levels), files + 1, stored)
-
-
-def is_annotation_layer(folder: Path) -> bool:
-    """Whether ``folder`` holds an annotation collection (its ``info`` says so)."""
-    try:
-        info = json.loads((folder / "info").read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(info, dict) and info.get("@type") == INFO_TYPE
-
-
-def write_annotations(
-    layers: Mapping[str, AnnotationTable],
-    out: str | os.PathLike[str],
-    *,
-    limit: int = DEFAULT_LIMIT,
-    compress: Sequence[str] = ("gzip", "br"),
-    overwrite: bool = False,
-    seed: int = 0,
-    progress: Callable[[str, int], None] | None = None,
-) -> dict[str, AnnotationSummary]:
-    """Write each table as an annotation collection: at ``out`` for a single unnamed table
-    (key ``""``), else at ``out/<name>``.
-
-    The whole output is built in a sibling folder and swapped in when complete (two renames), so
-    a server or a viewer never sees a mix of two builds: an annotation deleted since the last
-    build disappears from every index at once. ``overwrite`` is needed to replace a folder that
-    is not empty, and then only one that holds annotation collections.
-    """
-    target = Path(out)
-    if "" in layers and len(layers) > 1:
-        raise AnnotationError("an unnamed collection cannot sit beside named ones")
-    if target.exists():
-        if not target.is_dir():
-            raise AnnotationError(f"{target}: exists and is not a folder")
-        if any(target.iterdir()):
-            ours = is_annotation_layer(target) or any(
-                is_annotation_layer(p) for p in target.iterdir() if p.is_dir()
-            )
-            if not overwrite:
-                raise AnnotationError(f"{target}: not empty (use --overwrite)")
-            if not ours:
-                raise AnnotationError(f"{target}: not empty and holds no annotations; kept")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    token = uuid.uuid4().hex[:12]
-    staging = target.with_name(f".{target.name}.new-{token}")
-    summaries: dict[str, AnnotationSummary] = {}
-    try:
-        for name, table in layers.items():
-            folder = staging / name if name else staging
-            writer = DatasetWriter(folder, FLAT, compress=compress)
-            folder.mkdir(parents=True, exist_ok=True)
-            writer.begin()
-            summaries[name] = _write_collection(
-                table, writer, limit=limit, seed=seed, progress=progress
-            )
-            writer.abort()  # drops the (now empty) temporary folder
-        old = target.with_name(f".{target.name}.old-{token}")
-        if target.exists():
-            os.replace(target, old)
-        os.replace(staging, target)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return summaries

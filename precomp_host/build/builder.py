@@ -1,10 +1,13 @@
 """Source volume -> complete precomputed dataset: :func:`build_dataset` (the orchestration).
 
 A build opens the source as its volume kind reads it (:mod:`precomp_host.build.kinds`), plans
-the scales (:mod:`precomp_host.build.plan`), checks the output folder, then streams the volume
-through the pyramid (:mod:`precomp_host.build.streaming`), each complete chunk row becoming
-encode-compress-write tasks on the worker pool. Each chunk's bytes depend only on the data, so
-the output is the same whatever the number of workers and the order they finish in.
+the scales (:mod:`precomp_host.build.plan`), checks the output folder, then runs the region
+tasks of the pyramid stage by stage (:mod:`precomp_host.build.regions`) and the kind's extra
+tasks (mesh regions) on the executor (:mod:`precomp_host.build.executor`, or a Dask cluster:
+:mod:`precomp_host.build.cluster`). Each task reads only
+its box of the source, so memory depends on the region and chunk sizes, not on the plane or the
+depth; each chunk's bytes depend only on the data, so the output is the same whatever the
+number of workers and the order they finish in.
 
 The library never prints: it reports through ``progress`` and ``logging``.
 """
@@ -17,7 +20,7 @@ import json
 import logging
 import os
 import shutil
-from concurrent.futures import ThreadPoolExecutor
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,22 +28,31 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..core.layout import LAYOUTS, TMP_DIR
-from .chunk_codecs import make_codec
-from .cluster import DaskExecutor, ExecutorError, Feed
-from .kinds import SlabContext, VolumeKind, kind_for
+from .cluster import DaskExecutor, ExecutorError
+from .executor import ThreadExecutor, Tracker
+from .kinds import VolumeKind, kind_for
 from .objectwriter import ObjectStoreWriter, StoreError, check_store, is_store_url, storage_options
 from .output import STATE_FILE, Output, OutputError
 from .plan import plan_dataset, plan_sharding
+from .regions import (
+    REGION_BYTES,
+    PyramidSettings,
+    PyramidTask,
+    Scratch,
+    describe,
+    is_finished,
+    plan_pyramid,
+    run_pyramid_task,
+)
 from .segmentation import MESH_JOURNAL_DIR, LabelError, SegmentationOptions
-from .sinks import FileSink, sink_for
+from .sinks import sink_for
 from .sources import SourceError, Volume, open_volume
-from .streaming import Level, Pool, Tracker, in_bands, stream_volume
-from .writer import DatasetWriter, DiskFullError, Writer
+from .writer import DatasetWriter, DiskFullError, Writer, drop_partials
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Sequence
 
-    from ..core.model import ChunkKey, Dataset, Res3, Scale, Vec3, VolumeType
+    from ..core.model import Dataset, Res3, Vec3, VolumeType
     from ..core.progress import Progress
     from .chunk_codecs import ChunkCodec
     from .sinks import ChunkSink
@@ -67,6 +79,8 @@ class BuildOptions:
     downsample: str | None = None  # default: mean for images, mode for segmentations
     segmentation: SegmentationOptions = field(default_factory=SegmentationOptions)
     workers: int | None = None
+    #: Bytes of source (or scratch) a region task reads at most, where one chunk allows.
+    region_bytes: int = REGION_BYTES
     resume: bool = False
     overwrite: bool = False
     npy_axes: str | None = None
@@ -75,8 +89,12 @@ class BuildOptions:
     shard_size: int | None = None
     #: OUT in an S3-compatible store other than AWS (MinIO, Ceph, moto): its endpoint URL.
     endpoint_url: str | None = None
-    #: Run the chunk tasks on a Dask cluster: a scheduler address or ``local:N``.
+    #: Run the build's tasks on a Dask cluster: a scheduler address or ``local:N``.
     cluster: str | None = None
+    #: Folder for the scratch store of a build into a bucket (exact arrays where pyramid
+    #: stages meet, task records); every worker of a remote cluster must reach it. None: a
+    #: temporary folder here (fine in process and for ``local:N``).
+    scratch: str | None = None
 
     def kind(self) -> VolumeKind:
         """What this build's volume type changes (codec check, downsampler, observers)."""
@@ -194,19 +212,32 @@ def build_dataset(
     out: str | os.PathLike[str],
     options: BuildOptions,
     progress: Callable[[Progress], None] | None = None,
+    plan: Callable[[str], None] | None = None,
 ) -> Dataset:
     """Build the precomputed dataset of ``source`` into the folder ``out``.
 
     :param source: a path (see :func:`precomp_host.build.sources.open_volume`) or a ``Volume``.
     :param out: the dataset folder; must be empty or absent unless resuming or overwriting
         (an overwritten dataset is replaced in one step once the new one is complete).
-    :param progress: called with a :class:`Progress` as chunks complete.
+    :param progress: called with a :class:`Progress` as chunks (and mesh regions) complete.
+    :param plan: called once, when the output is ready, with a line describing the tasks.
     :raises BuildError: with a one-line message, leaving nothing at a final name.
     """
+    if options.cluster is not None and options.shard_size is not None:
+        # The shard sink gathers a shard's chunks in this process (it does not pickle); region
+        # tasks aligned to shards (chunk_output) will let one worker write each shard.
+        raise BuildError("--cluster with --sharded is not supported yet (build without --cluster)")
+    remote = options.cluster is not None and not options.cluster.startswith("local:")
+    if remote and is_store_url(os.fspath(out)) and options.scratch is None:
+        # Stages meet in the scratch store (regions.Scratch), a folder every worker reads.
+        raise BuildError(
+            f"{out}: a remote --cluster into a bucket needs --scratch DIR on a filesystem "
+            "every worker mounts"
+        )
     with _cluster_for(options) as cluster:
         if is_store_url(os.fspath(out)):
-            return _build_into_store(source, os.fspath(out), options, progress, cluster)
-        return _build_into_folder(source, out, options, progress, cluster)
+            return _build_into_store(source, os.fspath(out), options, progress, plan, cluster)
+        return _build_into_folder(source, out, options, progress, plan, cluster)
 
 
 @contextlib.contextmanager
@@ -228,6 +259,7 @@ def _build_into_folder(
     out: str | os.PathLike[str],
     options: BuildOptions,
     progress: Callable[[Progress], None] | None,
+    plan: Callable[[str], None] | None,
     cluster: DaskExecutor | None,
 ) -> Dataset:
     output = Output(out)
@@ -240,8 +272,8 @@ def _build_into_folder(
         with output:
             mode = _mode(output, options, dataset, planned)
             if mode != "done":
-                build = _Build(volume, dataset, codec, options, kind, cluster)
-                _write(output, mode, planned, build, factors, progress)
+                build = _Build(volume, dataset, factors, codec, options, kind, cluster)
+                _write(output, mode, planned, build, progress, plan)
     except OutputError as e:
         raise BuildError(str(e)) from None
     log.info("built %s: %d scales", output.out, len(dataset.scales))
@@ -264,6 +296,7 @@ def _build_into_store(
     url: str,
     options: BuildOptions,
     progress: Callable[[Progress], None] | None,
+    plan: Callable[[str], None] | None,
     cluster: DaskExecutor | None,
 ) -> Dataset:
     """:func:`build_dataset` into ``s3://`` or ``gs://``: the same tasks, objects for files.
@@ -291,12 +324,14 @@ def _build_into_store(
     mode = _store_mode(writer, options, planned)
     if mode == "done":
         return dataset
-    build = _Build(volume, dataset, codec, options, kind, cluster)
+    build = _Build(volume, dataset, factors, codec, options, kind, cluster)
     build.writer = writer
     try:
         if mode == "fresh":  # a resumed build's state is there already, and equal
             writer.put_json(STATE_FILE, planned)
-        build.run(factors, progress)
+        with _scratch_folder(options.scratch) as scratch:
+            build.scratch_root = scratch
+            build.run(progress, plan)
         writer.commit(dataset)
         writer.delete_prefix(MESH_JOURNAL_DIR)
         writer.delete(STATE_FILE)
@@ -307,6 +342,22 @@ def _build_into_store(
         raise BuildError(f"{writer.url}: {e}") from None
     log.info("built %s: %d scales", writer.url, len(dataset.scales))
     return dataset
+
+
+@contextlib.contextmanager
+def _scratch_folder(given: str | None) -> Iterator[Path]:
+    """The root of a bucket build's scratch store: ``given`` (kept after a failure, for
+    ``--resume``; emptied after success) or a temporary folder. A resumed build without its
+    scratch runs every pyramid task again, and each stores only the chunks not there yet."""
+    if given is None:
+        with tempfile.TemporaryDirectory(prefix="precomp-scratch-") as tmp:
+            (Path(tmp) / TMP_DIR).mkdir()
+            yield Path(tmp)
+        return
+    root = Path(given)
+    (root / TMP_DIR).mkdir(parents=True, exist_ok=True)
+    yield root
+    shutil.rmtree(root / TMP_DIR, ignore_errors=True)
 
 
 def _store_mode(writer: ObjectStoreWriter, options: BuildOptions, planned: dict[str, Any]) -> str:
@@ -341,8 +392,8 @@ def _write(
     mode: str,
     planned: dict[str, Any],
     build: _Build,
-    factors: tuple[Vec3, ...],
     progress: Callable[[Progress], None] | None,
+    plan: Callable[[str], None] | None,
 ) -> None:
     """Write the dataset into ``output`` in ``mode``; on failure leave OUT as it was."""
     options = build.options
@@ -354,9 +405,10 @@ def _write(
             keep_identity=options.keep_identity,
         )  # fmt: skip
         build.writer = writer
+        build.scratch_root = root
         writer.begin()
         writer.put_json(STATE_FILE, planned)
-        build.run(factors, progress)
+        build.run(progress, plan)
         writer.commit(build.dataset)
         shutil.rmtree(root / MESH_JOURNAL_DIR, ignore_errors=True)
         (root / STATE_FILE).unlink()
@@ -375,9 +427,10 @@ def _write(
         where = e.filename if e.filename is not None else output.out
         raise BuildError(f"{where}: cannot write the dataset ({e.strerror or e})") from None
     except BaseException:
-        # Interrupted (Ctrl+C) or a bug: OUT keeps what was written, for --resume; a
-        # replacement's folder cannot be resumed and goes.
-        shutil.rmtree(root / TMP_DIR, ignore_errors=True)
+        # Interrupted (Ctrl+C) or a bug: OUT keeps what was written (the scratch store of
+        # finished tasks included), for --resume; a replacement's folder cannot be resumed
+        # and goes.
+        drop_partials(root)
         if mode == "replace":
             output.discard()
         raise
@@ -385,104 +438,120 @@ def _write(
 
 @dataclass
 class _Build:
-    """One run of the pyramid: the chunk pool, the slab observers and the chunk tasks."""
+    """One run of the build's tasks: the pyramid stage by stage, then the kind's extras."""
 
     volume: Volume
     dataset: Dataset
+    factors: tuple[Vec3, ...]
     codec: ChunkCodec
     options: BuildOptions
     kind: VolumeKind
-    #: Runs the chunk tasks when the build has ``--cluster`` (else the pool does).
+    #: Runs the tasks when the build has ``--cluster`` (else a thread pool here does).
     cluster: DaskExecutor | None = None
     writer: Writer = field(init=False)
-    #: Where every encoded chunk goes: the build's one choke point for chunk data.
-    sink: ChunkSink = field(init=False)
+    #: The folder of the scratch store (the dataset folder, or one for a bucket build).
+    scratch_root: Path = field(init=False)
 
-    def run(self, factors: tuple[Vec3, ...], progress: Callable[[Progress], None] | None) -> None:
-        scales = self.dataset.scales
-        step = scales[0].chunk_size[2]
-        self.tracker = Tracker(sum(s.num_chunks() for s in scales), progress)
-        workers = self.options.workers or os.cpu_count() or 1
-        pool = Pool(workers, self.tracker)
-        self.pool = pool
-        self.sink = sink_for(self.writer, self.dataset)
-        # On a cluster, chunk tasks carry their block to a worker; at most two per worker
-        # thread wait here (bounded memory, as the pool's window).
-        self.feed = None
-        if self.cluster is not None:
-            if not isinstance(self.sink, FileSink):
-                # A shard gathers chunks from many tasks in this process's memory.
-                raise BuildError("--cluster with --sharded needs the region tasks (issue 13)")
-            self.feed = Feed(self.cluster, self.tracker.add, 2 * self.cluster.workers)
-        # Reading and downsampling run beside the chunk workers, not in turn with them: the
-        # next slab is read ahead, and each slab is downsampled in y-bands in parallel.
-        helpers = ThreadPoolExecutor(max(2, workers), thread_name_prefix="precomp-slab")
-        downsampler = in_bands(self.kind.downsampler(self.options.downsample), helpers, workers)
-        context = SlabContext(
-            scales[0],
-            self.writer,
-            pool.submit,
-            workers,
-            read_slice=lambda z: self.volume.read(z, z + 1),
-            resume=self.options.resume,
+    def run(
+        self, progress: Callable[[Progress], None] | None, plan: Callable[[str], None] | None
+    ) -> None:
+        options, writer = self.options, self.writer
+        workers = options.workers or os.cpu_count() or 1
+        voxel_bytes = np.dtype(self.volume.dtype).itemsize * self.volume.num_channels
+        sink, align = self.chunk_output()
+        stages = plan_pyramid(self.dataset, self.factors, voxel_bytes=voxel_bytes,
+                              budget=options.region_bytes, align=align)  # fmt: skip
+        scratch = Scratch(self.scratch_root)
+        settings = PyramidSettings(
+            volume=self.volume,
+            dataset=self.dataset,
+            factors=self.factors,
+            codec=self.codec,
+            downsampler=self.kind.downsampler(options.downsample),
+            sink=sink,
+            scratch=scratch,
+            count_voxels=self.kind.count_voxels,
+            resume=options.resume,
         )
-        observers = []
-        try:
-            observers = self.kind.observers(context)
-            self.tracker.total += sum(o.num_tasks(step) for o in observers)
-            level = Level.chain(scales, factors, downsampler, self.emit)
-            stream_volume(self.volume, level, step, observers, helpers)
-            if self.feed is not None:
-                self.feed.finish()
-            pool.drain()
-            self.sink.close()
-            for observer in observers:
-                observer.write_metadata()
-        finally:
-            if self.feed is not None:
-                self.feed.close()
-            pool.close()
-            helpers.shutdown(wait=True, cancel_futures=True)
-            for observer in observers:
-                observer.close()
+        scale = self.dataset.scales[0]
+        cluster = self.cluster
+        with self.kind.extra_tasks(
+            self.volume, scale, writer, resume=options.resume,
+            workers=None if cluster is not None else workers,
+        ) as extras:  # fmt: skip
+            chunks = sum(s.num_chunks() for s in self.dataset.scales)
+            tracker = Tracker(chunks + len(extras), progress)
+            if plan is not None:
+                plan(describe(stages, len(extras)))
+            tracker.report()  # 0 of the total: a first line before the first task ends
+            if cluster is not None:
+                # Stage by stage: a stage reads what the one before stored in the scratch.
+                # Progress comes back with each finished task (a callback cannot cross
+                # processes), counted as the task's chunks.
+                def done(result: tuple[int, int]) -> None:
+                    tracker.add(*result)
 
-    def emit(self, scale: Scale, row: int, buf: np.ndarray, buf_z0: int) -> None:
-        """Queue the chunks of ``scale``'s complete chunk row ``row``."""
-        ox, oy, _ = scale.voxel_offset
-        for key in scale.iter_chunk_keys(range(row, row + 1)):
-            if self.options.resume and self.sink.is_complete(key):
-                self.tracker.add(0)
+                for stage in stages:
+                    calls = self._remote_calls(stage, settings, tracker)
+                    cluster.run(calls, done, shared=[settings])
+                sink.close()
+                cluster.run(extras, tracker.add, shared=_common_args(extras))
+                self.kind.write_metadata(writer, scratch, scale)
+                return
+            executor = ThreadExecutor(workers, tracker)
+            try:
+                for stage in stages:
+                    executor.run(self._pyramid_calls(stage, settings, tracker))
+                sink.close()
+                executor.run(functools.partial(_counted, fn, tracker) for fn in extras)
+                self.kind.write_metadata(writer, scratch, scale)
+            finally:
+                executor.close()
+
+    def chunk_output(self) -> tuple[ChunkSink, Sequence[Vec3 | None] | None]:
+        """Where chunks go (the build's one choke point for chunk data: files, or shards) and,
+        per scale, a box of chunks no two tasks may share (None: any).
+
+        The shard sink gathers a shard's chunks from every task that owns some (it spools
+        them), so tasks run in this process need no alignment and keep their bounded size;
+        tasks run in other processes (a cluster) would pass each scale's shard shape
+        (``ShardPlan.shard_shape``) here, so that one task writes each shard."""
+        return sink_for(self.writer, self.dataset), None
+
+    def _pyramid_calls(
+        self, tasks: list[PyramidTask], settings: PyramidSettings, tracker: Tracker
+    ) -> Iterator[Callable[[], int]]:
+        for task in tasks:
+            if settings.resume and is_finished(task, settings):
+                tracker.add(0, task.chunks)
                 continue
-            (x0, y0, z0), (x1, y1, z1) = key.start, key.stop
-            block = buf[z0 - buf_z0 : z1 - buf_z0, y0 - oy : y1 - oy, x0 - ox : x1 - ox]
-            if self.feed is not None:
-                options = tuple(self.options.codec_options.items())
-                task = ChunkTask(self.sink, self.codec.name, options, key, block.copy())
-                self.feed.submit(task)
-            else:
-                self.pool.submit(functools.partial(self._write_chunk, block, key))
-        self.tracker.report()
+            yield functools.partial(run_pyramid_task, task, settings, tracker.add)
 
-    def _write_chunk(self, block: np.ndarray, key: ChunkKey) -> int:
-        return self.sink.put(key, self.codec.encode(block))
+    def _remote_calls(
+        self, tasks: list[PyramidTask], settings: PyramidSettings, tracker: Tracker
+    ) -> Iterator[Callable[[], tuple[int, int]]]:
+        for task in tasks:
+            if settings.resume and is_finished(task, settings):
+                tracker.add(0, task.chunks)
+                continue
+            yield functools.partial(_pyramid_on_worker, task, settings)
 
 
-@dataclass(frozen=True)
-class ChunkTask:
-    """One chunk, encoded and stored on a cluster worker: picklable (the codec is rebuilt
-    from its name and options there; codecs hold closures)."""
-
-    sink: ChunkSink
-    encoding: str
-    codec_options: tuple[tuple[str, object], ...]
-    key: ChunkKey
-    block: np.ndarray
-
-    def __call__(self) -> int:
-        codec = _codec(self.encoding, self.codec_options)
-        return self.sink.put(self.key, codec.encode(self.block))
+def _pyramid_on_worker(task: PyramidTask, settings: PyramidSettings) -> tuple[int, int]:
+    """A pyramid task on a cluster worker: its bytes stored and its chunks (progress)."""
+    return run_pyramid_task(task, settings), task.chunks
 
 
-@functools.lru_cache(maxsize=8)
-def _codec(encoding: str, options: tuple[tuple[str, object], ...]) -> ChunkCodec:
-    return make_codec(encoding, **dict(options))
+def _common_args(tasks: Sequence[Callable[[], int]]) -> list[object]:
+    """The arguments every task (a ``functools.partial``) shares: its settings, sent to
+    a cluster's workers once."""
+    partials = [t for t in tasks if isinstance(t, functools.partial)]
+    if not partials or len(partials) < len(tasks):
+        return []
+    return [a for a in partials[0].args if all(any(a is b for b in p.args) for p in partials)]
+
+
+def _counted(fn: Callable[[], int], tracker: Tracker) -> int:
+    n = fn()
+    tracker.add(n)
+    return n

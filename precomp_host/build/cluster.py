@@ -1,11 +1,12 @@
 """A build's tasks on a Dask cluster: :class:`DaskExecutor` (``--cluster``).
 
-A task is a picklable callable without arguments that writes its own files and returns the
-bytes it stored. The executor runs an iterable of tasks with a bounded number in flight (the
-iterable is consumed lazily, so a plan of millions of tasks is never held at once), calls
-``done(nbytes)`` in the calling thread as each one finishes, and returns only once every task
-succeeded; the caller's final step (``info``) comes after that, never after a failure. Without
-``--cluster`` the build's own thread pool runs the same tasks in process.
+A task is a picklable callable without arguments that writes its own files and returns what
+the caller counts (a region task: its bytes stored and its chunks). The executor runs an
+iterable of tasks with a bounded number in flight (the iterable is consumed lazily, so a plan
+of millions of tasks is never held at once), calls ``done(result)`` in the calling thread as
+each one finishes, and returns only once every task succeeded; the caller's final step
+(``info``) comes after that, never after a failure. Without ``--cluster`` the build's own
+thread pool (build/executor.py) runs the same tasks in process.
 
 * :class:`DaskExecutor`: ``tcp://host:8786`` (a running scheduler: ``dask-jobqueue`` on Slurm,
   ``dask-kubernetes``, ``dask scheduler`` by hand) or ``local:N`` (a ``LocalCluster`` of ``N``
@@ -16,17 +17,16 @@ succeeded; the caller's final step (``info``) comes after that, never after a fa
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
-import queue
 import re
-import threading
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator
+    from collections.abc import Callable, Iterable, Sequence
 
-    Task = Callable[[], int]
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -40,18 +40,7 @@ class ExecutorError(Exception):
     """The cluster cannot be used as asked; the message is one line."""
 
 
-class Executor(Protocol):
-    #: Threads (or worker threads) that run tasks: how many run at once.
-    workers: int
-
-    def run(self, tasks: Iterable[Task], done: Callable[[int], None]) -> None:
-        """Run every task; ``done(nbytes)`` per finished task; raise the first failure."""
-
-    def close(self) -> None:
-        """Release threads, the client and a cluster this executor started."""
-
-
-def _call(task: Task) -> int:
+def _call(task: Callable[[], T]) -> T:
     return task()
 
 
@@ -102,11 +91,29 @@ class DaskExecutor:
         log.info("cluster %s: %d worker threads, dashboard %s", address, self.workers,
                  self.client.dashboard_link)  # fmt: skip
 
-    def run(self, tasks: Iterable[Task], done: Callable[[int], None]) -> None:
+    def run(
+        self,
+        tasks: Iterable[Callable[[], T]],
+        done: Callable[[T], None],
+        *,
+        shared: Sequence[object] = (),
+    ) -> None:
+        """Run every task; ``done(result)`` here per finished task; raise the first failure
+        (after its retries) once the tasks in flight are cancelled.
+
+        :param shared: objects the tasks (``functools.partial``) take as arguments, sent to
+            every worker once rather than with each task: a build's settings hold its source
+            volume, which may be an array in memory (Dask warns from 10 MiB per task).
+        """
         it = iter(tasks)
         submit = self.client.submit
+        handles = {id(obj): self.client.scatter(obj, broadcast=True, hash=False) for obj in shared}
 
-        def send(task: Task) -> Any:
+        def send(task: Callable[[], T]) -> Any:
+            if handles and isinstance(task, functools.partial):
+                # Dask passes a future given as an argument as its value, on the worker.
+                args = [handles.get(id(a), a) for a in task.args]
+                return submit(task.func, *args, **task.keywords, pure=False, retries=self.retries)
             return submit(_call, task, pure=False, retries=self.retries)
 
         pending = _distributed().as_completed(
@@ -145,71 +152,3 @@ def _distributed() -> Any:
     except ImportError:
         raise ExecutorError("--cluster needs Dask: pip install 'precomp-host[cluster]'") from None
     return distributed
-
-
-class Feed:
-    """Tasks handed over one at a time (a streaming build discovers them as it reads) to an
-    executor's :meth:`Executor.run`, which runs on a thread of its own.
-
-    :meth:`submit` blocks while ``capacity`` tasks wait (bounded memory: a task may carry its
-    data) and raises the executor's failure as soon as there is one; :meth:`finish` returns once
-    every task succeeded.
-    """
-
-    _END: Any = object()
-
-    def __init__(self, executor: Executor, done: Callable[[int], None], capacity: int) -> None:
-        self._queue: queue.Queue[Any] = queue.Queue(max(1, capacity))
-        self._error: BaseException | None = None
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, args=(executor, done), name="precomp-feed", daemon=True
-        )
-        self._thread.start()
-
-    def _tasks(self) -> Iterator[Task]:
-        while not self._stopped.is_set():
-            try:
-                task = self._queue.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            if task is self._END:
-                return
-            yield task
-
-    def _run(self, executor: Executor, done: Callable[[int], None]) -> None:
-        try:
-            executor.run(self._tasks(), done)
-        except BaseException as e:  # handed to the building thread by _check
-            self._error = e
-        finally:
-            self._stopped.set()
-
-    def _check(self) -> None:
-        if self._error is not None:
-            raise self._error
-
-    def _put(self, item: Any) -> None:
-        while True:
-            self._check()
-            if self._stopped.is_set():
-                return
-            try:
-                self._queue.put(item, timeout=0.2)
-                return
-            except queue.Full:
-                continue
-
-    def submit(self, task: Task) -> None:
-        self._put(task)
-
-    def finish(self) -> None:
-        """Wait for every task; raise the first failure."""
-        self._put(self._END)
-        self._thread.join()
-        self._check()
-
-    def close(self) -> None:
-        """Stop taking tasks (after a failure elsewhere); what is queued is dropped."""
-        self._stopped.set()
-        self._thread.join()

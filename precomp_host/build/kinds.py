@@ -10,48 +10,39 @@ the volume type itself.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import json
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .chunk_codecs import ChunkCodec, make_codec
 from .pyramid import DOWNSAMPLERS, Downsampler
 from .segmentation import (
     LabelVolume,
-    MeshObserver,
+    MeshSettings,
+    ProcessMesher,
     SegmentationOptions,
-    VoxelCountObserver,
+    plan_meshes,
     plan_segmentation,
+    run_mesh_task,
+    write_mesh_metadata,
+    write_segment_properties,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Iterator, Mapping
 
     import numpy as np
 
     from ..core.model import Dataset, Scale, VolumeType
+    from .regions import Scratch
     from .sources import Volume
-    from .streaming import SlabObserver
     from .writer import Writer
 
 #: Data types an image volume may have (issue #2); the spec's other integer types are stored
 #: as given too.
 IMAGE_DTYPES = ("uint8", "uint16", "uint32", "float32", "int8", "int16", "int32")
-
-
-@dataclass(frozen=True)
-class SlabContext:
-    """What a slab observer may use: scale 0, the writer and the build's workers."""
-
-    scale: Scale
-    writer: Writer
-    #: Runs a task (returning bytes written) on the build's chunk pool.
-    submit: Callable[[Callable[[], int]], None]
-    workers: int
-    #: Reads slice ``z`` (from 0) of the volume as ``[1, y, x, c]``.
-    read_slice: Callable[[int], np.ndarray]
-    resume: bool
 
 
 class VolumeKind:
@@ -89,8 +80,22 @@ class VolumeKind:
         """Settings besides ``info`` that the output depends on (compared by ``--resume``)."""
         return {}
 
-    def observers(self, context: SlabContext) -> list[SlabObserver]:
-        return []
+    #: Whether the pyramid tasks count voxels per label at scale 0 (for segment properties).
+    count_voxels: ClassVar[bool] = False
+
+    @contextlib.contextmanager
+    def extra_tasks(
+        self, volume: Volume, scale: Scale, writer: Writer, *, resume: bool, workers: int | None
+    ) -> Iterator[list[Callable[[], int]]]:
+        """The build's tasks besides the pyramid (each returns the bytes it stored, and
+        pickles for a cluster), and the resources they need while they run.
+
+        :param workers: processes this build may start for CPU work that holds the GIL; None
+            when the tasks run on a cluster's worker processes already."""
+        yield []
+
+    def write_metadata(self, writer: Writer, scratch: Scratch, scale: Scale) -> None:
+        """This kind's files written after every task (manifests, segment properties)."""
 
 
 class SegmentationKind(VolumeKind):
@@ -118,22 +123,30 @@ class SegmentationKind(VolumeKind):
                    "simplification": dataclasses.asdict(seg.simplification)}  # fmt: skip
         return {"meshing": json.loads(json.dumps(meshing))}  # as read back from the state file
 
-    def observers(self, context: SlabContext) -> list[SlabObserver]:
-        found: list[SlabObserver] = [VoxelCountObserver(self.options, context.writer)]
+    count_voxels: ClassVar[bool] = True
+
+    @contextlib.contextmanager
+    def extra_tasks(
+        self, volume: Volume, scale: Scale, writer: Writer, *, resume: bool, workers: int | None
+    ) -> Iterator[list[Callable[[], int]]]:
+        if not self.options.mesh:
+            yield []
+            return
+        settings = MeshSettings(volume, scale, self.options, writer, resume)
+        tasks = plan_meshes(scale, self.options)
+        if workers is None:  # a cluster worker meshes in its own process
+            yield [functools.partial(run_mesh_task, task, settings) for task in tasks]
+            return
+        mesher = ProcessMesher(workers)
+        try:
+            yield [functools.partial(run_mesh_task, task, settings, mesher) for task in tasks]
+        finally:
+            mesher.close()
+
+    def write_metadata(self, writer: Writer, scratch: Scratch, scale: Scale) -> None:
         if self.options.mesh:
-            found.insert(
-                0,
-                MeshObserver(
-                    context.scale,
-                    self.options,
-                    context.writer,
-                    context.submit,
-                    context.workers,
-                    read_slice=context.read_slice,
-                    resume=context.resume,
-                ),
-            )
-        return found
+            write_mesh_metadata(writer, scale, self.options)
+        write_segment_properties(self.options, writer, scratch)
 
 
 def kind_for(volume_type: VolumeType, segmentation: SegmentationOptions) -> VolumeKind:

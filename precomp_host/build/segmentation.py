@@ -1,20 +1,19 @@
-"""What a segmentation build adds: :class:`LabelVolume`, :class:`MeshObserver` and the voxel counts.
+"""What a segmentation build adds: :class:`LabelVolume`, mesh tasks and the voxel counts.
 
-Labels are checked and widened slab by slab (:class:`LabelVolume`: uint8/16/32 and non-negative
-int8/16/32 are stored as uint32, 64-bit labels as uint64, the two types volume.md allows for
-``compressed_segmentation``). The extras see every scale-0 slab as it streams by: they count
-voxels per label for ``segment_properties`` and, with meshing on, mesh each slab's regions
-(plus the first slice of the next slab, read on its own so that no slab waits for the next
-one, see :mod:`precomp_host.meshes`) in worker processes:
-zmesh holds the GIL while it meshes and simplifies, so threads would mesh on one core. After
-the chunks, their ``write_metadata`` writes the manifests, ``mesh/info`` and
-``segment_properties/info``. Both are slab observers of the segmentation volume kind
-(:mod:`precomp_host.build.kinds`).
+Labels are checked and widened region by region (:class:`LabelVolume`: uint8/16/32 and
+non-negative int8/16/32 are stored as uint32, 64-bit labels as uint64, the two types volume.md
+allows for ``compressed_segmentation``). The pyramid tasks count voxels per label of their
+share of scale 0 (:mod:`~.regions`); :func:`write_segment_properties` sums them. With meshing
+on, each :class:`MeshTask` reads its region of scale 0 (plus one voxel on its high sides, see
+:mod:`precomp_host.build.meshes`) and meshes it, in worker processes in this process's build
+(:class:`ProcessMesher`: zmesh holds the GIL while it meshes and simplifies, so threads would
+mesh on one core). A region's journal record, written after its fragments, names its
+segments: :func:`write_mesh_metadata` builds the manifests from them, and ``--resume`` skips
+recorded regions.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import multiprocessing
 import os
@@ -45,7 +44,7 @@ from .segment_properties import (
     VoxelCounter,
     properties_info,
 )
-from .sources import SourceError
+from .sources import SourceError, read_region
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -54,6 +53,7 @@ if TYPE_CHECKING:
 
     #: A region's core box ``(start, stop)`` in absolute voxels.
     Box = tuple[Vec3, Vec3]
+    from .regions import Scratch
     from .sources import Volume
     from .writer import Writer
 
@@ -93,10 +93,15 @@ class LabelVolume:
         self.num_channels = 1
 
     def read(self, z0: int, z1: int) -> np.ndarray:
-        arr = self.inner.read(z0, z1)
+        x, y, _ = self.shape
+        return self.read_region((0, 0, z0), (x, y, z1))
+
+    def read_region(self, start: Vec3, stop: Vec3) -> np.ndarray:
+        arr = read_region(self.inner, start, stop)
         if arr.dtype.kind == "i" and arr.size and int(arr.min()) < 0:
             raise SourceError(
-                f"negative label {int(arr.min())} in slices {z0}-{z1}: labels must be >= 0"
+                f"negative label {int(arr.min())} in voxels {box_name(start, stop)}"
+                " (from 0): labels must be >= 0"
             )
         out: np.ndarray = arr.astype(self.dtype, copy=False)
         return out
@@ -122,139 +127,117 @@ def plan_segmentation(dataset: Dataset, options: SegmentationOptions) -> Dataset
     )
 
 
-class VoxelCountObserver:
-    """Counts voxels per label in the scale-0 slabs, for ``segment_properties/info``."""
-
-    busy = False
-
-    def __init__(self, options: SegmentationOptions, writer: Writer) -> None:
-        self.options, self.writer = options, writer
-        self.counter = VoxelCounter()
-
-    def num_tasks(self, slab_depth: int) -> int:
-        return 0
-
-    def push(self, slab: np.ndarray, z0: int) -> None:
-        self.counter.add(slab)
-
-    def write_metadata(self) -> None:
-        doc = properties_info(self.options.names, self.counter.counts)
-        self.writer.put_json(f"{SEGMENT_PROPERTIES_DIR}/info", doc)
-
-    def close(self) -> None:
-        pass
+def write_segment_properties(options: SegmentationOptions, writer: Writer,
+                             scratch: Scratch) -> None:  # fmt: skip
+    """``segment_properties/info`` from the voxel counts the pyramid tasks stored."""
+    counter = VoxelCounter()
+    scratch.add_counts(counter)
+    doc = properties_info(options.names, counter.counts)
+    writer.put_json(f"{SEGMENT_PROPERTIES_DIR}/info", doc)
 
 
-class MeshObserver:
-    """Legacy meshes of the scale-0 slabs: one mesh task per region, run in worker processes.
+@dataclass(frozen=True)
+class MeshTask:
+    """One region of legacy meshes: its core box (absolute voxels of scale 0)."""
 
-    :param submit: runs a task (returning bytes written) on the build's worker pool; a mesh
-        task there hands its region to one of ``workers`` processes and writes the result.
-    :param read_slice: reads slice ``z`` (from 0) of the volume as ``[1, y, x, 1]`` labels:
-        a slab's regions reach one slice into the next slab.
+    core: Box
+
+
+@dataclass(frozen=True)
+class MeshSettings:
+    """What every mesh task of a build shares (picklable).
+
     :param resume: skip the regions an interrupted build recorded as meshed (meshing is most
         of a segmentation build's time; a region's result depends only on its labels and the
         settings, which ``--resume`` checks are unchanged).
     """
 
-    busy = True
+    volume: Volume
+    scale: Scale
+    options: SegmentationOptions
+    writer: Writer
+    resume: bool = False
 
-    def __init__(
-        self,
-        scale: Scale,
-        options: SegmentationOptions,
-        writer: Writer,
-        submit: Callable[[Callable[[], int]], None],
-        workers: int = 1,
-        read_slice: Callable[[int], np.ndarray] | None = None,
-        resume: bool = False,
-    ) -> None:
-        self.read_slice = read_slice
-        self.resume = resume
-        self.scale, self.options, self.writer, self.submit = scale, options, writer, submit
+
+def plan_meshes(scale: Scale, options: SegmentationOptions) -> list[MeshTask]:
+    """The mesh regions of scale 0: ``region_size`` in x and y, a chunk deep, x fastest."""
+    rx, ry = options.region_size
+    size = (rx, ry, scale.chunk_size[2])
+    return [MeshTask(core) for core in iter_regions(scale.voxel_offset, scale.stop, size)]
+
+
+def run_mesh_task(
+    task: MeshTask, settings: MeshSettings, mesher: Callable[..., dict[int, bytes]] = mesh_region
+) -> int:
+    """Mesh ``task``'s region (its core plus one voxel on the high sides) and write its
+    fragments, then its journal record; returns the bytes stored.
+
+    :param mesher: :func:`~.meshes.mesh_region`, or a callable that runs it elsewhere (zmesh
+        holds the GIL: an in-process build meshes in worker processes).
+    """
+    core = task.core
+    writer, scale, options = settings.writer, settings.scale, settings.options
+    if settings.resume and writer.get_json(_journal_record(core)) is not None:
+        return 0
+    off = scale.voxel_offset
+    a, b = data_box(*core, scale.stop)
+    labels = read_region(
+        settings.volume,
+        (a[0] - off[0], a[1] - off[1], a[2] - off[2]),
+        (b[0] - off[0], b[1] - off[1], b[2] - off[2]),
+    )
+    frags = mesher(
+        np.ascontiguousarray(labels[..., 0]),
+        a,
+        scale.resolution,
+        options.segments,
+        volume_box=(scale.voxel_offset, scale.stop),
+        core_stop=core[1],
+        simplification=options.simplification,
+    )
+    written = 0
+    for segment, data in frags.items():
+        written += writer.put(f"{MESH_DIR}/{fragment_name(segment, *core)}", data)
+    # Last: a region with a record has all its fragments on disk.
+    writer.put_json(_journal_record(core), {"segments": sorted(frags)})
+    return written
+
+
+def write_mesh_metadata(writer: Writer, scale: Scale, options: SegmentationOptions) -> None:
+    """The manifests and ``mesh/info``, from the regions' journal records (after every mesh
+    task is done). The records are read by name, region by region: an object store has no
+    folder to list cheaply, and a record exists for every region once its task is done."""
+    fragments: dict[int, list[str]] = defaultdict(list)
+    for task in plan_meshes(scale, options):
+        record = writer.get_json(_journal_record(task.core))
+        for segment in record["segments"]:
+            fragments[segment].append(fragment_name(segment, *task.core))
+    for segment in sorted(fragments):
+        writer.put(f"{MESH_DIR}/{manifest_name(segment)}", manifest_bytes(fragments[segment]))
+    writer.put_json(f"{MESH_DIR}/info", MESH_INFO)
+    log.info("meshes: %d segments", len(fragments))
+
+
+class ProcessMesher:
+    """:func:`~.meshes.mesh_region` in ``workers`` processes, called from the build's threads."""
+
+    def __init__(self, workers: int) -> None:
         # spawn, not fork: the build process runs threads, and a forked child could inherit a
         # lock held by one of them.
-        self._procs: ProcessPoolExecutor | None = ProcessPoolExecutor(
+        self._procs = ProcessPoolExecutor(
             workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_die_with_parent,
             initargs=(os.getpid(),),
         )
-        self.fragments: dict[int, list[str]] = defaultdict(list)
-        self._lock = threading.Lock()
 
-    def num_tasks(self, slab_depth: int) -> int:
-        """Mesh tasks a build will run (for progress totals)."""
-        x, y, z = self.scale.size
-        rx, ry = self.options.region_size
-        return -(-x // rx) * -(-y // ry) * -(-z // slab_depth)
-
-    def push(self, slab: np.ndarray, z0: int) -> None:
-        """Scale-0 slices ``[z0, z0 + len(slab))`` (absolute), in order."""
-        end = z0 + slab.shape[0]
-        next_slice = None
-        if end < self.scale.stop[2]:
-            if self.read_slice is None:
-                raise ValueError("meshing a slab that is not the last needs read_slice")
-            next_slice = self.read_slice(end - self.scale.voxel_offset[2])
-        ox, oy, _ = self.scale.voxel_offset
-        stop = (self.scale.stop[0], self.scale.stop[1], end)
-        rx, ry = self.options.region_size
-        for core in iter_regions((ox, oy, z0), stop, (rx, ry, slab.shape[0])):
-            self.submit(functools.partial(self._mesh_region, core, slab, z0, next_slice))
-
-    def _mesh_region(
-        self, core: Box, slab: np.ndarray, z0: int, next_slice: np.ndarray | None
-    ) -> int:
-        record = self.writer.get_json(_journal_record(core)) if self.resume else None
-        if record is not None:
-            segments = record["segments"]
-            with self._lock:
-                for segment in segments:
-                    self.fragments[segment].append(fragment_name(segment, *core))
-            return 0
-        ox, oy, _ = self.scale.voxel_offset
-        a, b = data_box(*core, self.scale.stop)
-        xs, ys = slice(a[0] - ox, b[0] - ox), slice(a[1] - oy, b[1] - oy)
-        block = slab[:, ys, xs, 0]
-        if b[2] > z0 + slab.shape[0]:
-            assert next_slice is not None
-            block = np.concatenate([block, next_slice[:, ys, xs, 0]])
-        assert self._procs is not None
-        frags = self._procs.submit(
-            mesh_region,
-            np.ascontiguousarray(block),
-            a,
-            self.scale.resolution,
-            self.options.segments,
-            volume_box=(self.scale.voxel_offset, self.scale.stop),
-            core_stop=core[1],
-            simplification=self.options.simplification,
-        ).result()
-        written = 0
-        for segment, data in frags.items():
-            name = fragment_name(segment, *core)
-            written += self.writer.put(f"{MESH_DIR}/{name}", data)
-            with self._lock:
-                self.fragments[segment].append(name)
-        # Last: a region with a record has all its fragments on disk.
-        self.writer.put_json(_journal_record(core), {"segments": sorted(frags)})
-        return written
+    def __call__(self, *args: Any, **kwargs: Any) -> dict[int, bytes]:
+        out: dict[int, bytes] = self._procs.submit(mesh_region, *args, **kwargs).result()
+        return out
 
     def close(self) -> None:
-        """Stop the mesh processes (after :meth:`write_metadata`, or on failure)."""
-        if self._procs is not None:
-            self._procs.shutdown(wait=True, cancel_futures=True)
-            self._procs = None
-
-    def write_metadata(self) -> None:
-        """The manifests and ``mesh/info``; after every task is done."""
-        for segment in sorted(self.fragments):
-            self.writer.put(
-                f"{MESH_DIR}/{manifest_name(segment)}", manifest_bytes(self.fragments[segment])
-            )
-        self.writer.put_json(f"{MESH_DIR}/info", MESH_INFO)
-        log.info("meshes: %d segments", len(self.fragments))
+        """Stop the processes (after the mesh tasks, or on failure)."""
+        self._procs.shutdown(wait=True, cancel_futures=True)
 
 
 def _die_with_parent(parent: int) -> None:

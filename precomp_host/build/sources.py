@@ -1,13 +1,21 @@
-"""Input volumes, read lazily in z-slabs: the :class:`Volume` returned by :func:`open_volume`.
+"""Input volumes, read lazily by region: the :class:`Volume` returned by :func:`open_volume`.
 
-A volume is read as ``[z, y, x, channel]`` blocks of whole z-slices (``Volume.read(z0, z1)``),
-so memory is bounded by the slab, not by the depth of the stack. Sources:
+A volume is read as ``[z, y, x, channel]`` blocks of an x/y/z box
+(``Volume.read_region(start, stop)``; ``read(z0, z1)`` is the box of whole slices), so memory
+is bounded by the box a build task asks for, not by the plane or the depth (issue #13).
+Sources, and how each reads a box:
 
-* a folder of 2D TIFF slices, or a glob of them, in natural order (``z2`` before ``z10``);
-* one TIFF (multi-page, 3D, OME-TIFF), read page by page or through a memory map;
-* a ``.npy`` file, memory-mapped;
+* a folder of 2D TIFF slices, or a glob of them, in natural order (``z2`` before ``z10``),
+  and one TIFF (multi-page, 3D, OME-TIFF): an uncompressed page is memory-mapped for the
+  read and unmapped after it (so its pages do not stay in our RSS); a striped or tiled page
+  reads and decodes only the strips or tiles the box touches (tifffile's segment reader);
+  any other page (planar, SubIFD-tiled volumes) is read whole and cropped;
+* a ``.npy`` file, memory-mapped for each read;
 * a TIFF-tile dataset (a folder with an ``info``, chunks as 3D TIFFs), in
-  :mod:`~precomp_host.build.tiff_tiles`.
+  :mod:`~precomp_host.build.tiff_tiles`, reads the tiles the box touches.
+
+A volume without ``read_region`` (a caller's own) is read by whole slices and cropped
+(:func:`read_region`).
 
 Everything that can be checked without reading pixels is checked when the volume is opened
 (every slice's shape and dtype, every file being a TIFF), so bad input fails before anything is
@@ -27,7 +35,7 @@ import stat
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
@@ -51,6 +59,25 @@ class Volume(Protocol):
     num_channels: int
 
     def read(self, z0: int, z1: int) -> np.ndarray: ...
+
+
+def read_region(volume: Volume, start: Shape3, stop: Shape3) -> np.ndarray:
+    """Voxels ``[start, stop)`` (x, y, z, from 0) of ``volume`` as ``[z, y, x, c]``.
+
+    Every source of ours has ``read_region``; a volume without it (a caller's own) is read by
+    whole slices and cropped.
+    """
+    reader = getattr(volume, "read_region", None)
+    if reader is not None:
+        out: np.ndarray = reader(start, stop)
+        return out
+    (x0, y0, z0), (x1, y1, z1) = start, stop
+    return np.ascontiguousarray(volume.read(z0, z1)[:, y0:y1, x0:x1])
+
+
+def _slices(start: Shape3, stop: Shape3) -> tuple[slice, slice, slice]:
+    """``[z, y, x]`` index of the box ``[start, stop)``."""
+    return (slice(start[2], stop[2]), slice(start[1], stop[1]), slice(start[0], stop[0]))
 
 
 def natural_key(name: str) -> list[Any]:
@@ -94,6 +121,79 @@ class ArrayVolume:
 
     def read(self, z0: int, z1: int) -> np.ndarray:
         return np.ascontiguousarray(self.array[z0:z1])
+
+    def read_region(self, start: Shape3, stop: Shape3) -> np.ndarray:
+        return np.ascontiguousarray(self.array[_slices(start, stop)])
+
+
+@dataclass
+class MappedVolume:
+    """An uncompressed array in a file (a .npy, an uncompressed TIFF), read box by box.
+
+    Pages of a mapping count in our resident set while it lives, so one mapping held for a
+    whole build would count the whole file against our memory bound by its end. A file laid
+    out as ``[z, y, x, c]`` in C order (the usual case) is mapped one plane at a time, for the
+    rows of the box in it; any other layout is mapped for the one read and unmapped after it.
+
+    :param file_shape: the array's shape in the file; ``axes`` names its dimensions
+        (tifffile's letters).
+    """
+
+    path: str
+    offset: int
+    file_shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+    axes: str
+    order: Literal["C", "F"] = "C"
+
+    def __post_init__(self) -> None:
+        view = self._map()
+        z, y, x, c = view.shape
+        self.shape: Shape3 = (x, y, z)
+        self.num_channels = c
+        self._direct = bool(view.flags.c_contiguous)
+
+    def _map(self) -> np.ndarray:
+        try:
+            mapped = np.memmap(
+                self.path,
+                self.dtype,
+                "r",
+                self.offset,
+                self.file_shape,
+                self.order,
+            )
+        except (OSError, ValueError) as e:  # shorter than its header says (numpy's ValueError)
+            raise SourceError(f"{self.path}: cannot map its data ({e})") from None
+        return _as_zyxc(mapped, self.axes, self.path)
+
+    def read_region(self, start: Shape3, stop: Shape3) -> np.ndarray:
+        if self._direct:
+            return self._by_plane(start, stop)
+        view = self._map()
+        out = np.array(view[_slices(start, stop)])
+        del view  # unmapped with its last reference
+        return out
+
+    def _by_plane(self, start: Shape3, stop: Shape3) -> np.ndarray:
+        (x0, y0, z0), (x1, y1, z1) = start, stop
+        x, y, _ = self.shape
+        c = self.num_channels
+        out = np.empty((z1 - z0, y1 - y0, x1 - x0, c), self.dtype)
+        plane = y * x * c * self.dtype.itemsize
+        for k in range(z1 - z0):
+            try:
+                mapped = np.memmap(self.path, self.dtype, "r", self.offset + (z0 + k) * plane,
+                                   (y, x, c))  # fmt: skip
+            except (OSError, ValueError) as e:  # the file shrank since it was opened
+                raise SourceError(f"{self.path}: cannot map its data ({e})") from None
+            out[k] = mapped[y0:y1, x0:x1]
+            del mapped  # unmapped now: at most one plane's rows of the box stay resident
+        return out
+
+    def read(self, z0: int, z1: int) -> np.ndarray:
+        x, y, _ = self.shape
+        return self.read_region((0, 0, z0), (x, y, z1))
 
 
 class _TifffileProblems(logging.Filter):
@@ -225,6 +325,91 @@ def _read_tiff(path: str, key: int | list[int] | None = None) -> np.ndarray:
     return out
 
 
+def _read_tiff_region(
+    path: str, page: int, page_shape: tuple[int, ...], axes: str, ys: slice, xs: slice
+) -> np.ndarray:
+    """Rows ``ys`` and columns ``xs`` of page ``page``, in the page's ``axes`` (``YX``, ``YXS``).
+
+    Only the page's bytes in the box are read where its storage allows: an uncompressed page
+    is memory-mapped for this read alone; a striped or tiled page (planar configuration
+    contiguous, one image plane deep) decodes only the segments that meet the box. Anything
+    else is read whole and cropped.
+    """
+    import tifffile
+
+    try:
+        with _tifffile_checked(path), tifffile.TiffFile(path) as tif:
+            tiff_page = tif.pages[page]
+            assert isinstance(tiff_page, tifffile.TiffPage)
+            if tiff_page.axes != axes or tuple(tiff_page.shape) != page_shape:
+                out = _crop_page(tiff_page.asarray().reshape(page_shape), axes, ys, xs)
+            elif tiff_page.is_memmappable:
+                out = _mapped_page(tif, tiff_page, axes, ys, xs)
+            elif (
+                tiff_page.planarconfig == 1
+                and tiff_page.imagedepth == 1
+                and not (tiff_page.is_subsampled)
+            ):
+                out = _segments_of_page(tif, tiff_page, axes, ys, xs)
+            else:
+                out = _crop_page(tiff_page.asarray(), axes, ys, xs)
+    except SourceError:
+        raise
+    except Exception as e:  # tifffile raises many kinds on truncated or corrupt data
+        raise SourceError(f"{path}: cannot read TIFF data ({type(e).__name__}: {e})") from None
+    return out
+
+
+def _crop_page(arr: np.ndarray, axes: str, ys: slice, xs: slice) -> np.ndarray:
+    index = tuple(ys if a == "Y" else xs if a == "X" else slice(None) for a in axes)
+    return np.ascontiguousarray(arr[index])
+
+
+def _mapped_page(tif: Any, page: Any, axes: str, ys: slice, xs: slice) -> np.ndarray:
+    offset = page.dataoffsets[0]
+    dtype = np.dtype(page.dtype).newbyteorder(tif.byteorder)
+    if offset + math.prod(page.shape) * dtype.itemsize > tif.filehandle.size:
+        raise SourceError(f"{tif.filehandle.path}: file is shorter than its header says")
+    mapped = np.memmap(tif.filehandle.path, dtype, "r", offset, tuple(page.shape))
+    out = _crop_page(mapped, axes, ys, xs).astype(dtype.newbyteorder("="), copy=False)
+    del mapped  # unmapped now: its pages leave our resident set
+    return out
+
+
+def _segments_of_page(tif: Any, page: Any, axes: str, ys: slice, xs: slice) -> np.ndarray:
+    """The box of a striped or tiled page from the segments (strips, tiles) that meet it."""
+    seg_h, seg_w = int(page.chunks[0]), int(page.chunks[1])
+    across = -(-int(page.imagewidth) // seg_w)
+    y0, y1 = ys.start, ys.stop
+    x0, x1 = xs.start, xs.stop
+    wanted = [
+        ty * across + tx
+        for ty in range(y0 // seg_h, -(-y1 // seg_h))
+        for tx in range(x0 // seg_w, -(-x1 // seg_w))
+    ]
+    samples = int(page.samplesperpixel)
+    full = np.zeros((y1 - y0, x1 - x0, samples), page.dtype)
+    offsets = [page.dataoffsets[i] for i in wanted]
+    counts = [page.databytecounts[i] for i in wanted]
+    for data, index in tif.filehandle.read_segments(offsets, counts, indices=wanted):
+        if data is None or len(data) == 0:
+            raise SourceError(f"{tif.filehandle.path}: segment {index} of its data is missing")
+        segment, _, shape = page.decode(data, index, jpegtables=page.jpegtables)
+        ty, tx = divmod(index, across)
+        h, w = shape[1], shape[2]
+        block = np.asarray(segment).reshape(
+            -1, seg_h if page.is_tiled else shape[1], seg_w, samples
+        )
+        block = block[0, :h, :w]
+        ay, ax = ty * seg_h, tx * seg_w
+        sy0, sy1 = max(y0, ay), min(y1, ay + h)
+        sx0, sx1 = max(x0, ax), min(x1, ax + w)
+        full[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = block[
+            sy0 - ay : sy1 - ay, sx0 - ax : sx1 - ax
+        ]
+    return full if "S" in axes else full[..., 0]
+
+
 @dataclass
 class SliceStack:
     """A folder or glob of 2D TIFF slices, one per z, all of one shape and dtype."""
@@ -245,7 +430,7 @@ class SliceStack:
                 )
         if "Z" in axes or "I" in axes or len(first_shape) not in (2, 3):
             raise SourceError(f"{self.files[0]}: expected a 2D slice, got shape {first_shape}")
-        self._axes = axes
+        self._axes, self._page_shape = axes, first_shape
         probe = _as_zyxc(np.empty(first_shape, first_dtype), axes, self.files[0])
         _, y, x, c = probe.shape
         self.shape: Shape3 = (x, y, len(self.files))
@@ -254,9 +439,15 @@ class SliceStack:
 
     def read(self, z0: int, z1: int) -> np.ndarray:
         x, y, _ = self.shape
-        out = np.empty((z1 - z0, y, x, self.num_channels), self.dtype)
+        return self.read_region((0, 0, z0), (x, y, z1))
+
+    def read_region(self, start: Shape3, stop: Shape3) -> np.ndarray:
+        (x0, y0, z0), (x1, y1, z1) = start, stop
+        out = np.empty((z1 - z0, y1 - y0, x1 - x0, self.num_channels), self.dtype)
         for i, f in enumerate(self.files[z0:z1]):
-            plane = _read_tiff(f)
+            plane = _read_tiff_region(
+                f, 0, self._page_shape, self._axes, slice(y0, y1), slice(x0, x1)
+            )
             out[i] = _as_zyxc(plane, self._axes, f)[0]
         return out
 
@@ -282,6 +473,15 @@ class PagedTiff:
         data = data.reshape((z1 - z0, *self.page_shape))
         return np.ascontiguousarray(_as_zyxc(data, "Z" + self.page_axes, self.path))
 
+    def read_region(self, start: Shape3, stop: Shape3) -> np.ndarray:
+        (x0, y0, z0), (x1, y1, z1) = start, stop
+        ys, xs = slice(y0, y1), slice(x0, x1)
+        planes = [
+            _read_tiff_region(self.path, z, self.page_shape, self.page_axes, ys, xs)
+            for z in range(z0, z1)
+        ]
+        return np.ascontiguousarray(_as_zyxc(np.stack(planes), "Z" + self.page_axes, self.path))
+
 
 def _open_tiff(path: str) -> Volume:
     import tifffile
@@ -295,7 +495,10 @@ def _open_tiff(path: str) -> Volume:
     except (ValueError, tifffile.TiffFileError):
         mapped = None  # compressed or tiled: read page by page instead
     if mapped is not None and mapped.shape == shape:
-        return ArrayVolume(_as_zyxc(mapped, axes, path))
+        # Mapped again for each read (MappedVolume): only its place in the file is kept.
+        offset, dtype = int(mapped.offset), mapped.dtype
+        del mapped
+        return MappedVolume(path, offset, shape, dtype, axes)
     plane_axes = axes[-3:] if axes.endswith("S") else axes[-2:]
     lead = axes[: len(axes) - len(plane_axes)]
     lead_shape = shape[: len(lead)]
@@ -315,36 +518,13 @@ def _open_npy(path: str, axes: str) -> Volume:
         raise SourceError(f"{path}: not a readable .npy array ({e})") from None
     if arr.ndim != len(axes):
         raise SourceError(f"{path}: array has {arr.ndim} dimensions, axes {axes!r} expected")
-    if axes.upper() in ("ZYX", "ZYXC") and arr.flags.c_contiguous and isinstance(arr, np.memmap):
-        # z-slabs are contiguous runs of the file: read them with plain reads, so the pages
-        # do not stay mapped (and counted in our RSS) for the whole build.
-        return NpySlabs(path, int(arr.offset), _as_zyxc(arr, axes, path).shape, arr.dtype)
+    if isinstance(arr, np.memmap) and (arr.flags.c_contiguous or arr.flags.f_contiguous):
+        # Mapped again for each read (MappedVolume), so the pages read do not stay mapped
+        # (and counted in our RSS) for the whole build.
+        order: Literal["C", "F"] = "C" if arr.flags.c_contiguous else "F"
+        _as_zyxc(arr, axes, path)  # the axes are checked at open
+        return MappedVolume(path, int(arr.offset), tuple(arr.shape), arr.dtype, axes, order)
     return ArrayVolume(_as_zyxc(arr, axes, path))
-
-
-@dataclass
-class NpySlabs:
-    """A C-order ``[z, y, x(, c)]`` .npy file read slab by slab."""
-
-    path: str
-    offset: int
-    zyxc: tuple[int, ...]
-    dtype: np.dtype[Any]
-
-    def __post_init__(self) -> None:
-        z, y, x, c = self.zyxc
-        self.shape: Shape3 = (x, y, z)
-        self.num_channels = c
-
-    def read(self, z0: int, z1: int) -> np.ndarray:
-        _, y, x, c = self.zyxc
-        plane = y * x * c
-        with open(self.path, "rb") as f:
-            f.seek(self.offset + z0 * plane * self.dtype.itemsize)
-            data = np.fromfile(f, self.dtype, count=(z1 - z0) * plane)
-        if data.size != (z1 - z0) * plane:
-            raise SourceError(f"{self.path}: file is shorter than its header says")
-        return data.reshape(z1 - z0, y, x, c)
 
 
 _TIFF_SUFFIXES = (".tif", ".tiff")

@@ -2,8 +2,8 @@
 
 Such a dataset is an ``info`` file plus one 3D TIFF per chunk, ``{scale}/{x0-x1_y0-y1_z0-z1}.tiff``,
 each array in z, y, x order (issue #15). ``precomp-host build`` converts its finest scale into a
-regular precomputed dataset (codecs, content codings, pyramid), reading one chunk row of z at a
-time so memory is bounded by a row, not the volume.
+regular precomputed dataset (codecs, content codings, pyramid), reading only the tiles a region
+meets, so memory is bounded by the region, not the volume.
 
 Problems raise :class:`TiffTileError` (a ``ValueError``) with one line naming the file; the
 source opener turns it into its own ``SourceError``.
@@ -21,6 +21,8 @@ from ..core.model import InvalidInfoError
 
 if TYPE_CHECKING:
     import os
+
+    from ..core.model import Vec3
 
 #: A chunk's file: the chunk name plus this suffix, in the scale's folder.
 TIFF_SUFFIX = ".tiff"
@@ -70,40 +72,41 @@ class TiffTileVolume:
             path = self._path(key.name)
             if not path.is_file():
                 raise TiffTileError(f"{path}: chunk file missing")
-        self._row: tuple[int, np.ndarray] | None = None
 
     def _path(self, name: str) -> Path:
         return self.folder / self.scale.key / (name + TIFF_SUFFIX)
 
-    def _chunk_row(self, k: int) -> np.ndarray:
-        """Grid row ``k`` of z, as ``[z, y, x, c]`` (cached: slabs are read in order)."""
-        if self._row is not None and self._row[0] == k:
-            return self._row[1]
-        ox, oy, _ = self.scale.voxel_offset
-        keys = list(self.scale.iter_chunk_keys(range(k, k + 1)))
-        depth = keys[0].shape[2]
-        row = np.zeros((depth, self.shape[1], self.shape[0], self.num_channels), self.dtype)
-        for key in keys:
-            arr = _read_chunk(self._path(key.name))
-            want = (key.shape[2], key.shape[1], key.shape[0], self.num_channels)
-            if arr.shape != want or arr.dtype != self.dtype:
-                raise TiffTileError(
-                    f"{self._path(key.name)}: {arr.shape} {arr.dtype}, expected {want} {self.dtype}"
-                )
-            x0, y0 = key.start[0] - ox, key.start[1] - oy
-            row[:, y0 : y0 + want[1], x0 : x0 + want[2]] = arr
-        self._row = (k, row)
-        return row
+    def read_region(self, start: Vec3, stop: Vec3) -> np.ndarray:
+        """Voxels ``[start, stop)`` (x, y, z, from 0) as ``[z, y, x, c]``: the tiles it meets."""
+        origin = self.scale.voxel_offset
+        a = [s + o for s, o in zip(start, origin, strict=True)]
+        b = [s + o for s, o in zip(stop, origin, strict=True)]
+        grid = [
+            range((lo - o) // n, -(-(hi - o) // n))
+            for lo, hi, o, n in zip(a, b, origin, self.scale.chunk_size, strict=True)
+        ]
+        out = np.empty((b[2] - a[2], b[1] - a[1], b[0] - a[0], self.num_channels), self.dtype)
+        for gz in grid[2]:
+            for gy in grid[1]:
+                for gx in grid[0]:
+                    key = self.scale.chunk_key((gx, gy, gz))
+                    arr = _read_chunk(self._path(key.name))
+                    want = (key.shape[2], key.shape[1], key.shape[0], self.num_channels)
+                    if arr.shape != want or arr.dtype != self.dtype:
+                        raise TiffTileError(
+                            f"{self._path(key.name)}: {arr.shape} {arr.dtype}, "
+                            f"expected {want} {self.dtype}"
+                        )
+                    lo = [max(p, q) for p, q in zip(a, key.start, strict=True)]
+                    hi = [min(p, q) for p, q in zip(b, key.stop, strict=True)]
+                    into = tuple(slice(lo[i] - a[i], hi[i] - a[i]) for i in (2, 1, 0))
+                    src = tuple(
+                        slice(lo[i] - key.start[i], hi[i] - key.start[i]) for i in (2, 1, 0)
+                    )
+                    out[into] = arr[src]
+        return out
 
     def read(self, z0: int, z1: int) -> np.ndarray:
         """Slices ``[z0, z1)`` (0-based within the volume) as ``[z, y, x, c]``."""
-        cz = self.scale.chunk_size[2]
-        out = np.empty((z1 - z0, self.shape[1], self.shape[0], self.num_channels), self.dtype)
-        z = z0
-        while z < z1:
-            k = z // cz
-            row = self._chunk_row(k)
-            stop = min(z1, (k + 1) * cz)
-            out[z - z0 : stop - z0] = row[z - k * cz : stop - k * cz]
-            z = stop
-        return out
+        x, y, _ = self.shape
+        return self.read_region((0, 0, z0), (x, y, z1))

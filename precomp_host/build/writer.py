@@ -43,6 +43,26 @@ if TYPE_CHECKING:
 
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
+#: A build's scratch store (the region tasks' exact intermediates and records,
+#: :mod:`~.regions`): inside TMP_DIR, so no reader, server or scan of OUT sees it; kept when a
+#: run stops (``--resume`` reuses it) and removed with TMP_DIR when the dataset is committed.
+SCRATCH_DIR = f"{TMP_DIR}/scratch"
+
+
+def drop_partials(root: Path) -> None:
+    """Remove the partial files of an interrupted run under ``root``; the scratch store stays."""
+    tmp = root / TMP_DIR
+    if not tmp.is_dir():
+        return
+    keep = root / SCRATCH_DIR
+    for child in tmp.iterdir():
+        if child == keep:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
 
 class DiskFullError(OSError):
     """No space left (or a file size limit hit) while writing a dataset."""
@@ -116,14 +136,15 @@ class DatasetWriter:
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
-        # Sent to cluster workers with each chunk task: a lock cannot travel, and the cache of
-        # folders made is this process's.
+        # Picklable for tasks run in other processes (issue #14): the lock and the cache of
+        # folders made are this process's own.
         state = dict(self.__dict__)
-        state.update(_lock=None, _made_dirs=set())
+        del state["_lock"], state["_made_dirs"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self._made_dirs = set()
         self._lock = threading.Lock()
 
     # -- paths -----------------------------------------------------------------------------
@@ -241,9 +262,10 @@ class DatasetWriter:
     # -- lifecycle -------------------------------------------------------------------------
 
     def begin(self) -> None:
-        """Prepare the temporary folder, dropping partial files of an interrupted run."""
-        shutil.rmtree(self.tmp, ignore_errors=True)
-        self.tmp.mkdir(parents=True)
+        """Prepare the temporary folder, dropping partial files of an interrupted run (its
+        scratch store stays, for ``--resume``)."""
+        drop_partials(self.root)
+        self.tmp.mkdir(parents=True, exist_ok=True)
 
     def abort(self) -> None:
         """Drop the temporary folder of a write that stops without a new ``info``."""

@@ -16,6 +16,7 @@ import itertools
 import json
 import logging
 import math
+import re
 import threading
 import time
 import urllib.parse
@@ -26,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..build.annotations import INFO_TYPE as ANNOTATIONS_TYPE
 from ..build.chunk_codecs import make_codec
 from ..core import layout, media_types
+from ..core.datasets import ANNOTATION_INFO_TYPE as ANNOTATIONS_TYPE
 from ..core.encodings import ENCODINGS, GZIP
 from ..core.model import INFO_NAME, LEGACY_MESH_TYPE, MULTILOD_MESH_TYPE, Dataset, Scale
 from ..core.progress import Progress
@@ -65,8 +66,17 @@ _ALIASES = {alias: e.name for e in ENCODINGS.values() for alias in (e.name, *e.a
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
+def _natural(url: str) -> tuple[str | int, ...]:
+    """``url`` ordered with its numbers as numbers: scale ``4_4_4`` before ``16_16_16``."""
+    return tuple(int(p) if i % 2 else p for i, p in enumerate(re.split(r"(\d+)", url)))
+
+
 class _Tally:
-    """Findings as they come, from several threads: a count and the first example of each."""
+    """Findings as they come, from several threads: a count and one example of each.
+
+    The example is the first URL in natural order, not the first to arrive: threads finish in
+    any order, and a report (and a CI diff of ``--json``) must not change from run to run.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -78,8 +88,10 @@ class _Tally:
             f = self.found.get(code)
             if f is None:
                 self.found[code] = Finding(code, 1, url, detail)
-            else:
-                f.count += 1
+                return
+            f.count += 1
+            if _natural(url) < _natural(f.example):
+                f.example, f.detail = url, detail
 
 
 @dataclass

@@ -48,19 +48,33 @@ def add_annotations_arguments(p: argparse.ArgumentParser) -> None:
     ab.add_argument(
         "--limit", type=positive_int, default=None, help="most annotations per spatial cell"
     )
-    ab.add_argument("--overwrite", action="store_true", help="replace earlier annotation output")
+    ab.add_argument(
+        "--overwrite", action="store_true", help="replace earlier annotation layers of OUT"
+    )
+    # Opt-in, not above a size: a sharded layer needs Range requests from every server and
+    # client on the way, which a user turning it on knows to check.
+    ab.add_argument(
+        "--sharded",
+        action="store_true",
+        help="write each index as a few .shard files instead of a file per annotation/cell",
+    )
 
 
 def run_annotations(args: argparse.Namespace) -> int:
     from ..build.annotation_sources import AnnotationSourceError, Dimensions, open_annotations
-    from ..build.annotations import DEFAULT_LIMIT, AnnotationError, write_annotations
+    from ..build.annotation_writer import write_annotations
+    from ..build.annotations import DEFAULT_LIMIT, AnnotationError
 
     try:
         tables = open_annotations(
             args.source, Dimensions(tuple(args.resolution), args.unit), args.kind
         )
         written = write_annotations(
-            tables, args.out, limit=args.limit or DEFAULT_LIMIT, overwrite=args.overwrite
+            tables,
+            args.out,
+            limit=args.limit or DEFAULT_LIMIT,
+            overwrite=args.overwrite,
+            sharded=args.sharded,
         )
     except (AnnotationSourceError, AnnotationError, OSError) as e:
         raise CommandError(str(e)) from None

@@ -130,8 +130,15 @@ def _add_output_arguments(p: argparse.ArgumentParser) -> None:
         "--cluster",
         default=None,
         metavar="ADDRESS",
-        help="run the chunk tasks on a Dask cluster: a scheduler (tcp://host:8786) or local:N"
+        help="run the region tasks on a Dask cluster: a scheduler (tcp://host:8786) or local:N"
         " (N worker processes); needs the 'cluster' extra",
+    )
+    p.add_argument(
+        "--scratch",
+        default=None,
+        metavar="DIR",
+        help="OUT in a bucket: folder for the build's scratch store (default: a temporary one);"
+        " with a remote --cluster, a folder every worker mounts",
     )
     p.add_argument(
         "--endpoint-url",
@@ -369,6 +376,7 @@ def _build_options(args: argparse.Namespace) -> BuildOptions:
         shard_size=shard_size,
         endpoint_url=args.endpoint_url,
         cluster=args.cluster,
+        scratch=args.scratch,
     )
 
 
@@ -396,10 +404,15 @@ def _run_build(source: Any, out: str, options: BuildOptions, label: str, quiet: 
     from ..build.builder import BuildError, build_dataset
 
     view = None if quiet else ProgressView(sys.stderr, label)
+    plan = None if quiet else _print_plan
     try:
-        build_dataset(source, out, options, progress=view)
+        build_dataset(source, out, options, progress=view, plan=plan)
     except BuildError as e:
         raise CommandError(str(e)) from None
+
+
+def _print_plan(line: str) -> None:
+    print(f"Plan: {line}", flush=True)
 
 
 def run_build(args: argparse.Namespace) -> int:

@@ -78,7 +78,17 @@ def run_serve(args: argparse.Namespace) -> int:
 
         serve_workers(args.root, args.host, args.port, args.workers, policy, ready=ready)
         return 0
+    from ..build.annotation_sources import write_store_layers
     from ..host.devserver import serve
 
-    serve(args.root, args.host, args.port, args.open, args.poll, ready=ready, policy=policy)
+    serve(
+        args.root,
+        args.host,
+        args.port,
+        args.open,
+        args.poll,
+        ready=ready,
+        policy=policy,
+        annotation_builder=write_store_layers,
+    )
     return 0

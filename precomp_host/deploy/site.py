@@ -19,8 +19,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core import headers
-from ..core.datasets import dataset_name, find_datasets, read_dataset
-from ..core.viewer import PAGE_BASE, page_relative_link
+from ..core.datasets import (
+    dataset_name,
+    find_annotation_layers,
+    find_datasets,
+    is_annotation_layer,
+    read_dataset,
+)
+from ..core.viewer import PAGE_BASE, annotation_layer_name, page_relative_link
 from .objectstores import (
     render_gcs_cors,
     render_s3_cors,
@@ -80,16 +86,35 @@ def render_index(site: Site) -> str:
     """The site's ``index.html``: each dataset with a link that opens it in Neuroglancer.
 
     The datasets are :func:`~precomp_host.core.datasets.find_datasets`' (the dev server lists
-    the same); a folder whose ``info`` cannot be read is left out with a warning.
+    the same); a folder whose ``info`` cannot be read is left out with a warning. A dataset's
+    annotation collections (:func:`~precomp_host.core.datasets.find_annotation_layers`) are
+    listed in its row and its link opens them with it; a collection outside any dataset is
+    a row of its own.
     """
-    rows = []
+    rows: list[dict[str, Any]] = []
     for rel in find_datasets(site.root):
+        name = dataset_name(site.root, rel)
+        if is_annotation_layer(site.root / rel):
+            rows.append(
+                {
+                    "path": rel,
+                    "name": rel or site.root.name,
+                    "type": "annotation",
+                    **dict.fromkeys(("data_type", "size", "resolution", "encoding"), ""),
+                    "scales": "",
+                    "sharded": False,
+                    "annotations": [],
+                    "link": page_relative_link(rel, "annotation", name),
+                }
+            )
+            continue
         try:
             ds = read_dataset(site.root / rel)
         except (OSError, ValueError) as exc:
             log.warning("skipping %s: %s", site.root / rel, exc)
             continue
         scale = ds.scales[0]
+        layers = find_annotation_layers(site.root, rel)
         rows.append(
             {
                 "path": rel,
@@ -102,7 +127,8 @@ def render_index(site: Site) -> str:
                 # Sharded scales are fetched with Range: worth knowing before serving them.
                 "sharded": any(s.is_sharded for s in ds.scales),
                 "encoding": scale.encoding,
-                "link": page_relative_link(rel, ds.type, dataset_name(site.root, rel)),
+                "annotations": [{"path": a, "name": annotation_layer_name(rel, a)} for a in layers],
+                "link": page_relative_link(rel, ds.type, name, annotations=layers),
             }
         )
     return render_template("site-index.html.j2", datasets=rows, page_base=PAGE_BASE)

@@ -39,13 +39,13 @@ from typing import TYPE_CHECKING, Any
 
 from werkzeug.http import parse_etags
 
+from ..core.datasets import ANNOTATIONS
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
 log = logging.getLogger(__name__)
 
-#: The folder of a dataset that holds its annotations (NeuroTrALE's layout).
-ANNOTATIONS = "annotations"
 #: Optional file in that folder: first row ``sx,sy,sz``, the block size in voxels.
 BLOCK_INFO = "block_info.csv"
 #: The previous versions of ``{folder}/{leaf}.json`` (and its lock file) are kept in

@@ -109,6 +109,8 @@ class AnnotationApi:
     :param policy: who may write (default: nobody).
     :param store: the annotation store (default: one over ``root``).
     :param tiles: the TIFF-tile server that ``.tiff`` URLs go to.
+    :param on_write: called with the dataset after each write that changed a file (the dev
+        server's live reload, when its watcher does not see the store).
     """
 
     def __init__(
@@ -119,8 +121,10 @@ class AnnotationApi:
         policy: WritePolicy | None = None,
         store: AnnotationStore | None = None,
         tiles: TiffTileMiddleware | None = None,
+        on_write: Callable[[str], None] | None = None,
     ) -> None:
         self.app = app
+        self.on_write = on_write
         self.tiles = tiles
         self.root = Path(root).resolve()
         self.policy = policy or WritePolicy()
@@ -280,6 +284,8 @@ class AnnotationApi:
             origin,
             headers.pop("X-Change", ""),
         )
+        if self.on_write is not None:
+            self.on_write(args["dataset"])
         return self._answer(environ, start_response, status, {**cors, **headers}, body)
 
     def _read_body(self, environ: WSGIEnvironment) -> bytes:
@@ -434,8 +440,9 @@ def make_api_app(
     files: PrecomputedMiddleware,
     root: str | os.PathLike[str],
     policy: WritePolicy | None = None,
+    on_write: Callable[[str], None] | None = None,
 ) -> AnnotationApi:
     """The NeuroTrALE API in front of ``files`` (the precomputed middleware over ``root``), and
     TIFF-tile chunks where ``files`` finds no stored file."""
     tiles = TiffTileMiddleware.behind(files)
-    return AnnotationApi(files, root, policy=policy, tiles=tiles)
+    return AnnotationApi(files, root, policy=policy, tiles=tiles, on_write=on_write)

@@ -4,8 +4,13 @@ The central class is :class:`DevServer`. It serves every dataset under a root fo
 :class:`~precomp_host.middleware.PrecomputedMiddleware` (``Cache-Control: no-cache``, so each
 fetch revalidates with a cheap 304 and a rebuilt chunk shows at once), and adds
 
-* ``/``: an index of the datasets (type, data type, size, scales, encodings, mesh and segment
-  properties) with "open in Neuroglancer" links;
+* ``/``: an index of the datasets (type, data type, size, scales, encodings, mesh, segment
+  properties and annotation layers) with "open in Neuroglancer" links that open each dataset
+  with its annotation layers;
+* ``/{dataset}/annotations/live/<name>/``: the dataset's NeuroTrALE annotation store as the
+  annotation layers ``points`` and ``lines``
+  (:class:`~precomp_host.host.live_annotations.LiveAnnotations`), regenerated when the store
+  changes, which live reload reports like any data change;
 * ``/viewer/#!{state}``: a page that embeds Neuroglancer and reloads it, keeping its state (the
   URL fragment), when the :class:`~precomp_host.host.watch.DataWatcher` reports a change;
 * ``/v/<token>/``: when the ``neuroglancer`` package is installed, its built client, same-origin
@@ -41,21 +46,35 @@ from werkzeug.serving import ThreadedWSGIServer
 from werkzeug.utils import send_from_directory
 from werkzeug.wrappers import Request, Response
 
-from ..core.datasets import dataset_name, find_datasets, read_dataset
+from ..core.datasets import (
+    dataset_name,
+    find_annotation_layers,
+    find_datasets,
+    is_annotation_layer,
+    read_dataset,
+)
 from ..core.headers import DEV_CACHE_CONTROL, IMMUTABLE, REVALIDATE
 from ..core.layout import FLAT
 from ..core.media_types import HTML, JSON
 from ..core.templates import environment
-from ..core.viewer import PUBLIC_VIEWER, dataset_state, dataset_url, fragment
+from ..core.viewer import (
+    PUBLIC_VIEWER,
+    annotation_layer_name,
+    dataset_state,
+    dataset_url,
+    fragment,
+)
 from .api import make_api_app
+from .live_annotations import LiveAnnotations
 from .middleware import PrecomputedMiddleware
 from .watch import DataWatcher, Epoch
 
 if TYPE_CHECKING:
     import os
-    from collections.abc import Callable, Iterable, Iterator
+    from collections.abc import Callable, Iterable, Iterator, Sequence
     from wsgiref.types import StartResponse, WSGIEnvironment
 
+    from .live_annotations import Builder
     from .write_policy import WritePolicy
 
 log = logging.getLogger(__name__)
@@ -104,17 +123,30 @@ class DatasetSummary:
     segment_properties: str | None = None
     #: Content encodings stored for the first chunk of the first scale ("identity" = plain).
     stored: tuple[str, ...] = ()
+    #: Its annotation collections (paths from the root): stored ones, then live ones.
+    annotations: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
     def state(self, base_url: str) -> dict[str, Any]:
-        """The Neuroglancer state showing this dataset, served under ``base_url``."""
-        return dataset_state(dataset_url(base_url, self.path), self.type or "image", self.name)
+        """The Neuroglancer state showing this dataset and its annotation layers, served
+        under ``base_url``."""
+        layers = [
+            (annotation_layer_name(self.path, a), dataset_url(base_url, a))
+            for a in self.annotations
+        ]
+        url = dataset_url(base_url, self.path)
+        return dataset_state(url, self.type or "image", self.name, layers)
 
 
-def summarize(root: str | os.PathLike[str], rel: str) -> DatasetSummary:
-    """Read the ``info`` of the dataset at ``root/rel`` (and stat one chunk's siblings)."""
+def summarize(root: str | os.PathLike[str], rel: str, live: Sequence[str] = ()) -> DatasetSummary:
+    """Read the ``info`` of the dataset at ``root/rel`` (and stat one chunk's siblings).
+
+    :param live: the dataset's live annotation layers (paths from the root).
+    """
     folder = Path(root, rel)
     name = dataset_name(root, rel)
+    if is_annotation_layer(folder):  # a collection on its own: opened alone
+        return DatasetSummary(rel, name, type="annotation")
     try:
         ds = read_dataset(folder)
     except (OSError, ValueError) as e:
@@ -140,6 +172,7 @@ def summarize(root: str | os.PathLike[str], rel: str) -> DatasetSummary:
         mesh=ds.mesh,
         segment_properties=ds.segment_properties,
         stored=stored,
+        annotations=(*find_annotation_layers(root, rel), *live),
     )
 
 
@@ -182,17 +215,27 @@ class DevServer:
         client_dir: Path | None | bool = True,
         cache_control: str | None = DEV_CACHE_CONTROL,
         policy: WritePolicy | None = None,
+        annotation_builder: Builder | None = None,
     ) -> None:
         self.root = Path(root).resolve()
         if not self.root.is_dir():
             raise NotADirectoryError(str(root))
         self.client_dir = neuroglancer_client_dir() if client_dir is True else client_dir or None
         self.epoch = Epoch()
-        self.files = PrecomputedMiddleware(self.pages, self.root, cache_control=cache_control)
+        # Live annotation layers behind the stored files: a stored file of the same URL wins.
+        self.live = (
+            LiveAnnotations(self.pages, self.root, annotation_builder, cache_control=cache_control)
+            if annotation_builder is not None
+            else None
+        )
+        self.files = PrecomputedMiddleware(
+            self.live or self.pages, self.root, cache_control=cache_control
+        )
         self.templates = environment()
         self.watcher = DataWatcher(self.root, self._changed, poll=poll) if watch else None
         # The NeuroTrALE API (annotations, TIFF tiles, /api/) in front of the files.
-        self.server = _NoDelayServer(host, port, make_api_app(self.files, self.root, policy))
+        api = make_api_app(self.files, self.root, policy, on_write=self._written)
+        self.server = _NoDelayServer(host, port, api)
         self._closing = threading.Event()
         self._streams = 0
         self._streams_cond = threading.Condition()
@@ -223,6 +266,14 @@ class DevServer:
         elif ":" in host:
             host = f"[{host}]"
         return f"http://{host}:{self.server.port}"
+
+    def _written(self, dataset: str) -> None:
+        # The native watcher sees every file of the store change and reports it once settled;
+        # the polling one watches dataset folders only, not the store's block folders, and
+        # without a watcher (or before it observes the root) nothing would: then the API's
+        # own report is the signal.
+        if self.watcher is None or self.watcher.poll or not self.watching.is_set():
+            self._changed({dataset})
 
     def _changed(self, datasets: set[str]) -> None:
         self.files.invalidate()
@@ -271,6 +322,8 @@ class DevServer:
         if self.watcher is not None and self._watcher_starter is not None:
             self._watcher_starter.join()
             self.watcher.stop()
+        if self.live is not None:
+            self.live.close()
 
     def __enter__(self) -> DevServer:
         return self.start()
@@ -306,7 +359,8 @@ class DevServer:
         base = request.host_url.rstrip("/")
         rows = []
         for rel in find_datasets(self.root):
-            summary = summarize(self.root, rel)
+            live = self.live.layers(rel) if self.live is not None else []
+            summary = summarize(self.root, rel, live)
             state = summary.state(base)
             rows.append(
                 {
@@ -315,6 +369,10 @@ class DevServer:
                     "open": self._viewer_url(state) if not summary.error else None,
                     "client": f"/v/{TOKEN}/{fragment(state)}" if self.client_dir else None,
                     "public": PUBLIC_VIEWER + fragment(state),
+                    "annotations": [
+                        (annotation_layer_name(rel, a), dataset_url(base, a))
+                        for a in summary.annotations
+                    ],
                 }
             )
         html = self.templates.get_template("index.html.j2").render(
@@ -415,12 +473,17 @@ def serve(
     *,
     ready: Callable[[str], None] | None = None,
     policy: WritePolicy | None = None,
+    annotation_builder: Builder | None = None,
 ) -> None:
     """Run the dev server until interrupted (``precomp-host serve``).
 
     :param ready: called with the base URL once the server listens (the CLI prints it).
+    :param annotation_builder: generates the live annotation layers from a dataset's store
+        (none without it).
     """
-    server = DevServer(root, host, port, poll=poll, policy=policy)
+    server = DevServer(
+        root, host, port, poll=poll, policy=policy, annotation_builder=annotation_builder
+    )
     previous = _stop_on_sigterm()
     try:
         if ready is not None:
