@@ -7,8 +7,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pytest
 
 from precomp_host.build.cluster import DaskExecutor, ExecutorError
@@ -124,6 +125,55 @@ def test_build_on_a_local_cluster_is_byte_identical(tmp_path: Path) -> None:
         here, there = tmp_path / f"{name}-threads", tmp_path / f"{name}-cluster"
         assert len(json.loads((here / "info").read_text())["scales"]) > 1
         assert _tree(here) == _tree(there), name
+
+
+@dataclasses.dataclass
+class KillOnce:
+    """An array volume whose first read in a process other than ``driver`` kills that
+    process (a preempted worker, mid-task); a file in ``marks`` says it happened."""
+
+    array: np.ndarray  # [z, y, x, c]
+    marks: str
+    driver: int
+    shape: tuple[int, int, int] = (0, 0, 0)
+    dtype: np.dtype[Any] = dataclasses.field(default_factory=lambda: np.dtype("uint8"))
+    num_channels: int = 1
+
+    def __post_init__(self) -> None:
+        z, y, x, c = self.array.shape
+        self.shape, self.dtype, self.num_channels = (x, y, z), self.array.dtype, c
+
+    def read(self, z0: int, z1: int) -> np.ndarray:
+        if os.getpid() != self.driver:
+            try:
+                os.close(os.open(os.path.join(self.marks, "killed"), os.O_CREAT | os.O_EXCL))
+            except FileExistsError:
+                pass
+            else:
+                os._exit(1)
+        return np.ascontiguousarray(self.array[z0:z1])
+
+
+@pytest.mark.slow
+def test_killed_worker_mid_build_still_ends_identical(tmp_path: Path) -> None:
+    pytest.importorskip("distributed")
+    from precomp_host.build.builder import BuildOptions, build_dataset
+    from precomp_host.build.sources import volume_from_array
+    from tests.test_build import make_volume
+
+    vol = make_volume("uint8")
+    zyxc = np.ascontiguousarray(vol.transpose(2, 1, 0, 3))
+    # Region tasks of a few chunks: several stages, so later stages read the scratch that
+    # tasks in other processes stored.
+    options = BuildOptions(resolution=(4, 4, 6), chunk_size=(16, 16, 16), region_bytes=1)
+    lines: list[str] = []
+    build_dataset(volume_from_array(zyxc, "ZYXC"), tmp_path / "threads", options)
+    killer = KillOnce(zyxc, str(tmp_path), os.getpid())
+    build_dataset(killer, tmp_path / "cluster", dataclasses.replace(options, cluster="local:2"),
+                  plan=lines.append)  # fmt: skip
+    assert (tmp_path / "killed").exists()
+    assert "for scales 1-" in lines[0], lines  # more than one stage
+    assert _tree(tmp_path / "threads") == _tree(tmp_path / "cluster")
 
 
 def test_cli_bad_cluster_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
