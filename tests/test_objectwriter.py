@@ -327,6 +327,15 @@ def test_bad_out_is_one_line_before_anything_is_written(
             volume, f"s3://{BUCKET}/sharded", options(endpoint_url=moto, shard_size=1 << 20)
         )
     assert not _keys(client, "sharded/")
+    # A remote cluster's workers cannot reach this machine's temporary scratch folder: the
+    # build says so before it reaches the scheduler (none listens at this address).
+    remote = options(endpoint_url=moto, cluster="tcp://127.0.0.1:9")
+    with pytest.raises(BuildError, match="--scratch"):
+        build_dataset(volume, f"s3://{BUCKET}/remote", remote)
+    assert not _keys(client, "remote/")
+    with pytest.raises(BuildError, match="--scratch applies"):
+        build_dataset(volume, tmp_path / "folder", options(scratch=str(tmp_path / "s")))
+    assert not (tmp_path / "folder").exists()
 
 
 def test_open_atomic_stores_one_plain_object_or_none(moto: str) -> None:

@@ -227,6 +227,8 @@ def build_dataset(
         # The shard sink gathers a shard's chunks in this process (it does not pickle); region
         # tasks aligned to shards (chunk_output) will let one worker write each shard.
         raise BuildError("--cluster with --sharded is not supported yet (build without --cluster)")
+    if options.scratch is not None and not is_store_url(os.fspath(out)):
+        raise BuildError("--scratch applies to OUT in a bucket (a folder build keeps it in OUT)")
     remote = options.cluster is not None and not options.cluster.startswith("local:")
     if remote and is_store_url(os.fspath(out)) and options.scratch is None:
         # Stages meet in the scratch store (regions.Scratch), a folder every worker reads.
