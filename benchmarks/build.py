@@ -141,7 +141,7 @@ def _precomp_host_labels(c: Context, simplification: str = "fqmr") -> list[list[
 
 
 def cluster_tool(base: Tool, address: str) -> Tool:
-    """``base`` (a precomp_host row) with its chunk tasks on the Dask cluster ``address``."""
+    """``base`` (a precomp_host row) with its region tasks on the Dask cluster ``address``."""
     return dataclasses.replace(
         base,
         name=f"{base.name}-cluster",
