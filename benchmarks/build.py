@@ -30,11 +30,16 @@ CPUs, and each tool is told to use that many workers where it has such an option
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import logging
 import os
 import shutil
+import socket
+import subprocess
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -54,7 +59,7 @@ from precomp_host.cli.build import DEFAULT_SHARD_SIZE
 from precomp_host.core.shard_grid import ShardPlan, parse_byte_size
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
 log = logging.getLogger("benchmarks.build")
 
@@ -111,7 +116,7 @@ class Tool:
         return self.name.replace("+", "_")
 
 
-def _precomp_host(c: Context, *extra: str) -> list[list[str]]:
+def _precomp_host(c: Context, *extra: str, out: str | None = None) -> list[list[str]]:
     return [
         [
             sys.executable,
@@ -119,7 +124,7 @@ def _precomp_host(c: Context, *extra: str) -> list[list[str]]:
             "precomp_host",
             "build",
             str(c.stack),
-            str(c.out),
+            out or str(c.out),
             "--resolution",
             *c.res_args(),
             *extra,
@@ -137,6 +142,81 @@ def _precomp_host_labels(
     return _precomp_host(
         c, "--type", "segmentation", "--mesh", mesh, "--mesh-simplification", simplification
     )
+
+
+def cluster_tool(base: Tool, address: str) -> Tool:
+    """``base`` (a precomp_host row) with its region tasks on the Dask cluster ``address``."""
+    return dataclasses.replace(
+        base,
+        name=f"{base.name}-cluster",
+        what=f"as {base.name}, --cluster {address}",
+        commands=lambda c: [[*cmd, "--cluster", address] for cmd in base.commands(c)],
+    )
+
+
+@dataclass(frozen=True)
+class S3:
+    """An S3 API server (moto) the two S3 rows write to; each row's objects are copied back
+    into its ``out`` folder (untimed, bodies decoded, flat names) so :mod:`benchmarks.verify`
+    checks them like any other output."""
+
+    endpoint: str
+    bucket: str = "bench"
+
+    def prefix(self, c_out: Path) -> str:
+        """Where a row's dataset lands in the bucket (the deploy row: under its URL prefix)."""
+        return f"{c_out.name}/{c_out.name}/"
+
+    def tools(self) -> tuple[Tool, Tool]:
+        def direct(c: Context) -> list[list[str]]:
+            url = f"s3://{self.bucket}/{self.prefix(c.out)}"
+            return _precomp_host(c, "--endpoint-url", self.endpoint, out=url)
+
+        def deployed(c: Context) -> list[list[str]]:
+            site = c.work / "site"
+            deploy = [
+                sys.executable, "-m", "precomp_host", "deploy", "s3", str(site),
+                "--bucket", self.bucket, "--url-prefix", f"/{c.out.name}",
+                "--endpoint-url", self.endpoint, "--out", str(c.work / "deploy-out"),
+            ]  # fmt: skip
+            return [*_precomp_host(c, out=str(site / c.out.name)), deploy]
+
+        what = "pyramid, gzip, "
+        return (
+            Tool("precomp_host-s3", what + "straight into s3://", 64, False, direct),
+            Tool("precomp_host+deploy-s3", what + "to disk, then deploy s3", 64, False, deployed),
+        )
+
+    def clear(self, out: Path) -> None:
+        """Remove a row's objects (a run starts from an empty prefix, as from an empty OUT)."""
+        from precomp_host.deploy.objectstores import s3_client
+
+        client = s3_client(self.endpoint)
+        pages = client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.prefix(out)
+        )
+        for page in pages:
+            for item in page.get("Contents", []):
+                client.delete_object(Bucket=self.bucket, Key=item["Key"])
+
+    def fetch(self, out: Path) -> None:
+        """Copy the objects of the row whose output folder is ``out`` into it, decoded."""
+        import gzip
+
+        from precomp_host.deploy.objectstores import s3_client
+
+        client = s3_client(self.endpoint)
+        prefix = self.prefix(out)
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        for page in pages:
+            for item in page.get("Contents", []):
+                got = client.get_object(Bucket=self.bucket, Key=item["Key"])
+                body = got["Body"].read()
+                if got.get("ContentEncoding") == "gzip":
+                    body = gzip.decompress(body)
+                target = out / item["Key"][len(prefix) :]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(body)
 
 
 def _ngs_prepare(c: Context) -> None:
@@ -416,7 +496,14 @@ def _run_once(tool: Tool, ctx: Context, log_path: Path) -> Measurement:
 
 
 def run_tool(
-    tool: Tool, ctx: Context, logs: Path, *, case: Case, repeat: int, keep: bool
+    tool: Tool,
+    ctx: Context,
+    logs: Path,
+    *,
+    case: Case,
+    repeat: int,
+    keep: bool,
+    s3: S3 | None = None,
 ) -> Result:
     """Run ``tool`` ``repeat`` times from scratch; keep the fastest time and the highest peaks.
 
@@ -426,11 +513,15 @@ def run_tool(
     log_path.unlink(missing_ok=True)
     runs: list[Measurement] = []
     for i in range(repeat):
+        if s3 is not None:
+            s3.clear(ctx.out)
         log.info("running %s (%d/%d, log: %s)", tool.name, i + 1, repeat, log_path)
         runs.append(_run_once(tool, ctx, log_path))
         log.info("%s: %.1f s", tool.name, runs[-1].wall_s)
         if runs[-1].returncode != 0:
             break
+    if s3 is not None and runs[-1].returncode == 0:
+        s3.fetch(ctx.out)
     fastest = min(runs, key=lambda r: r.wall_s)
     m = Measurement(
         wall_s=fastest.wall_s,
@@ -540,6 +631,57 @@ def _summary(results: Sequence[Result], case: Case) -> list[str]:
     return lines
 
 
+@contextlib.contextmanager
+def moto_s3(work: Path) -> Iterator[S3]:
+    """moto's S3 API server (``moto[server]``, beside this Python) on a free loopback port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+           "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+    os.environ.update({k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                                           "AWS_DEFAULT_REGION")})  # fmt: skip
+    server = Path(sys.executable).with_name("moto_server")
+    work.mkdir(parents=True, exist_ok=True)
+    with (work / "moto.log").open("wb") as out:
+        proc = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)], env=env,
+                                stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"moto_server did not start (see {work / 'moto.log'})")
+            time.sleep(0.1)
+        s3 = S3(f"http://127.0.0.1:{port}")
+        from precomp_host.deploy.objectstores import s3_client
+
+        s3_client(s3.endpoint).create_bucket(Bucket=s3.bucket)
+        yield s3
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def _path_ratios(results: Sequence[Result], cluster: str | None) -> list[str]:
+    """The --cluster and --s3 rows against the paths they replace (issue 14's targets)."""
+    by = {r.tool: r for r in results if r.ok}
+    lines = []
+    pairs = [
+        ("precomp_host-cluster", "precomp_host", f"--cluster {cluster} / in-process", 1.15),
+        ("precomp_host-s3", "precomp_host+deploy-s3", "s3:// / build then deploy s3", None),
+    ]
+    for name, base, label, target in pairs:
+        if name in by and base in by:
+            ratio = by[name].measurement.wall_s / by[base].measurement.wall_s
+            verdict = ""
+            if target is not None:
+                verdict = f" (target <= {target:g}x: {'met' if ratio <= target else 'NOT met'})"
+            lines.append(f"{label} wall time: {ratio:.2f}x{verdict}")
+    return lines
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument(
@@ -590,7 +732,45 @@ def make_parser() -> argparse.ArgumentParser:
         "--repeat", type=int, default=1, help="runs per tool; the fastest counts (default 1)"
     )
     p.add_argument("--json", type=Path, help="also write the results as JSON to this file")
+    p.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help="also run precomp_host with --cluster ADDRESS (e.g. local:2) and print its "
+        "overhead against the in-process build",
+    )
+    p.add_argument(
+        "--s3",
+        action="store_true",
+        help="image case: also build straight into a local S3 API server (moto) and compare "
+        "with building to disk then deploy s3",
+    )
     return p
+
+
+def _context(
+    tool: Tool,
+    volume: Volume | LabelVolume,
+    stack: Path,
+    cache: Path,
+    resolution: tuple[float, float, float],
+    chunk: int,
+    cores: int,
+    factors: tuple[tuple[int, int, int], ...],
+    peers: PeersEnv,
+    shard_plan: ShardPlan | None,
+) -> Context:
+    return Context(
+        volume=volume,
+        stack=stack,
+        out=cache / "runs" / tool.slug,
+        work=cache / "work" / tool.slug,
+        resolution=resolution,
+        chunk=chunk,
+        cores=cores,
+        factors=factors,
+        peers=peers,
+        shard_plan=shard_plan,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -598,6 +778,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     case = CASES[args.case]
     tools = [t for t in case.tools if not args.only or t.name in args.only]
+    if args.cluster:
+        tools += [cluster_tool(t, args.cluster) for t in tools if t.name == "precomp_host"]
     cpus = sorted(os.sched_getaffinity(0))[: args.cores]
     if len(cpus) < args.cores:
         log.warning("only %d CPUs available, not %d", len(cpus), args.cores)
@@ -636,20 +818,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     _warm(stack)
     load_before = " ".join(f"{v:.1f}" for v in os.getloadavg())
     results = []
-    for tool in tools:
-        ctx = Context(
-            volume=volume,
-            stack=stack,
-            out=cache / "runs" / tool.slug,
-            work=cache / "work" / tool.slug,
-            resolution=resolution,
-            chunk=chunk,
-            cores=len(cpus),
-            factors=factors,
-            peers=peers,
-            shard_plan=shard_plan,
-        )
-        results.append(run_tool(tool, ctx, logs, case=case, repeat=args.repeat, keep=args.keep))
+    with contextlib.ExitStack() as stack_:
+        s3 = stack_.enter_context(moto_s3(cache / "s3")) if args.s3 else None
+        s3_tools = s3.tools() if s3 is not None else ()
+        for tool in [*tools, *s3_tools]:
+            ctx = _context(tool, volume, stack, cache, resolution, chunk, len(cpus), factors,
+                           peers, shard_plan)  # fmt: skip
+            row_s3 = s3 if tool in s3_tools else None
+            results.append(
+                run_tool(tool, ctx, logs, case=case, repeat=args.repeat, keep=args.keep, s3=row_s3)
+            )
 
     x, y, z = volume.shape
     print()
@@ -668,7 +846,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{r.tool}: meshes of {v.segments} sampled segments: {v.fragments} fragments, "
                 f"{v.vertices} vertices, {v.triangles} triangles"
             )
-    for line in _summary(results, case):
+    for line in [*_summary(results, case), *_path_ratios(results, args.cluster)]:
         print(line)
     if args.json:
         doc = {

@@ -61,6 +61,9 @@ CORE_THIRD_PARTY: dict[str, frozenset[str]] = {
     "templates": frozenset({"jinja2"}),
     # murmurhash3_x86_128 shard hashing (sharded.md), imported lazily: optional extra "sharded"
     "sharding": frozenset({"mmh3"}),
+    # the one S3 client (never aws-chunked) of deploy s3 and of a build into s3://, imported
+    # lazily: optional extra "s3"
+    "objects": frozenset({"boto3", "botocore"}),
 }
 
 

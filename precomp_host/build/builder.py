@@ -3,7 +3,8 @@
 A build opens the source as its volume kind reads it (:mod:`precomp_host.build.kinds`), plans
 the scales (:mod:`precomp_host.build.plan`), checks the output folder, then runs the region
 tasks of the pyramid stage by stage (:mod:`precomp_host.build.regions`) and the kind's extra
-tasks (mesh regions) on the executor (:mod:`precomp_host.build.executor`). Each task reads only
+tasks (mesh regions) on the executor (:mod:`precomp_host.build.executor`, or a Dask cluster:
+:mod:`precomp_host.build.cluster`). Each task reads only
 its box of the source, so memory depends on the region and chunk sizes, not on the plane or the
 depth; each chunk's bytes depend only on the data, so the output is the same whatever the
 number of workers and the order they finish in.
@@ -13,11 +14,13 @@ The library never prints: it reports through ``progress`` and ``logging``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,8 +28,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..core.layout import LAYOUTS, TMP_DIR
+from .cluster import DaskExecutor, ExecutorError
 from .executor import ThreadExecutor, Tracker
 from .kinds import VolumeKind, kind_for
+from .objectwriter import ObjectStoreWriter, StoreError, check_store, is_store_url, storage_options
 from .output import STATE_FILE, Output, OutputError
 from .plan import plan_dataset, plan_sharding
 from .regions import (
@@ -42,7 +47,7 @@ from .regions import (
 from .segmentation import MESH_JOURNAL_DIR, LabelError, SegmentationOptions
 from .sinks import sink_for
 from .sources import SourceError, Volume, open_volume
-from .writer import DatasetWriter, DiskFullError, drop_partials
+from .writer import DatasetWriter, DiskFullError, Writer, drop_partials
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -82,6 +87,14 @@ class BuildOptions:
     #: Shard every scale for shard files of at most this many bytes (``--sharded``); None
     #: stores a file per chunk.
     shard_size: int | None = None
+    #: OUT in an S3-compatible store other than AWS (MinIO, Ceph, moto): its endpoint URL.
+    endpoint_url: str | None = None
+    #: Run the build's tasks on a Dask cluster: a scheduler address or ``local:N``.
+    cluster: str | None = None
+    #: Folder for the scratch store of a build into a bucket (exact arrays where pyramid
+    #: stages meet, task records); every worker of a remote cluster must reach it. None: a
+    #: temporary folder here (fine in process and for ``local:N``).
+    scratch: str | None = None
 
     def kind(self) -> VolumeKind:
         """What this build's volume type changes (codec check, downsampler, observers)."""
@@ -210,28 +223,174 @@ def build_dataset(
     :param plan: called once, when the output is ready, with a line describing the tasks.
     :raises BuildError: with a one-line message, leaving nothing at a final name.
     """
+    if options.cluster is not None and options.shard_size is not None:
+        # The shard sink gathers a shard's chunks in this process (it does not pickle); region
+        # tasks aligned to shards (chunk_output) will let one worker write each shard.
+        raise BuildError("--cluster with --sharded is not supported yet (build without --cluster)")
+    if options.scratch is not None and not is_store_url(os.fspath(out)):
+        raise BuildError("--scratch applies to OUT in a bucket (a folder build keeps it in OUT)")
+    remote = options.cluster is not None and not options.cluster.startswith("local:")
+    if remote and is_store_url(os.fspath(out)) and options.scratch is None:
+        # Stages meet in the scratch store (regions.Scratch), a folder every worker reads.
+        raise BuildError(
+            f"{out}: a remote --cluster into a bucket needs --scratch DIR on a filesystem "
+            "every worker mounts"
+        )
+    with _cluster_for(options) as cluster:
+        if is_store_url(os.fspath(out)):
+            return _build_into_store(source, os.fspath(out), options, progress, plan, cluster)
+        return _build_into_folder(source, out, options, progress, plan, cluster)
+
+
+@contextlib.contextmanager
+def _cluster_for(options: BuildOptions) -> Iterator[DaskExecutor | None]:
+    """The cluster of ``--cluster`` (reached before anything is read or written), or None."""
+    if options.cluster is None:
+        yield None
+        return
+    try:
+        executor = DaskExecutor(options.cluster)
+    except ExecutorError as e:
+        raise BuildError(str(e)) from None
+    with executor:
+        yield executor
+
+
+def _build_into_folder(
+    source: str | os.PathLike[str] | Volume,
+    out: str | os.PathLike[str],
+    options: BuildOptions,
+    progress: Callable[[Progress], None] | None,
+    plan: Callable[[str], None] | None,
+    cluster: DaskExecutor | None,
+) -> Dataset:
     output = Output(out)
     _refuse_source_inside(source, output.out)
     kind = options.kind()
     volume = _open(source, options, kind)
     dataset, factors, codec = plan_for(volume, options, kind)
-    planned = {
+    planned = _planned(dataset, options, kind)
+    try:
+        with output:
+            mode = _mode(output, options, dataset, planned)
+            if mode != "done":
+                build = _Build(volume, dataset, factors, codec, options, kind, cluster)
+                _write(output, mode, planned, build, progress, plan)
+    except OutputError as e:
+        raise BuildError(str(e)) from None
+    log.info("built %s: %d scales", output.out, len(dataset.scales))
+    return dataset
+
+
+def _planned(dataset: Dataset, options: BuildOptions, kind: VolumeKind) -> dict[str, Any]:
+    """What ``--resume`` compares: the settings that decide the bytes of every file."""
+    return {
         "info": dataset.to_json(),
         "layout": options.layout,
         "compress": sorted(options.compress),
         "keep_identity": options.keep_identity,
         **kind.state(),
     }
+
+
+def _build_into_store(
+    source: str | os.PathLike[str] | Volume,
+    url: str,
+    options: BuildOptions,
+    progress: Callable[[Progress], None] | None,
+    plan: Callable[[str], None] | None,
+    cluster: DaskExecutor | None,
+) -> Dataset:
+    """:func:`build_dataset` into ``s3://`` or ``gs://``: the same tasks, objects for files.
+
+    The bucket is reached (credentials, endpoint) before the source is read or anything is
+    written. A store has no atomic swap of a whole prefix, so ``--overwrite`` is refused there:
+    a new prefix, or the old one emptied first, does the same job without a mixed dataset.
+    """
+    kind = options.kind()
+    if options.shard_size is not None:
+        # Shards are assembled in a local spool (build/shards.py); region tasks that own
+        # whole shards will write them straight to the bucket.
+        raise BuildError(f"{url}: --sharded builds write to a folder for now (then deploy s3)")
+    seg = options.segmentation
+    if options.volume_type == "segmentation" and seg.mesh and seg.mesh_format == "multires":
+        # Its shards are made from fragments the mesh tasks spool in the dataset folder.
+        raise BuildError(f"{url}: --mesh multires writes to a folder for now (then deploy s3)")
     try:
-        with output:
-            mode = _mode(output, options, dataset, planned)
-            if mode != "done":
-                build = _Build(volume, dataset, factors, codec, options, kind)
-                _write(output, mode, planned, build, progress, plan)
-    except OutputError as e:
+        writer = ObjectStoreWriter(
+            url, LAYOUTS[options.layout], compress=options.compress,
+            options=storage_options(url.partition(":")[0], options.endpoint_url),
+        )  # fmt: skip
+        check_store(writer)
+    except StoreError as e:
         raise BuildError(str(e)) from None
-    log.info("built %s: %d scales", output.out, len(dataset.scales))
+    volume = _open(source, options, kind)
+    dataset, factors, codec = plan_for(volume, options, kind)
+    planned = _planned(dataset, options, kind)
+    mode = _store_mode(writer, options, planned)
+    if mode == "done":
+        return dataset
+    build = _Build(volume, dataset, factors, codec, options, kind, cluster)
+    build.writer = writer
+    try:
+        if mode == "fresh":  # a resumed build's state is there already, and equal
+            writer.put_json(STATE_FILE, planned)
+        with _scratch_folder(options.scratch) as scratch:
+            build.scratch_root = scratch
+            build.run(progress, plan)
+        writer.commit(dataset)
+        writer.delete_prefix(MESH_JOURNAL_DIR)
+        writer.delete(STATE_FILE)
+    except (SourceError, OSError) as e:
+        # Bad data found mid-way, or the store refused a write: a fresh build leaves nothing.
+        if mode == "fresh":
+            writer.delete_all()
+        raise BuildError(f"{writer.url}: {e}") from None
+    log.info("built %s: %d scales", writer.url, len(dataset.scales))
     return dataset
+
+
+@contextlib.contextmanager
+def _scratch_folder(given: str | None) -> Iterator[Path]:
+    """The root of a bucket build's scratch store: ``given`` (kept after a failure, for
+    ``--resume``; emptied after success) or a temporary folder. A resumed build without its
+    scratch runs every pyramid task again, and each stores only the chunks not there yet."""
+    if given is None:
+        with tempfile.TemporaryDirectory(prefix="precomp-scratch-") as tmp:
+            (Path(tmp) / TMP_DIR).mkdir()
+            yield Path(tmp)
+        return
+    root = Path(given)
+    (root / TMP_DIR).mkdir(parents=True, exist_ok=True)
+    yield root
+    shutil.rmtree(root / TMP_DIR, ignore_errors=True)
+
+
+def _store_mode(writer: ObjectStoreWriter, options: BuildOptions, planned: dict[str, Any]) -> str:
+    """``fresh``, ``resume`` or ``done`` for a build into an object store (see :func:`_mode`)."""
+    where = writer.url
+    if not writer.listing():
+        return "fresh"
+    if options.overwrite:
+        raise BuildError(
+            f"{where}: --overwrite cannot replace a dataset in an object store in one step; "
+            "build into a new prefix (or empty this one first)"
+        )
+    if not options.resume:
+        raise BuildError(f"{where}: not empty (use --resume, or another prefix)")
+    info = writer.get_json("info")
+    if info is not None:
+        differs = _first_difference({"info": info}, {"info": planned["info"]})
+        if differs:
+            raise BuildError(f"{where}: holds a finished build with other settings ({differs})")
+        return "done"
+    state = writer.get_json(STATE_FILE)
+    if state is None:
+        raise BuildError(f"{where}: nothing to resume (no interrupted build here)")
+    differs = _first_difference(state, planned)
+    if differs:
+        raise BuildError(f"{where}: the interrupted build used other settings ({differs})")
+    return "resume"
 
 
 def _write(
@@ -252,6 +411,7 @@ def _write(
             keep_identity=options.keep_identity,
         )  # fmt: skip
         build.writer = writer
+        build.scratch_root = root
         writer.begin()
         writer.put_json(STATE_FILE, planned)
         build.run(progress, plan)
@@ -292,7 +452,11 @@ class _Build:
     codec: ChunkCodec
     options: BuildOptions
     kind: VolumeKind
-    writer: DatasetWriter = field(init=False)
+    #: Runs the tasks when the build has ``--cluster`` (else a thread pool here does).
+    cluster: DaskExecutor | None = None
+    writer: Writer = field(init=False)
+    #: The folder of the scratch store (the dataset folder, or one for a bucket build).
+    scratch_root: Path = field(init=False)
 
     def run(
         self, progress: Callable[[Progress], None] | None, plan: Callable[[str], None] | None
@@ -303,7 +467,7 @@ class _Build:
         sink, align = self.chunk_output()
         stages = plan_pyramid(self.dataset, self.factors, voxel_bytes=voxel_bytes,
                               budget=options.region_bytes, align=align)  # fmt: skip
-        scratch = Scratch(writer.root)
+        scratch = Scratch(self.scratch_root)
         settings = PyramidSettings(
             volume=self.volume,
             dataset=self.dataset,
@@ -316,21 +480,37 @@ class _Build:
             resume=options.resume,
         )
         scale = self.dataset.scales[0]
+        cluster = self.cluster
         with self.kind.extra_tasks(
-            self.volume, scale, writer, resume=options.resume, workers=workers
-        ) as extras:
+            self.volume, scale, writer, resume=options.resume,
+            workers=None if cluster is not None else workers,
+        ) as extras:  # fmt: skip
             chunks = sum(s.num_chunks() for s in self.dataset.scales)
             tracker = Tracker(chunks + len(extras), progress)
             if plan is not None:
                 plan(describe(stages, len(extras)))
             tracker.report()  # 0 of the total: a first line before the first task ends
+            if cluster is not None:
+                # Stage by stage: a stage reads what the one before stored in the scratch.
+                # Progress comes back with each finished task (a callback cannot cross
+                # processes), counted as the task's chunks.
+                def done(result: tuple[int, int]) -> None:
+                    tracker.add(*result)
+
+                for stage in stages:
+                    calls = self._remote_calls(stage, settings, tracker)
+                    cluster.run(calls, done, shared=[settings])
+                sink.close()
+                cluster.run(extras, tracker.add, shared=_common_args(extras))
+                self.kind.write_metadata(writer, scratch, scale)
+                return
             executor = ThreadExecutor(workers, tracker)
             try:
                 for stage in stages:
                     executor.run(self._pyramid_calls(stage, settings, tracker))
                 sink.close()
                 executor.run(functools.partial(_counted, fn, tracker) for fn in extras)
-                self.kind.write_metadata(writer, scratch)
+                self.kind.write_metadata(writer, scratch, scale)
             finally:
                 executor.close()
 
@@ -352,6 +532,29 @@ class _Build:
                 tracker.add(0, task.chunks)
                 continue
             yield functools.partial(run_pyramid_task, task, settings, tracker.add)
+
+    def _remote_calls(
+        self, tasks: list[PyramidTask], settings: PyramidSettings, tracker: Tracker
+    ) -> Iterator[Callable[[], tuple[int, int]]]:
+        for task in tasks:
+            if settings.resume and is_finished(task, settings):
+                tracker.add(0, task.chunks)
+                continue
+            yield functools.partial(_pyramid_on_worker, task, settings)
+
+
+def _pyramid_on_worker(task: PyramidTask, settings: PyramidSettings) -> tuple[int, int]:
+    """A pyramid task on a cluster worker: its bytes stored and its chunks (progress)."""
+    return run_pyramid_task(task, settings), task.chunks
+
+
+def _common_args(tasks: Sequence[Callable[[], int]]) -> list[object]:
+    """The arguments every task (a ``functools.partial``) shares: its settings, sent to
+    a cluster's workers once."""
+    partials = [t for t in tasks if isinstance(t, functools.partial)]
+    if not partials or len(partials) < len(tasks):
+        return []
+    return [a for a in partials[0].args if all(any(a is b for b in p.args) for p in partials)]
 
 
 def _counted(fn: Callable[[], int], tracker: Tracker) -> int:

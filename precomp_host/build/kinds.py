@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from ..core.model import Dataset, Scale, VolumeType
     from .regions import Scratch
     from .sources import Volume
-    from .writer import DatasetWriter
+    from .writer import Writer
 
 #: Data types an image volume may have (issue #2); the spec's other integer types are stored
 #: as given too.
@@ -85,13 +85,16 @@ class VolumeKind:
 
     @contextlib.contextmanager
     def extra_tasks(
-        self, volume: Volume, scale: Scale, writer: DatasetWriter, *, resume: bool, workers: int
+        self, volume: Volume, scale: Scale, writer: Writer, *, resume: bool, workers: int | None
     ) -> Iterator[list[Callable[[], int]]]:
-        """The build's tasks besides the pyramid (each returns the bytes it stored), and the
-        resources they need while they run."""
+        """The build's tasks besides the pyramid (each returns the bytes it stored, and
+        pickles for a cluster), and the resources they need while they run.
+
+        :param workers: processes this build may start for CPU work that holds the GIL; None
+            when the tasks run on a cluster's worker processes already."""
         yield []
 
-    def write_metadata(self, writer: DatasetWriter, scratch: Scratch) -> None:
+    def write_metadata(self, writer: Writer, scratch: Scratch, scale: Scale) -> None:
         """This kind's files written after every task (manifests, segment properties)."""
 
 
@@ -126,7 +129,7 @@ class SegmentationKind(VolumeKind):
 
     @contextlib.contextmanager
     def extra_tasks(
-        self, volume: Volume, scale: Scale, writer: DatasetWriter, *, resume: bool, workers: int
+        self, volume: Volume, scale: Scale, writer: Writer, *, resume: bool, workers: int | None
     ) -> Iterator[list[Callable[[], int]]]:
         if not self.options.mesh:
             yield []
@@ -134,20 +137,21 @@ class SegmentationKind(VolumeKind):
         settings = MeshSettings(volume, scale, self.options, writer, resume)
         if self.options.mesh_format == "multires":
             # write_metadata makes the multi-resolution meshes from this build's regions.
-            self._multires = (settings, workers)
+            self._multires = (settings, workers or 1)
+        tasks = plan_meshes(scale, self.options)
+        if workers is None:  # a cluster worker meshes in its own process
+            yield [functools.partial(run_mesh_task, task, settings) for task in tasks]
+            return
         mesher = ProcessMesher(workers)
         try:
-            yield [
-                functools.partial(run_mesh_task, task, settings, mesher)
-                for task in plan_meshes(scale, self.options)
-            ]
+            yield [functools.partial(run_mesh_task, task, settings, mesher) for task in tasks]
         finally:
             mesher.close()
 
-    def write_metadata(self, writer: DatasetWriter, scratch: Scratch) -> None:
+    def write_metadata(self, writer: Writer, scratch: Scratch, scale: Scale) -> None:
         if self.options.mesh:
             settings, workers = self._multires or (None, 1)
-            write_mesh_metadata(writer, settings, workers)
+            write_mesh_metadata(writer, scale, self.options, settings, workers)
         write_segment_properties(self.options, writer, scratch)
 
 

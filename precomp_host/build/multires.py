@@ -60,7 +60,7 @@ from .shards import write_shard
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
 
-    from .writer import DatasetWriter
+    from .writer import Writer
 
 Vec3 = tuple[int, int, int]
 Res3 = tuple[float, float, float]
@@ -422,7 +422,7 @@ def fragment_data_path(mesh_dir: str, segment: int) -> str:
     return f"{mesh_dir}/{segment}"
 
 
-def write_unsharded(writer: DatasetWriter, mesh_dir: str, segment: int, mesh: MultiresMesh) -> int:
+def write_unsharded(writer: Writer, mesh_dir: str, segment: int, mesh: MultiresMesh) -> int:
     """Write ``<segment>.index`` and ``<segment>`` (plain: read with Range); bytes stored."""
     written = writer.put(fragment_data_path(mesh_dir, segment), mesh.data, precompress=False)
     # The manifest is a few hundred bytes read whole: plain too, one file fewer per segment.
@@ -478,7 +478,7 @@ class _MeshParts(Mapping[int, bytes]):
 
 
 def write_sharded(
-    writer: DatasetWriter,
+    writer: Writer,
     mesh_dir: str,
     spec: ShardingSpec,
     shard: int,

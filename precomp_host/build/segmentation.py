@@ -50,6 +50,7 @@ from .segment_properties import (
     properties_info,
 )
 from .sources import SourceError, read_region
+from .writer import DatasetWriter
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -62,7 +63,7 @@ if TYPE_CHECKING:
     from .mesh_shards import FragmentRef
     from .regions import Scratch
     from .sources import Volume
-    from .writer import DatasetWriter
+    from .writer import Writer
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -141,7 +142,7 @@ def plan_segmentation(dataset: Dataset, options: SegmentationOptions) -> Dataset
     )
 
 
-def write_segment_properties(options: SegmentationOptions, writer: DatasetWriter,
+def write_segment_properties(options: SegmentationOptions, writer: Writer,
                              scratch: Scratch) -> None:  # fmt: skip
     """``segment_properties/info`` from the voxel counts the pyramid tasks stored."""
     counter = VoxelCounter()
@@ -169,7 +170,7 @@ class MeshSettings:
     volume: Volume
     scale: Scale
     options: SegmentationOptions
-    writer: DatasetWriter
+    writer: Writer
     resume: bool = False
 
 
@@ -191,7 +192,7 @@ def run_mesh_task(
     """
     core = task.core
     writer, scale, options = settings.writer, settings.scale, settings.options
-    if settings.resume and (writer.root / _journal_record(core)).exists():
+    if settings.resume and writer.get_json(_journal_record(core)) is not None:
         return 0
     off = scale.voxel_offset
     a, b = data_box(*core, scale.stop)
@@ -227,19 +228,29 @@ def run_mesh_task(
 
 
 def write_mesh_metadata(
-    writer: DatasetWriter, multires: MeshSettings | None = None, workers: int = 1
+    writer: Writer,
+    scale: Scale,
+    options: SegmentationOptions,
+    multires: MeshSettings | None = None,
+    workers: int = 1,
 ) -> None:
     """The manifests and ``mesh/info``, from the regions' journal records (after every mesh
     task is done); with ``multires`` (a ``--mesh multires`` build's settings), the sharded
-    multi-resolution meshes instead, made in ``workers`` processes."""
+    multi-resolution meshes instead, made in ``workers`` processes.
+
+    Legacy records are read by name, region by region: an object store has no folder to list
+    cheaply, and a record exists for every region once its task is done.
+    """
     if multires is not None:
+        if not isinstance(writer, DatasetWriter):
+            raise TypeError("multi-resolution meshes are made from a folder build's scratch")
         _write_multires(writer, multires, workers)
         return
     fragments: dict[int, list[str]] = defaultdict(list)
-    for record in (writer.root / MESH_JOURNAL_DIR).glob("*.json"):
-        bounds = record.name.removesuffix(".json")
-        for segment in json.loads(record.read_text())["segments"]:
-            fragments[segment].append(f"{segment}:0:{bounds}")
+    for task in plan_meshes(scale, options):
+        record = writer.get_json(_journal_record(task.core))
+        for segment in record["segments"]:
+            fragments[segment].append(fragment_name(segment, *task.core))
     for segment in sorted(fragments):
         writer.put(f"{MESH_DIR}/{manifest_name(segment)}", manifest_bytes(fragments[segment]))
     writer.put_json(f"{MESH_DIR}/info", MESH_INFO)

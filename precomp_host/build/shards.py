@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
     from ..core.model import ChunkKey, Scale, Vec3
     from ..core.sharding import ShardingSpec
-    from .writer import DatasetWriter
+    from .writer import DatasetWriter, Writer
 
 
 def shard_path(scale_key: str, spec: ShardingSpec, shard: int) -> str:
@@ -66,7 +66,7 @@ def _minishard_index(ids: list[int], offsets: list[int], sizes: list[int]) -> by
 
 
 def write_shard(
-    writer: DatasetWriter,
+    writer: Writer,
     scale_key: str,
     spec: ShardingSpec,
     shard: int,

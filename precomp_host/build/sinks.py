@@ -12,10 +12,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from .shards import ShardSink
+from .writer import DatasetWriter
 
 if TYPE_CHECKING:
     from ..core.model import ChunkKey, Dataset
-    from .writer import DatasetWriter
+    from .writer import Writer
 
 
 class ChunkSink(Protocol):
@@ -34,7 +35,7 @@ class ChunkSink(Protocol):
 class FileSink:
     """One file per chunk at its layout's path, with effective ``.gz``/``.br`` siblings."""
 
-    def __init__(self, writer: DatasetWriter) -> None:
+    def __init__(self, writer: Writer) -> None:
         self.writer = writer
 
     def put(self, key: ChunkKey, data: bytes) -> int:
@@ -47,11 +48,15 @@ class FileSink:
         pass  # each chunk was written whole by its own put
 
 
-def sink_for(writer: DatasetWriter, dataset: Dataset) -> ChunkSink:
+def sink_for(writer: Writer, dataset: Dataset) -> ChunkSink:
     """The sink for ``dataset``'s chunks: shards when its scales are sharded, else files."""
     sharded = [s for s in dataset.scales if s.is_sharded]
     if not sharded:
         return FileSink(writer)
     if len(sharded) != len(dataset.scales):
         raise ValueError("a build shards every scale or none")
+    if not isinstance(writer, DatasetWriter):
+        # ShardSink spools shards in the output's temporary folder (the builder refuses this
+        # case before writing anything).
+        raise ValueError("sharded output is written to a folder")
     return ShardSink(writer, dataset.scales)

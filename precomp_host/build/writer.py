@@ -29,7 +29,7 @@ import shutil
 import threading
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..core.encodings import BY_SUFFIX, ENCODINGS, GZIP, worth_storing
 from ..core.layout import LAYOUTS, PARTIAL_SUFFIX, TMP_DIR
@@ -87,6 +87,22 @@ def _format_json(obj: Any, indent: str = "") -> str:
     ):
         return "[\n" + ",\n".join(inner + _format_json(v, inner) for v in obj) + "\n" + indent + "]"
     return json.dumps(obj)
+
+
+class Writer(Protocol):
+    """What a build writes through: a folder (:class:`DatasetWriter`) or an object store
+    (:class:`~precomp_host.build.objectwriter.ObjectStoreWriter`)."""
+
+    layout: Layout
+
+    def is_complete(self, rel_path: str) -> bool: ...
+    def get_json(self, rel_path: str) -> Any: ...
+    def put(self, rel_path: str, data: bytes, *, precompress: bool = True) -> int: ...
+    def put_json(self, rel_path: str, obj: Any) -> int: ...
+    def open_atomic(self, rel_path: str) -> contextlib.AbstractContextManager[BinaryIO]: ...
+    def begin(self) -> None: ...
+    def abort(self) -> None: ...
+    def commit(self, dataset: Dataset) -> None: ...
 
 
 class DatasetWriter:
@@ -151,6 +167,13 @@ class DatasetWriter:
         has_gzip = any(e is GZIP for e in self.encodings)
         gz = final.with_name(final.name + GZIP.suffix)
         return has_gzip and not self.keep_identity and gz.exists()
+
+    def get_json(self, rel_path: str) -> Any:
+        """The JSON document at ``rel_path`` (a resume journal record), or None when absent."""
+        try:
+            return json.loads(self._final(rel_path).read_text())
+        except FileNotFoundError:
+            return None
 
     # -- writing ---------------------------------------------------------------------------
 

@@ -126,6 +126,27 @@ def _add_output_arguments(p: argparse.ArgumentParser) -> None:
         help="continue an interrupted build into OUT, skipping finished chunks and mesh regions",
     )
     p.add_argument("--overwrite", action="store_true", help="replace the dataset already in OUT")
+    p.add_argument(
+        "--cluster",
+        default=None,
+        metavar="ADDRESS",
+        help="run the region tasks on a Dask cluster: a scheduler (tcp://host:8786) or local:N"
+        " (N worker processes); needs the 'cluster' extra",
+    )
+    p.add_argument(
+        "--scratch",
+        default=None,
+        metavar="DIR",
+        help="OUT in a bucket: folder for the build's scratch store (default: a temporary one);"
+        " with a remote --cluster, a folder every worker mounts",
+    )
+    p.add_argument(
+        "--endpoint-url",
+        default=None,
+        metavar="URL",
+        help="OUT=s3://...: an S3-compatible endpoint (MinIO, Ceph; default: AWS, or botocore's"
+        " AWS_ENDPOINT_URL)",
+    )
 
 
 def _add_segmentation_arguments(p: argparse.ArgumentParser) -> None:
@@ -376,6 +397,9 @@ def _build_options(args: argparse.Namespace) -> BuildOptions:
         overwrite=args.overwrite,
         npy_axes=args.npy_axes,
         shard_size=shard_size,
+        endpoint_url=args.endpoint_url,
+        cluster=args.cluster,
+        scratch=args.scratch,
     )
 
 
@@ -415,9 +439,14 @@ def _print_plan(line: str) -> None:
 
 
 def run_build(args: argparse.Namespace) -> int:
+    from ..build.objectwriter import is_store_url
+
     levels = _open_input(args)
     options = _build_options(args)
     label = os.path.basename(args.out.rstrip("/"))
+    to_store = is_store_url(args.out)
+    if to_store and len(levels) > 1:
+        raise CommandError(f"{args.out}: --use-source-pyramid writes to a folder, not a bucket")
     if options.shard_size is not None and len(levels) == 1 and not args.quiet:
         _print_shard_plan(levels[0], options)
     if len(levels) > 1:
@@ -431,8 +460,11 @@ def run_build(args: argparse.Namespace) -> int:
             raise CommandError(str(e)) from None
     else:
         _run_build(levels[0], args.out, options, label, args.quiet)
-    _carry_over(levels[0], args)
-    if not args.quiet:
+    if not to_store:  # a bucket gets the volume; its meshes stay where they are
+        _carry_over(levels[0], args)
+    if not args.quiet and to_store:
+        print(f"Wrote {args.out}.")
+    elif not args.quiet:
         print(f"Wrote {args.out}. View it with: precomp-host serve {args.out}")
     return 0
 

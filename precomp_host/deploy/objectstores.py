@@ -1,12 +1,10 @@
 """Object stores (S3, GCS) for a folder of datasets: one :class:`StoreObject` per URL.
 
-An object store cannot negotiate or rewrite: each URL Neuroglancer asks for must be one object,
-under its flat name (:data:`~precomp_host.core.layout.FLAT`), stored as the bytes every browser can
-take. :func:`plan_objects` decides them from the tree without reading data: the ``.gz`` sibling
-with ``Content-Encoding: gzip`` when there is one (every browser accepts gzip; br is not
-universal and S3 cannot choose), the plain file for files read with ``Range`` (shards,
-multi-resolution mesh data: "sharded data must be served without any Content-Encoding"),
-Content-Type from :mod:`~precomp_host.core.media_types`. :func:`upload_s3` sends them with boto3
+An object store cannot negotiate or rewrite: each URL Neuroglancer asks for must be one object.
+:func:`plan_objects` decides them from the tree without reading data, by the rule of
+:mod:`~precomp_host.core.objects` (flat names, the ``.gz`` sibling with ``Content-Encoding:
+gzip`` when there is one, files read with ``Range`` plain), which a build writing straight into
+a bucket follows too. :func:`upload_s3` sends them with boto3
 (optional extra ``s3``), skipping objects already there with the same size and MD5 ETag, so an
 interrupted upload resumes; :func:`write_gcs_staging` lays them out for ``gcloud storage cp``.
 The bucket settings (CORS rules, public-read policy) are rendered here too, from
@@ -28,9 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..core import headers, layout, media_types
+from ..core import headers, layout, media_types, objects
 from ..core.encodings import BY_SUFFIX, ENCODINGS, GZIP
 from ..core.model import INFO_NAME, LEGACY_MESH_TYPE, MULTILOD_MESH_TYPE
+from ..core.objects import s3_client as s3_client  # re-exported: deploy s3's client
 from ..core.progress import Progress
 
 if TYPE_CHECKING:
@@ -54,9 +53,7 @@ class StoreObject:
 
     @property
     def is_info(self) -> bool:
-        """An ``info`` file: it announces a complete dataset (or mesh or property set), so it
-        is stored after everything else."""
-        return self.key.rpartition("/")[2] == INFO_NAME
+        return objects.is_info(self.key)
 
     def body(self) -> bytes:
         data = self.path.read_bytes()
@@ -76,38 +73,17 @@ def _mesh_type(folder: Path) -> str | None:
     return kind if isinstance(kind, str) else None
 
 
-def _object_key(rel: str, mesh_type: str | None, names: set[str]) -> str:
-    """The URL path for the file at ``rel``: flat chunk names, ``<id>:0`` for manifests."""
-    key = layout.NESTED.key_for(rel)
-    if key is not None:
-        return layout.FLAT.path_for(key)
-    # A colon-free legacy manifest (<id> or <id>.json): the store cannot fall back, so the
-    # object gets the name Neuroglancer asks for (unless the real <id>:0 is there too).
-    url = layout.mesh_manifest_url(rel) if mesh_type == LEGACY_MESH_TYPE else None
-    if url is not None and url.rpartition("/")[2] not in names:
-        return url
-    return rel
-
-
 def _choose(plain: Path, key: str, stored: set[str | None], mesh_type: str | None) -> StoreObject:
-    media = media_types.media_type_for(key)
-
-    def sibling(coding: str) -> Path:
-        return plain.with_name(plain.name + _SUFFIX_OF[coding])
-
-    # Read with Range (spec: sharded.md, meshes.md): stored plain, never with a coding.
+    """The object for the file ``plain`` stored as ``stored`` (core.objects' rule)."""
+    # Read with Range (spec: sharded.md, meshes.md): shards, and the fragment data of a
+    # multi-resolution mesh (the colon-free, dot-free files beside its .index manifests).
     ranged = key.endswith(".shard") or (mesh_type == MULTILOD_MESH_TYPE and "." not in plain.name)
-    if ranged and None not in stored:
-        coding = GZIP.name if GZIP.name in stored else sorted(c for c in stored if c)[0]
-        return StoreObject(key, sibling(coding), media, None, recode=coding)
-    if ranged:
-        return StoreObject(key, plain, media, None)
-    if GZIP.name in stored:
-        return StoreObject(key, sibling(GZIP.name), media, GZIP.name)
-    if None in stored:
-        return StoreObject(key, plain, media, None)
-    coding = sorted(c for c in stored if c)[0]  # br only: re-encoded as gzip
-    return StoreObject(key, sibling(coding), media, GZIP.name, recode=coding)
+    choice = objects.choose_stored(stored, ranged=ranged)
+    path = plain
+    if choice.source is not None:
+        path = plain.with_name(plain.name + _SUFFIX_OF[choice.source])
+    recode = choice.source if choice.recode else None
+    return StoreObject(key, path, media_types.media_type_for(key), choice.content_encoding, recode)
 
 
 def plan_objects(root: str | Path) -> Iterator[StoreObject]:
@@ -137,7 +113,8 @@ def plan_objects(root: str | Path) -> Iterator[StoreObject]:
                 bases.setdefault(stem, set()).add(coding.name)
         for base, stored in sorted(bases.items()):
             rel = (here / base).relative_to(root).as_posix()
-            obj = _choose(here / base, _object_key(rel, mesh_type, names), stored, mesh_type)
+            key = objects.object_key(rel, legacy_mesh=mesh_type == LEGACY_MESH_TYPE, taken=names)
+            obj = _choose(here / base, key, stored, mesh_type)
             if obj.is_info:
                 infos.append(obj)
             else:
@@ -150,24 +127,6 @@ class UploadReport:
     uploaded: int = 0
     skipped: int = 0
     bytes_sent: int = 0
-
-
-def s3_client(endpoint_url: str | None = None, **kwargs: Any) -> Any:
-    """A boto3 S3 client that never sends ``aws-chunked`` bodies.
-
-    botocore >= 1.36 adds CRC checksums to every upload by default ("when_supported"), and for
-    streamed bodies that means ``Content-Encoding: aws-chunked``, which some S3-compatible
-    stores keep next to ``gzip``; checksums only when the operation requires them avoids it.
-    """
-    import boto3
-    from botocore.config import Config
-
-    config = Config(
-        request_checksum_calculation="when_required",
-        response_checksum_validation="when_required",
-        retries={"max_attempts": 5, "mode": "standard"},
-    )
-    return boto3.client("s3", endpoint_url=endpoint_url, config=config, **kwargs)
 
 
 class StoreError(Exception):
@@ -229,11 +188,8 @@ class _S3Put:
         digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
         if self.existing.get(key) == (len(data), digest):
             return -1
-        extra = {"ContentType": obj.content_type, "CacheControl": self.cache_control}
-        if obj.content_encoding is not None:
-            extra["ContentEncoding"] = obj.content_encoding
-        if obj.path == self.site_index:
-            extra["CacheControl"] = headers.REVALIDATE
+        control = headers.REVALIDATE if obj.path == self.site_index else self.cache_control
+        extra = objects.object_metadata(obj.key, obj.content_encoding, control).s3_args()
         self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **extra)
         return len(data)
 
