@@ -7,8 +7,13 @@ Peak memory is taken two ways, because neither alone is right for multi-process 
   figure that matters on a 2-core, shared machine with worker pools (igneous' pathos pool,
   precomp_host's workers). Summing RSS counts pages shared between processes once per process,
   so it is an upper bound; polling can miss a spike shorter than the interval.
-- ``max_process_rss``: ``ru_maxrss`` from ``wait4`` for the command, the kernel's exact peak of
-  the largest single process among it and the descendants it waited for.
+- ``max_process_rss``: the largest ``VmHWM`` (the kernel's high-water mark of one process's
+  resident set) seen among the tree's processes by the same poll.
+
+Neither uses ``ru_maxrss``: Linux carries a process's peak across fork and exec (``exec_mmap``
+folds the old address space's high-water mark into the signal struct), so a tool started by this
+benchmark reported the benchmark's own peak (measured: a 13 MiB child of a parent that had held
+800 MiB reported 814 MiB). ``VmHWM`` belongs to the address space, which exec replaces.
 """
 
 from __future__ import annotations
@@ -63,39 +68,56 @@ def output_size(root: Path) -> OutputSize:
     return OutputSize(files, total)
 
 
-def _tree_rss(root: psutil.Process) -> int:
-    total = 0
+def _high_water(pid: int) -> int:
+    """``VmHWM`` of ``pid`` in bytes (0 once it has exited)."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0
+
+
+def _tree_rss(root: psutil.Process) -> tuple[int, int]:
+    """(sum of the tree's resident sets, the largest high-water mark of one of its processes)."""
+    total = largest = 0
     try:
         procs = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return 0
+        return 0, 0
     for p in procs:
         try:
             total += p.memory_info().rss
         except psutil.NoSuchProcess:
             continue
-    return total
+        largest = max(largest, _high_water(p.pid))
+    return total, largest
 
 
 class _Sampler(threading.Thread):
-    """Polls the RSS of a process tree until stopped; ``peak`` is the largest sum seen."""
+    """Polls the RSS of a process tree until stopped; ``peak`` is the largest sum seen,
+    ``largest`` the largest single-process high-water mark."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
         self.root = psutil.Process(pid)
         self.peak = 0
+        self.largest = 0
         self.stopped = threading.Event()
 
     def run(self) -> None:
         while not self.stopped.is_set():
-            self.peak = max(self.peak, _tree_rss(self.root))
+            total, largest = _tree_rss(self.root)
+            self.peak, self.largest = max(self.peak, total), max(self.largest, largest)
             self.stopped.wait(POLL_INTERVAL)
 
 
 def _run_one(
     argv: Sequence[str], env: Mapping[str, str], cwd: Path, log: Path
 ) -> tuple[int, float, int, int]:
-    """Run ``argv``; return (exit code, CPU seconds, peak tree RSS, ru_maxrss in bytes)."""
+    """Run ``argv``; return (exit code, CPU seconds, peak tree RSS, largest process VmHWM)."""
     with log.open("ab") as out:
         out.write(("$ " + " ".join(argv) + "\n").encode())
         out.flush()
@@ -111,9 +133,9 @@ def _run_one(
         sampler = _Sampler(proc.pid)
         sampler.start()
         try:
-            # wait4 rather than Popen.wait: it returns the child's own rusage, so each run's
-            # ru_maxrss is its own and not the running maximum over all children so far. It
-            # blocks, so the wall time ends when the process does, not at the next poll.
+            # wait4 rather than Popen.wait: it returns the child's own rusage (CPU time of
+            # it and its waited-for descendants). It blocks, so the wall time ends when the
+            # process does, not at the next poll.
             _pid, status, usage = os.wait4(proc.pid, 0)
             proc.returncode = os.waitstatus_to_exitcode(status)
         except BaseException:
@@ -124,10 +146,9 @@ def _run_one(
         finally:
             sampler.stopped.set()
             sampler.join()
-    # Linux reports ru_maxrss in KiB.
-    rss = usage.ru_maxrss * 1024
     cpu = usage.ru_utime + usage.ru_stime
-    return proc.returncode, cpu, max(sampler.peak, rss), rss
+    # The tree held at least its largest process's peak at that process's peak.
+    return proc.returncode, cpu, max(sampler.peak, sampler.largest), sampler.largest
 
 
 def measure(

@@ -11,7 +11,7 @@ at most 1 GiB peak RSS of the build's process tree; whole-plane slabs needed 23.
 slices. The benchmark writes the source into ``--cache-dir`` (a folder of 2D TIFF slices with
 tifffile, uncompressed as microscopes write them; a Zarr array in 1-slice, 1024 x 1024 chunks),
 runs ``precomp-host build`` in a subprocess measured by :mod:`benchmarks.measure` (the
-process tree's summed RSS polled at 10 Hz, and the kernel's ``ru_maxrss``), checks that
+process tree's summed RSS and its processes' ``VmHWM``, polled at 10 Hz), checks that
 every chunk file of every scale exists, and compares a few chunks with the source.
 
 Writing the source and checking the output run in subprocesses of their own: Linux keeps a

@@ -14,12 +14,19 @@ sharded multi-resolution path instead: ``create_meshing_tasks(sharded=True)`` (f
 per task, with a spatial index) then ``create_sharded_multires_mesh_tasks`` (murmurhash
 shards, Draco, pyfqmr levels of detail) with precomp_host's octree settings, as its README
 documents.
+
+With ``--sharded DIR`` (an image), igneous' sharded image path: the stack goes to an unsharded
+raw layer at DIR (igneous shards from a source layer, it has no TIFF reader either), then
+``create_image_shard_transfer_tasks`` writes scale 0 sharded and
+``create_image_shard_downsample_tasks`` one scale per call (its own sharding specs: one shard up
+to 3.5 GB uncompressed, gzip data and minishard indices). Each phase's wall time is printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import time
 from pathlib import Path
 
 import igneous.task_creation as tc
@@ -39,8 +46,10 @@ def main() -> None:
     p.add_argument("--cores", type=int, default=2)
     p.add_argument("--layer-type", choices=("image", "segmentation"), default="image")
     p.add_argument("--mesh", choices=("legacy", "multires"), default="legacy")
+    p.add_argument("--sharded", type=Path, metavar="DIR", help="source layer of a sharded image")
     args = p.parse_args()
     labels = args.layer_type == "segmentation"
+    started = time.perf_counter()
 
     slices = sorted(args.stack.iterdir())
     first = tifffile.imread(slices[0])
@@ -51,6 +60,10 @@ def main() -> None:
 
     # Not Path.as_uri(): cloud-volume does not percent-decode file:// paths.
     path = "file://" + str(args.out.resolve())
+    final = path
+    if args.sharded is not None:
+        # The source layer: raw and uncompressed, the cheapest for igneous to write and read.
+        path = "file://" + str(args.sharded.resolve())
     encoding: dict[str, object] = {"encoding": "raw"}
     if labels:
         encoding = {"encoding": "compressed_segmentation", "mesh": "mesh",
@@ -68,14 +81,18 @@ def main() -> None:
     # parallel=1 (its default, threaded uploads): with parallel=2, cloud-volume 12.15.2 wrote
     # the z 0-64 slab's data into the z 64-128 chunks of a 256x256x128 volume (caught by
     # benchmarks/verify.py), so only igneous' task queue runs on several processes.
-    vol = CloudVolume(path, info=info, compress="gzip", progress=False)
+    vol = CloudVolume(path, info=info, compress=False if args.sharded else "gzip", progress=False)
     vol.commit_info()
     vol[:, :, :] = image
     del image, vol
+    print(f"scale 0 written by cloud-volume: {time.perf_counter() - started:.1f} s", flush=True)
 
     factors = [tuple(int(v) for v in f.split(",")) for f in args.factors.split(";") if f]
     mip = 0
     tq = LocalTaskQueue(parallel=args.cores, progress=False)
+    if args.sharded is not None:
+        _sharded(tq, path, final, factors, started)
+        return
     for factor, run in itertools.groupby(factors):
         n = len(list(run))
         if labels and sorted(factor) == [1, 1, 2]:
@@ -106,6 +123,25 @@ def main() -> None:
         tq.execute(progress=False)
         tq.insert(tc.create_mesh_manifest_tasks(path, mesh_dir="mesh"))
         tq.execute(progress=False)
+
+
+def _sharded(
+    tq: LocalTaskQueue,
+    source: str,
+    path: str,
+    factors: list[tuple[int, ...]],
+    started: float,
+) -> None:
+    # gzip data (compress=True) and minishard indices (its default), like precomp_host's.
+    tq.insert(tc.create_image_shard_transfer_tasks(source, path, mip=0, compress=True))
+    tq.execute(progress=False)
+    print(f"scale 0 sharded: {time.perf_counter() - started:.1f} s", flush=True)
+    for mip, factor in enumerate(factors):
+        # One scale a call: num_mips > 1 makes a task read a region 2^n times larger.
+        tasks = tc.create_image_shard_downsample_tasks(path, mip=mip, factor=factor, num_mips=1)
+        tq.insert(tasks)
+        tq.execute(progress=False)
+        print(f"scale {mip + 1} ({factor}): {time.perf_counter() - started:.1f} s", flush=True)
 
 
 if __name__ == "__main__":
