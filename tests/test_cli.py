@@ -642,6 +642,16 @@ def test_progress_view_draws_a_bar_with_rate_and_eta_on_a_tty(
     assert last.endswith("\n")
 
 
+def test_progress_view_says_what_happened_to_the_bytes() -> None:
+    # A build writes its bytes; the doctor reads them (its bar once said "written").
+    built, checked = io.StringIO(), io.StringIO()
+    ProgressView(built, "img", tty=True)(Progress(1, 2, 1_000, 1.0))
+    ProgressView(checked, "check", tty=True, moved="read")(Progress(1, 2, 1_000, 1.0))
+    assert "1.0 KB written" in built.getvalue()
+    assert "1.0 KB read" in checked.getvalue()
+    assert "written" not in checked.getvalue()
+
+
 def test_progress_view_eta_in_hours() -> None:
     stream = io.StringIO()
     ProgressView(stream, "big", tty=True)(Progress(1, 10_000, 0, 1.0))

@@ -55,7 +55,11 @@ def run_check(args: argparse.Namespace) -> int:
 
     url = _url(args.url, "URL")
     origin = _url(args.origin, "--origin") if args.origin else DEFAULT_ORIGIN
-    view = ProgressView(sys.stderr, "check", unit="checks") if args.full and not args.json else None
+    view = (
+        ProgressView(sys.stderr, "check", unit="checks", moved="read")
+        if args.full and not args.json
+        else None
+    )
     report = check(url, origin=origin, full=args.full, concurrency=args.concurrency, progress=view)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))

@@ -40,12 +40,19 @@ class ProgressView:
     :param label: what is in progress (a dataset's name, ``upload``).
     :param tty: force the bar (True) or the log lines (False).
     :param unit: what ``done`` and ``total`` count.
+    :param moved: what happened to ``bytes_written`` (``written``; ``read`` for the doctor).
     """
 
     def __init__(
-        self, stream: TextIO, label: str, *, tty: bool | None = None, unit: str = "chunks"
+        self,
+        stream: TextIO,
+        label: str,
+        *,
+        tty: bool | None = None,
+        unit: str = "chunks",
+        moved: str = "written",
     ) -> None:
-        self.stream, self.label, self.unit = stream, label, unit
+        self.stream, self.label, self.unit, self.moved = stream, label, unit, moved
         self.tty = stream.isatty() if tty is None else tty
         self._last_draw = 0.0
         self._last_logged_tenth = -1
@@ -65,7 +72,7 @@ class ProgressView:
             bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
             line = (
                 f"\r{self.label} [{bar}] {p.done}/{p.total} {self.unit} {frac:4.0%} "
-                f"{rate:,.0f}/s {fmt_bytes(p.bytes_written)} "
+                f"{rate:,.0f}/s {fmt_bytes(p.bytes_written)} {self.moved} "
                 f"{'in ' + fmt_time(p.elapsed) if finished else 'ETA ' + fmt_time(eta)}"
             )
             self.stream.write(line + ("\n" if finished else ""))
@@ -75,7 +82,7 @@ class ProgressView:
         if finished or tenth > self._last_logged_tenth or now - self._last_log > LOG_INTERVAL:
             self._last_logged_tenth, self._last_log = tenth, now
             log.info(
-                "%s: %d/%d %s (%.0f%%), %.0f %s/s, %s written, %s %s",
+                "%s: %d/%d %s (%.0f%%), %.0f %s/s, %s %s, %s %s",
                 self.label,
                 p.done,
                 p.total,
@@ -84,6 +91,7 @@ class ProgressView:
                 rate,
                 self.unit,
                 fmt_bytes(p.bytes_written),
+                self.moved,
                 "done in" if finished else "ETA",
                 fmt_time(p.elapsed if finished else eta),
             )
