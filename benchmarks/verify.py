@@ -150,6 +150,24 @@ def _mean_error(
     return float(np.abs(blocks - chunk.astype(np.float64)).max())
 
 
+def _sample_problems(
+    chunk: np.ndarray, key: ChunkKey, index: int, base: Scale, scale: Scale, volume: Volume
+) -> list[str]:
+    """What is wrong with sampled chunk ``key`` of scale ``index``: scale 0 must equal the
+    volume, the middle chunk of any other scale must not be all zero, and scale 1's must be the
+    block mean of scale 0 (within 1: tools round the mean differently, floor or nearest)."""
+    if index == 0:
+        if not np.array_equal(chunk[..., 0], volume.region(key.start, key.stop)):
+            return [f"scale 0 chunk {key.name} differs from the volume"]
+    elif key == _middle(scale) and not chunk.any():
+        return [f"scale {scale.key} chunk {key.name} is all zero"]
+    elif index == 1 and key == _middle(scale):
+        error = _mean_error(chunk[..., 0], key, base, scale, volume)
+        if error is not None and error > 1.0:
+            return [f"scale {scale.key} chunk {key.name} is off the block mean by {error:.1f}"]
+    return []
+
+
 def verify(root: Path, volume: Volume, *, top_size: int | None) -> Verification:
     """Check the dataset at ``root`` against ``volume``.
 
@@ -188,18 +206,7 @@ def verify(root: Path, volume: Volume, *, top_size: int | None) -> Verification:
             except ValueError as e:
                 result.problems.append(str(e))
                 continue
-            if index == 0:
-                if not np.array_equal(chunk[..., 0], volume.region(key.start, key.stop)):
-                    result.problems.append(f"scale 0 chunk {key.name} differs from the volume")
-            elif key == _middle(scale) and not chunk.any():
-                result.problems.append(f"scale {scale.key} chunk {key.name} is all zero")
-            elif index == 1 and key == _middle(scale):
-                error = _mean_error(chunk[..., 0], key, base, scale, volume)
-                # Tools round the mean differently (floor, nearest); more is a wrong pyramid.
-                if error is not None and error > 1.0:
-                    result.problems.append(
-                        f"scale {scale.key} chunk {key.name} is off the block mean by {error:.1f}"
-                    )
+            result.problems += _sample_problems(chunk, key, index, base, scale, volume)
     result.layout = "+".join(sorted(layouts)) or "?"
     return result
 
@@ -255,15 +262,5 @@ def verify_sharded(root: Path, volume: Volume, *, top_size: int | None) -> Verif
         for key in _samples(scale):
             box = tuple(slice(a, b) for a, b in zip(key.start, key.stop, strict=True))
             chunk = np.asarray(store[box].read().result())
-            if index == 0:
-                if not np.array_equal(chunk[..., 0], volume.region(key.start, key.stop)):
-                    result.problems.append(f"scale 0 chunk {key.name} differs from the volume")
-            elif key == _middle(scale) and not chunk.any():
-                result.problems.append(f"scale {scale.key} chunk {key.name} is all zero")
-            elif index == 1 and key == _middle(scale):
-                error = _mean_error(chunk[..., 0], key, base, scale, volume)
-                if error is not None and error > 1.0:
-                    result.problems.append(
-                        f"scale {scale.key} chunk {key.name} is off the block mean by {error:.1f}"
-                    )
+            result.problems += _sample_problems(chunk, key, index, base, scale, volume)
     return result

@@ -150,12 +150,13 @@ def annotation_problems(result: ViewResult, root: Path, points: int) -> list[str
     return problems
 
 
-def state(url: str, root: Path) -> dict[str, Any]:
+def state(url: str, root: Path, folder: str = "ann") -> dict[str, Any]:
+    """The image with the ``points`` and ``lines`` layers of ``folder`` over it."""
     shape, resolution = shape_and_resolution(root / "image")
     s = image_state(f"precomputed://{url}/image", shape, resolution)
     s["layers"] += [
-        annotation_layer(f"{url}/ann/points", "points", POINT_COLOR),
-        annotation_layer(f"{url}/ann/lines", "lines", LINE_COLOR),
+        annotation_layer(f"{url}/{folder}/points", "points", POINT_COLOR),
+        annotation_layer(f"{url}/{folder}/lines", "lines", LINE_COLOR),
     ]
     return s
 
@@ -254,16 +255,6 @@ def sharded(annotated: Path) -> Path:
     return annotated
 
 
-def sharded_state(url: str, root: Path) -> dict[str, Any]:
-    shape, resolution = shape_and_resolution(root / "image")
-    s = image_state(f"precomputed://{url}/image", shape, resolution)
-    s["layers"] += [
-        annotation_layer(f"{url}/ann_sharded/points", "points", POINT_COLOR),
-        annotation_layer(f"{url}/ann_sharded/lines", "lines", LINE_COLOR),
-    ]
-    return s
-
-
 def sharded_problems(result: ViewResult) -> list[str]:
     problems = []
     shards = [r for r in result.requests if "/ann_sharded/points/spatial" in r.path]
@@ -286,7 +277,7 @@ def test_sharded_points_and_lines_drawn(
     serving = devserver(sharded) if server == "serve" else real_server(server, sharded)
     with serving as url:
         _, result = open_image_then_annotations(
-            browser, client, sharded_state(url, sharded), origin_of(url)
+            browser, client, state(url, sharded, "ann_sharded"), origin_of(url)
         )
     assert sharded_problems(result) == [], result.summary()
 
@@ -305,7 +296,7 @@ def test_negative_wrong_shard_spec_draws_nothing(
     info_path.write_text(json.dumps(info))
     with devserver(root) as url:
         _, result = open_image_then_annotations(
-            browser, client, sharded_state(url, root), origin_of(url)
+            browser, client, state(url, root, "ann_sharded"), origin_of(url)
         )
     problems = sharded_problems(result)
     assert "points not drawn" in problems, result.summary()
