@@ -103,15 +103,6 @@ def _tree(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
-def test_shards_are_byte_identical_for_any_number_of_workers(tmp_path: Path) -> None:
-    vol = make_volume("uint16")
-    for workers in (1, 3):
-        build(vol, tmp_path / f"w{workers}", workers=workers, shard_size=SMALL_SHARDS)
-    one, three = _tree(tmp_path / "w1"), _tree(tmp_path / "w3")
-    assert sum(name.endswith(".shard") for name in one) > 10
-    assert one == three
-
-
 class _Interrupted:
     """A volume whose ``stop_at``-th read is a Ctrl+C (read by whole slices: a build crops
     each task's box from them)."""

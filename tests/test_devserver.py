@@ -256,13 +256,13 @@ class TestDevServerContract(ContractSuite):
             yield ContractServer(server.url, root, name="devserver", cache_control="no-cache")
 
 
-@pytest.mark.slow
 def _as_in_a_terminal() -> None:
     # Ctrl+C reaches a foreground process with SIGINT at its default; a test run started in the
     # background of a shell (as CI scripts may) inherits SIGINT ignored, which Python keeps.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_serve_runs_in_a_process_until_interrupted(tmp_path: Path, signum: int) -> None:
     """serve() as the CLI calls it, in its own process; Ctrl+C or kill ends it cleanly."""

@@ -11,16 +11,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 
-from precomp_host.build.builder import BuildOptions, build_dataset
+from precomp_host.build.builder import BuildOptions, build_dataset, plan_for
 from precomp_host.build.plan import plan_dataset
 from precomp_host.build.regions import (
-    PyramidTask,
+    PyramidSettings,
+    Scratch,
     _levels,
     plan_pyramid,
+    run_pyramid_task,
 )
 from precomp_host.build.segmentation import SegmentationOptions
+from precomp_host.build.sinks import sink_for
 from precomp_host.build.sources import volume_from_array
-from precomp_host.build.writer import SCRATCH_DIR
+from precomp_host.build.writer import SCRATCH_DIR, DatasetWriter
+from precomp_host.core.layout import LAYOUTS
 
 from .test_build import make_volume
 from .test_build_segmentation import make_labels
@@ -92,10 +96,30 @@ def test_tasks_own_every_chunk_once(
         assert len(stages[0]) == 1
 
 
-def test_tasks_and_settings_pickle() -> None:
-    # A cluster (issue #14) ships the task and its settings to another process.
-    task = PyramidTask(0, 2, (0, 0, 0), (1, 2, 1), 7)
-    assert pickle.loads(pickle.dumps(task)) == task
+def test_a_task_runs_the_same_from_pickled_settings(tmp_path: Path) -> None:
+    # A cluster (issue #14) ships a task and its settings to another process: the copy must
+    # hold everything the task needs (volume, codec, downsampler, sink, scratch) and write the
+    # same bytes as the original.
+    options = BuildOptions(resolution=(4.0, 4.0, 4.0), chunk_size=(16, 16, 16))
+    xyzc = make_volume("uint8")
+    volume = volume_from_array(np.ascontiguousarray(xyzc.transpose(2, 1, 0, 3)), "ZYXC")
+    dataset, factors, codec = plan_for(volume, options)
+    trees = []
+    for name in ("original", "copy"):
+        writer = DatasetWriter(tmp_path / name, LAYOUTS["nested"])
+        writer.begin()
+        settings = PyramidSettings(
+            volume=volume, dataset=dataset, factors=factors, codec=codec,
+            downsampler=options.kind().downsampler(None), sink=sink_for(writer, dataset),
+            scratch=Scratch(tmp_path / name),
+        )  # fmt: skip
+        if name == "copy":
+            settings = pickle.loads(pickle.dumps(settings))
+        (task, *_), *_ = plan_pyramid(dataset, factors, voxel_bytes=1)
+        assert run_pyramid_task(pickle.loads(pickle.dumps(task)), settings) > 0
+        trees.append(_tree(tmp_path / name))
+    assert trees[0] == trees[1]
+    assert any(name.endswith(".gz") for name in trees[0])
 
 
 @pytest.mark.parametrize(
