@@ -502,7 +502,9 @@ class _Build:
                     cluster.run(calls, done, shared=[settings])
                 sink.close()
                 cluster.run(extras, tracker.add, shared=_common_args(extras))
-                self.kind.write_metadata(writer, scratch, scale)
+                self.kind.write_metadata(
+                    writer, scratch, scale, resume=options.resume, workers=workers
+                )
                 return
             executor = ThreadExecutor(workers, tracker)
             try:
@@ -510,7 +512,9 @@ class _Build:
                     executor.run(self._pyramid_calls(stage, settings, tracker))
                 sink.close()
                 executor.run(functools.partial(_counted, fn, tracker) for fn in extras)
-                self.kind.write_metadata(writer, scratch, scale)
+                self.kind.write_metadata(
+                    writer, scratch, scale, resume=options.resume, workers=workers
+                )
             finally:
                 executor.close()
 

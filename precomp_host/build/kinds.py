@@ -94,7 +94,9 @@ class VolumeKind:
             when the tasks run on a cluster's worker processes already."""
         yield []
 
-    def write_metadata(self, writer: Writer, scratch: Scratch, scale: Scale) -> None:
+    def write_metadata(
+        self, writer: Writer, scratch: Scratch, scale: Scale, *, resume: bool, workers: int
+    ) -> None:
         """This kind's files written after every task (manifests, segment properties)."""
 
 
@@ -107,7 +109,6 @@ class SegmentationKind(VolumeKind):
 
     def __init__(self, options: SegmentationOptions) -> None:
         self.options = options
-        self._multires: tuple[MeshSettings, int] | None = None
 
     def open(self, volume: Volume) -> Volume:
         return LabelVolume(volume)
@@ -135,9 +136,6 @@ class SegmentationKind(VolumeKind):
             yield []
             return
         settings = MeshSettings(volume, scale, self.options, writer, resume)
-        if self.options.mesh_format == "multires":
-            # write_metadata makes the multi-resolution meshes from this build's regions.
-            self._multires = (settings, workers or 1)
         tasks = plan_meshes(scale, self.options)
         if workers is None:  # a cluster worker meshes in its own process
             yield [functools.partial(run_mesh_task, task, settings) for task in tasks]
@@ -148,10 +146,11 @@ class SegmentationKind(VolumeKind):
         finally:
             mesher.close()
 
-    def write_metadata(self, writer: Writer, scratch: Scratch, scale: Scale) -> None:
+    def write_metadata(
+        self, writer: Writer, scratch: Scratch, scale: Scale, *, resume: bool, workers: int
+    ) -> None:
         if self.options.mesh:
-            settings, workers = self._multires or (None, 1)
-            write_mesh_metadata(writer, scale, self.options, settings, workers)
+            write_mesh_metadata(writer, scale, self.options, resume=resume, workers=workers)
         write_segment_properties(self.options, writer, scratch)
 
 

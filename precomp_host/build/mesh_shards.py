@@ -152,7 +152,7 @@ def write_mesh_shards(
         shard, minishard[segment] = spec.locate(segment)
         by_shard[shard].append(segment)
     for shard, segments in sorted(by_shard.items()):
-        if resume and (writer.root / shard_path(mesh_dir, spec, shard)).is_file():
+        if resume and writer.is_complete(shard_path(mesh_dir, spec, shard)):
             continue
         # write_shard writes minishard by minishard, ids ascending within each.
         order = sorted(segments, key=lambda s: (minishard[s], s))

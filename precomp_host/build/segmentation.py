@@ -16,7 +16,6 @@ instead, and :func:`write_mesh_metadata` makes the sharded multi-resolution mesh
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing
 import os
@@ -231,20 +230,22 @@ def write_mesh_metadata(
     writer: Writer,
     scale: Scale,
     options: SegmentationOptions,
-    multires: MeshSettings | None = None,
+    *,
+    resume: bool = False,
     workers: int = 1,
 ) -> None:
-    """The manifests and ``mesh/info``, from the regions' journal records (after every mesh
-    task is done); with ``multires`` (a ``--mesh multires`` build's settings), the sharded
-    multi-resolution meshes instead, made in ``workers`` processes.
+    """The mesh files, from the regions' journal records (after every mesh task is done): the
+    legacy manifests and ``mesh/info``, or with ``--mesh multires`` the sharded
+    multi-resolution meshes, made in ``workers`` processes (``resume`` keeps finished shards).
 
-    Legacy records are read by name, region by region: an object store has no folder to list
-    cheaply, and a record exists for every region once its task is done.
+    Records are read by name, region by region in plan order: an object store has no folder to
+    list cheaply, a record exists for every region once its task is done, and each segment's
+    fragments then come in one order whatever the number of workers.
     """
-    if multires is not None:
+    if options.mesh_format == "multires":
         if not isinstance(writer, DatasetWriter):
             raise TypeError("multi-resolution meshes are made from a folder build's scratch")
-        _write_multires(writer, multires, workers)
+        _write_multires(writer, scale, options, resume, workers)
         return
     fragments: dict[int, list[str]] = defaultdict(list)
     for task in plan_meshes(scale, options):
@@ -257,18 +258,17 @@ def write_mesh_metadata(
     log.info("meshes: %d segments", len(fragments))
 
 
-def _write_multires(writer: DatasetWriter, settings: MeshSettings, workers: int) -> None:
+def _write_multires(
+    writer: DatasetWriter, scale: Scale, options: SegmentationOptions, resume: bool, workers: int
+) -> None:
     sources: dict[int, list[FragmentRef]] = defaultdict(list)
-    # Records in name order, each segment's fragments in region order: its mesh (and the
-    # shards) are then the same for any number of workers.
-    for record in sorted((writer.root / MESH_JOURNAL_DIR).glob("*.json")):
-        done = json.loads(record.read_text())
-        path = f"{MESH_JOURNAL_DIR}/{record.name.removesuffix('.json')}.fragments"
-        offset = 0
-        for segment, size in zip(done["segments"], done["sizes"], strict=True):
+    for task in plan_meshes(scale, options):
+        record = writer.get_json(_journal_record(task.core))
+        path, offset = _scratch_file(task.core), 0
+        for segment, size in zip(record["segments"], record["sizes"], strict=True):
             sources[segment].append((path, offset, size))
             offset += size
-    multires = MultiresSettings(settings.scale.resolution)
+    multires = MultiresSettings(scale.resolution)
     mesher = ProcessMesher(workers)
     root = str(writer.root)
     try:
@@ -279,7 +279,7 @@ def _write_multires(writer: DatasetWriter, settings: MeshSettings, workers: int)
             multires,
             lambda st, refs: mesher.submit(segment_multires, root, refs, st),
             window=2 * workers,
-            resume=settings.resume,
+            resume=resume,
         )
     finally:
         mesher.close()

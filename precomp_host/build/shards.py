@@ -216,7 +216,7 @@ class ShardSink:
 
     def is_complete(self, key: ChunkKey) -> bool:
         """Whether ``key``'s shard was written whole (by this run or an interrupted one)."""
-        return (self.writer.root / self.shard_path_of(key)).is_file()
+        return self.writer.is_complete(self.shard_path_of(key))
 
     def put(self, key: ChunkKey, data: bytes) -> int:
         """Store chunk ``key`` (encoded by its scale's codec); returns the bytes it takes in
