@@ -44,12 +44,13 @@ import numpy as np
 
 from ..core.layout import TMP_DIR
 from ..core.model import box_name
+from .boxes import assemble
 from .segment_properties import VoxelCounter
 from .sources import read_region
 from .writer import SCRATCH_DIR
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Sequence
+    from collections.abc import Callable, Sequence
     from pathlib import Path
 
     from ..core.model import ChunkKey, Dataset, Scale, Vec3
@@ -98,23 +99,11 @@ class Scratch:
 
     def read(self, scale: Scale, start: Vec3, stop: Vec3) -> np.ndarray:
         """Voxels ``[start, stop)`` of ``scale`` (absolute) from the chunks stored for it."""
-        g0, g1 = _grid_of_box(scale, start, stop)
-        out: np.ndarray | None = None
-        for gz in range(g0[2], g1[2]):
-            for gy in range(g0[1], g1[1]):
-                for gx in range(g0[0], g1[0]):
-                    key = scale.chunk_key((gx, gy, gz))
-                    arr = np.load(self.folder / key.scale / f"{key.name}.npy", allow_pickle=False)
-                    if out is None:
-                        shape = (*(b - a for a, b in zip(start[::-1], stop[::-1], strict=True)),)
-                        out = np.empty((*shape, arr.shape[3]), arr.dtype)
-                    lo = [max(p, q) for p, q in zip(start, key.start, strict=True)]
-                    hi = [min(p, q) for p, q in zip(stop, key.stop, strict=True)]
-                    out[tuple(slice(lo[i] - start[i], hi[i] - start[i]) for i in (2, 1, 0))] = arr[
-                        tuple(slice(lo[i] - key.start[i], hi[i] - key.start[i]) for i in (2, 1, 0))
-                    ]
-        assert out is not None, "an empty box is never read"
-        return out
+        return assemble(scale, start, stop, self._get_array)
+
+    def _get_array(self, key: ChunkKey) -> np.ndarray:
+        arr: np.ndarray = np.load(self.folder / key.scale / f"{key.name}.npy", allow_pickle=False)
+        return arr
 
     def put_counts(self, name: str, counts: dict[int, int]) -> None:
         """Voxel counts per label of a task's box."""
@@ -169,14 +158,6 @@ class PyramidTask:
     @property
     def name(self) -> str:
         return f"{self.first}-{self.last}_{box_name(self.grid_start, self.grid_stop)}"
-
-
-def _grid_of_box(scale: Scale, start: Vec3, stop: Vec3) -> tuple[Vec3, Vec3]:
-    """Grid box of the chunks that meet the voxel box ``[start, stop)``."""
-    off, c = scale.voxel_offset, scale.chunk_size
-    a = tuple((s - o) // n for s, o, n in zip(start, off, c, strict=True))
-    b = tuple(-(-(e - o) // n) for e, o, n in zip(stop, off, c, strict=True))
-    return (a[0], a[1], a[2]), (b[0], b[1], b[2])
 
 
 def _voxels_of_grid(scale: Scale, g0: Vec3, g1: Vec3) -> Box:
@@ -277,7 +258,7 @@ def run_pyramid_task(
         scale = scales[s]
         at = level.needed[0]
         # A later stage's first scale was written by the stage before (as its last).
-        keys = _iter_keys(scale, *level.owned) if i > 0 or task.first == 0 else iter(())
+        keys = scale.iter_chunk_keys_in(*level.owned) if i > 0 or task.first == 0 else iter(())
         for key in keys:
             if settings.resume and settings.sink.is_complete(key):
                 n = 0
@@ -289,7 +270,7 @@ def run_pyramid_task(
                 on_chunk(n)
         if s == task.last:
             if s + 1 < len(scales):  # the next stage starts here: keep it exact
-                for key in _iter_keys(scale, *level.owned):
+                for key in scale.iter_chunk_keys_in(*level.owned):
                     block = np.ascontiguousarray(_crop(data, at, (key.start, key.stop)))
                     settings.scratch.put_array(key, block)
             break
@@ -315,15 +296,8 @@ def is_finished(task: PyramidTask, settings: PyramidSettings) -> bool:
         settings.sink.is_complete(key)
         for i, level in enumerate(levels)
         if i > 0 or task.first == 0
-        for key in _iter_keys(settings.dataset.scales[task.first + i], *level.owned)
+        for key in settings.dataset.scales[task.first + i].iter_chunk_keys_in(*level.owned)
     )
-
-
-def _iter_keys(scale: Scale, g0: Vec3, g1: Vec3) -> Iterator[ChunkKey]:
-    for gz in range(g0[2], g1[2]):
-        for gy in range(g0[1], g1[1]):
-            for gx in range(g0[0], g1[0]):
-                yield scale.chunk_key((gx, gy, gz))
 
 
 def _stage_end(scales: Sequence[Scale], factors: Sequence[Vec3], first: int, budget: int,

@@ -39,6 +39,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
+from .boxes import slices_zyx
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
@@ -73,11 +75,6 @@ def read_region(volume: Volume, start: Shape3, stop: Shape3) -> np.ndarray:
         return out
     (x0, y0, z0), (x1, y1, z1) = start, stop
     return np.ascontiguousarray(volume.read(z0, z1)[:, y0:y1, x0:x1])
-
-
-def _slices(start: Shape3, stop: Shape3) -> tuple[slice, slice, slice]:
-    """``[z, y, x]`` index of the box ``[start, stop)``."""
-    return (slice(start[2], stop[2]), slice(start[1], stop[1]), slice(start[0], stop[0]))
 
 
 def natural_key(name: str) -> list[Any]:
@@ -123,7 +120,7 @@ class ArrayVolume:
         return np.ascontiguousarray(self.array[z0:z1])
 
     def read_region(self, start: Shape3, stop: Shape3) -> np.ndarray:
-        return np.ascontiguousarray(self.array[_slices(start, stop)])
+        return np.ascontiguousarray(self.array[slices_zyx(start, stop)])
 
 
 @dataclass
@@ -171,7 +168,7 @@ class MappedVolume:
         if self._direct:
             return self._by_plane(start, stop)
         view = self._map()
-        out = np.array(view[_slices(start, stop)])
+        out = np.array(view[slices_zyx(start, stop)])
         del view  # unmapped with its last reference
         return out
 

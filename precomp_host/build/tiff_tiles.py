@@ -18,11 +18,12 @@ import numpy as np
 
 from ..core.datasets import read_dataset
 from ..core.model import InvalidInfoError
+from .boxes import assemble
 
 if TYPE_CHECKING:
     import os
 
-    from ..core.model import Vec3
+    from ..core.model import ChunkKey, Vec3
 
 #: A chunk's file: the chunk name plus this suffix, in the scale's folder.
 TIFF_SUFFIX = ".tiff"
@@ -79,32 +80,18 @@ class TiffTileVolume:
     def read_region(self, start: Vec3, stop: Vec3) -> np.ndarray:
         """Voxels ``[start, stop)`` (x, y, z, from 0) as ``[z, y, x, c]``: the tiles it meets."""
         origin = self.scale.voxel_offset
-        a = [s + o for s, o in zip(start, origin, strict=True)]
-        b = [s + o for s, o in zip(stop, origin, strict=True)]
-        grid = [
-            range((lo - o) // n, -(-(hi - o) // n))
-            for lo, hi, o, n in zip(a, b, origin, self.scale.chunk_size, strict=True)
-        ]
-        out = np.empty((b[2] - a[2], b[1] - a[1], b[0] - a[0], self.num_channels), self.dtype)
-        for gz in grid[2]:
-            for gy in grid[1]:
-                for gx in grid[0]:
-                    key = self.scale.chunk_key((gx, gy, gz))
-                    arr = _read_chunk(self._path(key.name))
-                    want = (key.shape[2], key.shape[1], key.shape[0], self.num_channels)
-                    if arr.shape != want or arr.dtype != self.dtype:
-                        raise TiffTileError(
-                            f"{self._path(key.name)}: {arr.shape} {arr.dtype}, "
-                            f"expected {want} {self.dtype}"
-                        )
-                    lo = [max(p, q) for p, q in zip(a, key.start, strict=True)]
-                    hi = [min(p, q) for p, q in zip(b, key.stop, strict=True)]
-                    into = tuple(slice(lo[i] - a[i], hi[i] - a[i]) for i in (2, 1, 0))
-                    src = tuple(
-                        slice(lo[i] - key.start[i], hi[i] - key.start[i]) for i in (2, 1, 0)
-                    )
-                    out[into] = arr[src]
-        return out
+        a = (start[0] + origin[0], start[1] + origin[1], start[2] + origin[2])
+        b = (stop[0] + origin[0], stop[1] + origin[1], stop[2] + origin[2])
+        return assemble(self.scale, a, b, self._tile)
+
+    def _tile(self, key: ChunkKey) -> np.ndarray:
+        arr = _read_chunk(self._path(key.name))
+        want = (key.shape[2], key.shape[1], key.shape[0], self.num_channels)
+        if arr.shape != want or arr.dtype != self.dtype:
+            raise TiffTileError(
+                f"{self._path(key.name)}: {arr.shape} {arr.dtype}, expected {want} {self.dtype}"
+            )
+        return arr
 
     def read(self, z0: int, z1: int) -> np.ndarray:
         """Slices ``[z0, z1)`` (0-based within the volume) as ``[z, y, x, c]``."""

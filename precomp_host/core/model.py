@@ -193,10 +193,22 @@ class Scale:
     def iter_chunk_keys(self, z_rows: range | None = None) -> Iterator[ChunkKey]:
         """Every chunk, x fastest then y then z; ``z_rows`` limits the z grid rows."""
         gx, gy, gz = self.grid_shape()
-        for k in z_rows if z_rows is not None else range(gz):
-            for j in range(gy):
-                for i in range(gx):
+        rows = z_rows if z_rows is not None else range(gz)
+        return self.iter_chunk_keys_in((0, 0, rows.start), (gx, gy, rows.stop))
+
+    def iter_chunk_keys_in(self, g0: Vec3, g1: Vec3) -> Iterator[ChunkKey]:
+        """The chunks of the grid box ``[g0, g1)``, x fastest then y then z."""
+        for k in range(g0[2], g1[2]):
+            for j in range(g0[1], g1[1]):
+                for i in range(g0[0], g1[0]):
                     yield self.chunk_key((i, j, k))
+
+    def grid_box_of(self, start: Vec3, stop: Vec3) -> tuple[Vec3, Vec3]:
+        """The grid box of the chunks that meet the voxel box ``[start, stop)`` (absolute)."""
+        off, c = self.voxel_offset, self.chunk_size
+        a = [(s - o) // n for s, o, n in zip(start, off, c, strict=True)]
+        b = [-(-(e - o) // n) for e, o, n in zip(stop, off, c, strict=True)]
+        return (a[0], a[1], a[2]), (b[0], b[1], b[2])
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> Scale:

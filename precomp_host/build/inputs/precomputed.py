@@ -30,6 +30,7 @@ import numpy as np
 from ...core.encodings import BROTLI, GZIP, brotli_decompress, gzip_decompress
 from ...core.layout import LAYOUTS, nested_url
 from ...core.model import Dataset, InvalidInfoError, box_name
+from ..boxes import assemble
 from ..chunk_codecs import make_codec
 from ..sources import SourceError
 from ..writer import DatasetWriter
@@ -176,28 +177,10 @@ class PrecomputedVolume:
 
     def read_region(self, start: Vec3, stop: Vec3) -> np.ndarray:
         """Voxels ``start`` to ``stop`` (x, y, z, from 0) as ``[z, y, x, c]``, chunk by chunk."""
-        off, chunk, end = self.scale.voxel_offset, self.scale.chunk_size, self.scale.stop
-        lo = [off[i] + start[i] for i in range(3)]
-        hi = [off[i] + stop[i] for i in range(3)]
-        out = np.empty((hi[2] - lo[2], hi[1] - lo[1], hi[0] - lo[0], self.num_channels), self.dtype)
-        ranges = [
-            range((lo[i] - off[i]) // chunk[i], math.ceil((hi[i] - off[i]) / chunk[i]))
-            for i in range(3)
-        ]
-        for gz in ranges[2]:
-            for gy in ranges[1]:
-                for gx in ranges[0]:
-                    g = (gx, gy, gz)
-                    c0 = tuple(off[i] + g[i] * chunk[i] for i in range(3))
-                    c1 = tuple(min(c0[i] + chunk[i], end[i]) for i in range(3))
-                    block = self._chunk((c0[0], c0[1], c0[2]), (c1[0], c1[1], c1[2]))
-                    a = [max(lo[i], c0[i]) for i in range(3)]
-                    b = [min(hi[i], c1[i]) for i in range(3)]
-                    out[a[2] - lo[2] : b[2] - lo[2], a[1] - lo[1] : b[1] - lo[1],
-                        a[0] - lo[0] : b[0] - lo[0]] = block[
-                        a[2] - c0[2] : b[2] - c0[2], a[1] - c0[1] : b[1] - c0[1],
-                        a[0] - c0[0] : b[0] - c0[0]]  # fmt: skip
-        return out
+        off = self.scale.voxel_offset
+        lo = (off[0] + start[0], off[1] + start[1], off[2] + start[2])
+        hi = (off[0] + stop[0], off[1] + stop[1], off[2] + stop[2])
+        return assemble(self.scale, lo, hi, lambda key: self._chunk(key.start, key.stop))
 
     def read(self, z0: int, z1: int) -> np.ndarray:
         x, y, _ = self.shape
