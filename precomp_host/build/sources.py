@@ -466,9 +466,8 @@ class PagedTiff:
         self.num_channels = c
 
     def read(self, z0: int, z1: int) -> np.ndarray:
-        data = _read_tiff(self.path, key=list(range(z0, z1)) if z1 - z0 > 1 else z0)
-        data = data.reshape((z1 - z0, *self.page_shape))
-        return np.ascontiguousarray(_as_zyxc(data, "Z" + self.page_axes, self.path))
+        x, y, _ = self.shape
+        return self.read_region((0, 0, z0), (x, y, z1))
 
     def read_region(self, start: Shape3, stop: Shape3) -> np.ndarray:
         (x0, y0, z0), (x1, y1, z1) = start, stop
