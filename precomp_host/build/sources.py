@@ -309,12 +309,12 @@ def _one_stack(
     return (total, *plane), dtype, "Z" + plane_axes, total
 
 
-def _read_tiff(path: str, key: int | list[int] | None = None) -> np.ndarray:
+def _read_tiff(path: str) -> np.ndarray:
     import tifffile
 
     try:
         with _tifffile_checked(path):
-            out: np.ndarray = tifffile.imread(path, key=key)
+            out: np.ndarray = tifffile.imread(path)
     except SourceError:
         raise
     except Exception as e:  # tifffile raises many kinds on truncated or corrupt data
